@@ -1,0 +1,7 @@
+"""The one error type shown to users: a one-line message, exit code 2, no traceback."""
+
+
+class UserError(Exception):
+    """Bad input from the user (config, spec, CLI argument, file). Printed as one line, exit 2."""
+
+    exit_code = 2

@@ -1,0 +1,5 @@
+import sys
+
+from unihetero.cli import main
+
+sys.exit(main())
