@@ -1,0 +1,381 @@
+"""Typed run config: dataclasses loaded from YAML presets, dotted overrides, whole-config validation.
+
+A run is fully described by a `RunConfig`; its run id is a hash of the resolved config. Every
+choice the paper leaves open is a field here (never a hidden constant), so it can be a sweep axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.errors import UserError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+TARGET_PARTS = ("semantic_input", "semantic_encoder", "pixel")
+
+
+def opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | None = None,
+        gt: float | None = None, le: float | None = None) -> Any:
+    """A config field with its documentation and the values it allows."""
+    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    size: str = opt("small", "named size preset that fills every dimension left unset",
+                    choices=("tiny", "small", "medium", "base"))
+    patch_size: int = opt(4, "ViT patch side in pixels (must divide data.image_size)", ge=1)
+    enc_width: int | None = opt(None, "vision encoder width (from size)", ge=8)
+    enc_depth: int | None = opt(None, "vision encoder blocks (from size)", ge=1)
+    width: int | None = opt(None, "LLM width (from size)", ge=8)
+    depth: int | None = opt(None, "LLM blocks (from size)", ge=1)
+    heads: int | None = opt(None, "attention heads in encoder and LLM (from size)", ge=1)
+    mlp_ratio: float = opt(2.667, "SwiGLU hidden width / model width", gt=0)
+    visual_attention: str = opt("causal", "attention among visual tokens",
+                                choices=("causal", "bidirectional"))
+    attention: str = opt("sdpa", "attention kernel", choices=("sdpa", "reference"))
+    encoder_checkpoint: str = opt("", "load the vision encoder from this checkpoint file ('' = random init)")
+    freeze_encoder: bool = opt(False, "keep the vision encoder's weights fixed")
+
+
+@dataclass
+class DataConfig:
+    world_seed: int = opt(0, "seed of the procedural world (images are a function of seed and index)", ge=0)
+    image_size: int = opt(32, "image side in pixels", ge=8, le=256)
+    min_objects: int = opt(1, "fewest objects per image", ge=1, le=9)
+    max_objects: int = opt(4, "most objects per image (distinct 3x3 cells)", ge=1, le=9)
+    caption_coverage: float = opt(0.5, "fraction of objects and of their attributes a caption names",
+                                  gt=0, le=1)
+    texture_strength: float = opt(0.3, "amplitude of the meaningless background texture", ge=0, le=1)
+    unique_samples: int = opt(100_000, "D: training uses world indices [0, D), repeated in epochs", ge=1)
+
+
+@dataclass
+class ObjectiveConfig:
+    target: str = opt("none", "generation target: none, or '+'-joined parts of " + ", ".join(TARGET_PARTS))
+    understanding_weight: float = opt(1.0, "weight of caption next-token cross-entropy", ge=0)
+    semantic_weight: float = opt(1.0, "weight of the semantic (input-embedding or encoder) loss", ge=0)
+    semantic_loss: str = opt("cosine", "loss on semantic targets", choices=("mse", "cosine", "smooth_l1"))
+    target_ema: float = opt(0.0, "EMA decay of the projector copy that defines semantic_input targets "
+                                 "(0 = the live projector)", ge=0, le=0.99999)
+    pixel_weight: float = opt(1.0, "weight of the pixel loss", ge=0)
+    pixel_head: str = opt("diffusion", "pixel predictor", choices=("diffusion", "mse"))
+    pixel_grad_to_llm: bool = opt(True, "pixel loss gradient reaches the LLM (false: a decoder on "
+                                        "detached hidden states)")
+    diffusion_width: int = opt(128, "width of the per-token diffusion MLP", ge=8)
+    diffusion_depth: int = opt(2, "residual AdaLN blocks in the diffusion MLP", ge=1)
+    diffusion_timesteps: int = opt(1000, "DDPM training timesteps", ge=10)
+    diffusion_batch_mul: int = opt(4, "noise draws per token per step", ge=1)
+
+    def parts(self) -> tuple[str, ...]:
+        return () if self.target == "none" else tuple(self.target.split("+"))
+
+
+@dataclass
+class MaskingConfig:
+    distribution: str = opt("none", "how each masking probability is drawn",
+                            choices=("none", "fixed", "uniform", "gaussian", "truncnorm"))
+    p: float = opt(0.5, "fixed: the masking probability", ge=0, le=1)
+    low: float = opt(0.7, "uniform/truncnorm: lower bound", ge=0, le=1)
+    high: float = opt(1.0, "uniform/truncnorm: upper bound", ge=0, le=1)
+    mean: float = opt(1.0, "gaussian/truncnorm: mean", ge=-10, le=10)
+    std: float = opt(0.25, "gaussian/truncnorm: standard deviation", gt=0, le=10)
+    per: str = opt("batch", "one probability per batch or per sample", choices=("batch", "sample"))
+    loss_on: str = opt("next", "generation loss on every next position or on masked ones only",
+                       choices=("next", "masked"))
+
+
+@dataclass
+class TrainConfig:
+    seed: int = opt(0, "seed of init, masking and noise (data order uses it too)", ge=0)
+    samples_seen: int = opt(64_000, "total training samples (steps = samples_seen / batch_size)", ge=1)
+    batch_size: int = opt(64, "images per step", ge=1)
+    lr: float = opt(1e-3, "peak AdamW learning rate", gt=0, le=1)
+    min_lr_ratio: float = opt(0.1, "final learning rate / peak", ge=0, le=1)
+    warmup_steps: int = opt(100, "linear warmup steps", ge=0)
+    weight_decay: float = opt(0.05, "AdamW weight decay (matrices only)", ge=0)
+    grad_clip: float = opt(1.0, "global gradient-norm clip (0 = off)", ge=0)
+    precision: str = opt("fp32", "autocast precision", choices=("fp32", "bf16"))
+    checkpoint_every: int = opt(200, "steps between checkpoints (0 = only at the end)", ge=0)
+    log_every: int = opt(10, "steps between metric records", ge=1)
+    threads: int = opt(0, "torch intra-op threads (0 = torch default)", ge=0)
+
+
+@dataclass
+class EvalConfig:
+    every: int = opt(0, "steps between evaluations (0 = only before and after training)", ge=0)
+    num_images: int = opt(128, "held-out images for zero-shot scoring and generation metrics", ge=4)
+    probe_images: int = opt(512, "held-out images for the linear probe (split train/test)", ge=20)
+    probe_layer: str = opt("llm.mid", "probe features: encoder, projector, llm.<k>, llm.mid or llm.final")
+    rollout_steps: int = opt(8, "free-running rollout length for semantic targets", ge=1)
+    views: list[int] = opt([1, 2, 4, 8], "inference scaling: answers averaged over K masked views")
+    view_mask_ratio: float = opt(0.25, "fraction of visual tokens masked in each view", ge=0, le=1)
+    diffusion_steps: list[int] = opt([4, 16, 64], "inference scaling: diffusion sampling steps")
+    inference_scaling: bool = opt(True, "run the inference-scaling evaluations at the end")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.train.samples_seen / self.train.batch_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_id(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(enc_width=32, enc_depth=1, width=32, depth=2, heads=2),
+    "small": dict(enc_width=128, enc_depth=2, width=128, depth=4, heads=4),
+    "medium": dict(enc_width=192, enc_depth=3, width=256, depth=6, heads=4),
+    "base": dict(enc_width=384, enc_depth=6, width=512, depth=8, heads=8),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# building a config from nested dicts, with one clear error per bad key
+
+
+def _allowed_types(tp: Any) -> tuple:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return tuple(a for a in typing.get_args(tp))
+    return (tp,)
+
+
+def _type_name(tp: Any) -> str:
+    names = []
+    for t in _allowed_types(tp):
+        if t is type(None):
+            names.append("null")
+        elif typing.get_origin(t) is list:
+            names.append(f"list of {typing.get_args(t)[0].__name__}")
+        else:
+            names.append(t.__name__)
+    return " or ".join(names)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML/CLI value to the field type, or raise a UserError naming the key."""
+    for t in _allowed_types(tp):
+        if t is type(None) and value is None:
+            return None
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                break
+            return float(value)
+        if t is float and isinstance(value, str):
+            try:
+                parsed = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(parsed):
+                return parsed
+        if t is str and isinstance(value, str):
+            return value
+        if typing.get_origin(t) is list and isinstance(value, list):
+            (item,) = typing.get_args(t)
+            return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    raise UserError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None or isinstance(v, bool):
+            continue
+        if meta["choices"] is not None and v not in meta["choices"]:
+            raise UserError(f"config key '{key}': {v!r} is not one of {', '.join(map(str, meta['choices']))}")
+        bounds = [(meta["ge"], lambda a, b: a >= b, ">="), (meta["gt"], lambda a, b: a > b, ">"),
+                  (meta["le"], lambda a, b: a <= b, "<=")]
+        for bound, ok, sym in bounds:
+            if bound is not None and isinstance(v, (int, float)) and not ok(v, bound):
+                raise UserError(f"config key '{key}': {v!r} out of range (allowed: {sym} {bound})")
+
+
+def _build(cls: type, values: dict, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in fields:
+            raise UserError(f"unknown config key '{prefix}{key}' (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in values:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, values[name], f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(prefix + name, values[name], tp)
+            _check_range(prefix + name, kwargs[name], f.metadata)
+    return cls(**kwargs)
+
+
+def _validate_whole(cfg: RunConfig) -> None:
+    """Checks that span several keys."""
+    m, d, o, k = cfg.model, cfg.data, cfg.objective, cfg.masking
+    if d.image_size % m.patch_size:
+        raise UserError(f"config key 'model.patch_size': {m.patch_size} must divide data.image_size "
+                        f"{d.image_size}")
+    if d.min_objects > d.max_objects:
+        raise UserError(f"config key 'data.min_objects': {d.min_objects} exceeds data.max_objects "
+                        f"{d.max_objects}")
+    parts = o.parts()
+    bad = [p for p in parts if p not in TARGET_PARTS]
+    if bad or len(set(parts)) != len(parts) or (o.target != "none" and not parts):
+        raise UserError(f"config key 'objective.target': {o.target!r} is not 'none' or a '+'-joined set of "
+                        f"{', '.join(TARGET_PARTS)}")
+    if "semantic_input" in parts and "semantic_encoder" in parts:
+        raise UserError("config key 'objective.target': choose one of semantic_input and semantic_encoder")
+    for name in ("width", "enc_width"):
+        if getattr(m, name) % m.heads:
+            raise UserError(f"config key 'model.{name}': {getattr(m, name)} is not divisible by "
+                            f"model.heads {m.heads}")
+    if k.low > k.high:
+        raise UserError(f"config key 'masking.low': {k.low} exceeds masking.high {k.high}")
+    if not cfg.eval.views or not cfg.eval.diffusion_steps:
+        raise UserError("config key 'eval.views' / 'eval.diffusion_steps': must not be empty")
+    if any(v < 1 for v in cfg.eval.views + cfg.eval.diffusion_steps):
+        raise UserError("config key 'eval.views' / 'eval.diffusion_steps': entries must be >= 1")
+    layer = cfg.eval.probe_layer
+    if layer not in ("encoder", "projector", "llm.mid", "llm.final"):
+        idx = layer.removeprefix("llm.")
+        if not (layer.startswith("llm.") and idx.isdigit() and int(idx) < m.depth):
+            raise UserError(f"config key 'eval.probe_layer': {layer!r} is not encoder, projector, llm.mid, "
+                            f"llm.final or llm.<k> with k < model.depth ({m.depth})")
+
+
+def from_dict(values: dict) -> RunConfig:
+    """Build, resolve size presets and validate a config from nested dicts."""
+    cfg = _build(RunConfig, values, "")
+    for name, value in SIZES[cfg.model.size].items():
+        if getattr(cfg.model, name) is None:
+            setattr(cfg.model, name, value)
+    _validate_whole(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML files, presets and dotted overrides
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file '{path}': {e.__class__.__name__}") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config file '{path}'{where}: not valid YAML") from None
+    if values is None:
+        raise UserError(f"config file '{path}' is empty (expected a mapping of config sections)")
+    if not isinstance(values, dict):
+        raise UserError(f"config file '{path}': expected a mapping of config sections")
+    return values
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _source_values(source: str) -> dict:
+    """A preset name or a YAML path; a file may name `preset: NAME` to start from a preset."""
+    path = Path(source)
+    if source in presets():
+        values = read_yaml(PRESET_DIR / f"{source}.yaml")
+    elif path.suffix in (".yaml", ".yml") or path.exists():
+        values = read_yaml(path)
+    else:
+        raise UserError(f"config '{source}' is neither a preset ({', '.join(presets())}) nor a YAML file")
+    base = values.pop("preset", None)
+    if base is None:
+        return values
+    if base not in presets():
+        raise UserError(f"config '{source}': preset {base!r} unknown (allowed: {', '.join(presets())})")
+    return merge(read_yaml(PRESET_DIR / f"{base}.yaml"), values)
+
+
+def merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'train.lr=3e-4' -> {'train': {'lr': '3e-4' parsed as YAML}}."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override '{text}': expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Resolve a preset or YAML file plus dotted overrides into a validated RunConfig."""
+    values = _source_values(source)
+    for text in overrides:
+        values = merge(values, parse_override(text))
+    return from_dict(values)
+
+
+def config_reference() -> str:
+    """The config reference as Markdown (kept in the README)."""
+    lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for section in dataclasses.fields(RunConfig):
+        cls = typing.get_type_hints(RunConfig)[section.name]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            allowed = ", ".join(map(str, m["choices"])) if m["choices"] else _type_name(hints[f.name])
+            for bound, sym in ((m["ge"], ">="), (m["gt"], ">"), (m["le"], "<=")):
+                if bound is not None:
+                    allowed += f" {sym} {bound}"
+            lines.append(f"| `{section.name}.{f.name}` | `{default}` | {allowed} | {m['doc']} |")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""Training and held-out batches: deterministic by (seed, step), O(1) memory in the data scale D.
+
+Sample position p of training (p = step * batch + j) lies in epoch p // D; its world index is a
+keyed permutation of p mod D, so small D repeats epochs in a fresh deterministic order each time
+and resuming at a step needs nothing but the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from study.config import RunConfig
+from study.data.tokenizer import PAD_ID, encode
+from study.data.world import HELD_OUT_START, Scene, World
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(x: np.ndarray, key: np.uint64) -> np.ndarray:
+    """A 64-bit avalanche hash (splitmix64 finaliser) of x xor key."""
+    with np.errstate(over="ignore"):
+        z = (x ^ key) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return (z ^ (z >> np.uint64(31))) & _MASK64
+
+
+class KeyedPermutation:
+    """A bijection of [0, n) keyed by a seed: a balanced Feistel network with cycle walking."""
+
+    def __init__(self, n: int, seed: tuple[int, ...], rounds: int = 4):
+        self.n = n
+        bits = max(2, (n - 1).bit_length())
+        self.half = (bits + 1) // 2
+        self.low_mask = np.uint64((1 << self.half) - 1)
+        self.keys = np.random.default_rng(list(seed)).integers(0, 2**63, size=rounds, dtype=np.uint64)
+
+    def _feistel(self, x: np.ndarray) -> np.ndarray:
+        h = np.uint64(self.half)
+        left, right = x >> h, x & self.low_mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix(right, key) & self.low_mask)
+        return (left << h) | right
+
+    def __call__(self, i: np.ndarray) -> np.ndarray:
+        x = self._feistel(i.astype(np.uint64))
+        out_of_range = x >= np.uint64(self.n)
+        while out_of_range.any():  # cycle walking: expected < 4 rounds since the domain is < 4n
+            x[out_of_range] = self._feistel(x[out_of_range])
+            out_of_range = x >= np.uint64(self.n)
+        return x.astype(np.int64)
+
+
+def training_indices(cfg: RunConfig, step: int) -> np.ndarray:
+    """World indices of the training batch at `step`."""
+    d, b = cfg.data.unique_samples, cfg.train.batch_size
+    positions = np.arange(step * b, (step + 1) * b, dtype=np.int64)
+    epochs, offsets = positions // d, positions % d
+    out = np.empty(b, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        sel = epochs == epoch
+        out[sel] = KeyedPermutation(d, (cfg.train.seed, cfg.data.world_seed, int(epoch)))(offsets[sel])
+    return out
+
+
+def held_out_indices(start: int, count: int) -> np.ndarray:
+    return HELD_OUT_START + np.arange(start, start + count, dtype=np.int64)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    tokens: torch.Tensor  # (B, L) caption ids, <bos> ... <eos>, right-padded with <pad>
+    scenes: list[Scene]
+
+
+def pad_tokens(token_lists: list[list[int]]) -> torch.Tensor:
+    """Right-pad id lists with <pad> into a (B, L) tensor."""
+    length = max(len(t) for t in token_lists)
+    tokens = torch.full((len(token_lists), length), PAD_ID, dtype=torch.long)
+    for row, ids in enumerate(token_lists):
+        tokens[row, : len(ids)] = torch.tensor(ids)
+    return tokens
+
+
+def collate(images: list[np.ndarray], token_lists: list[list[int]], scenes: list[Scene]) -> Batch:
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return Batch(pixels, pad_tokens(token_lists), scenes)
+
+
+def make_batch(world: World, indices: np.ndarray) -> Batch:
+    samples = [world.sample(int(i)) for i in indices]
+    return collate([s[0] for s in samples], [encode(s[1].caption) for s in samples], [s[1] for s in samples])
+
+
+class TrainStream:
+    """Training batches from `start_step` on, rendered one batch ahead on a worker thread."""
+
+    def __init__(self, cfg: RunConfig, start_step: int, prefetch: bool = True):
+        self.cfg, self.world, self.step = cfg, World(cfg.data), start_step
+        self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+
+    def _render(self, step: int) -> Batch:
+        return make_batch(self.world, training_indices(self.cfg, step))
+
+    def __iter__(self) -> Iterator[Batch]:
+        pending = self.pool.submit(self._render, self.step) if self.pool else None
+        while True:
+            if pending is None:
+                batch = self._render(self.step)
+            else:
+                batch = pending.result()
+                pending = self.pool.submit(self._render, self.step + 1)
+            self.step += 1
+            yield batch
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown(wait=True, cancel_futures=True)

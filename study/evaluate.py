@@ -1,0 +1,77 @@
+"""Evaluation of one model on the held-out range: understanding, generation, inference scaling.
+
+Understanding: held-out caption loss, zero-shot attribute accuracy (with chance levels), linear
+probes. Generation: semantic or pixel metrics beside trivial predictors. At the final evaluation,
+inference-time scaling (masked-view ensembles; diffusion sampling steps) is written to
+`inference_scaling.json` and decoded images to `samples.npz` in the run directory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from study.config import RunConfig
+from study.data.loader import held_out_indices, make_batch
+from study.data.world import World
+from study.evaluation.generation import pixel_metrics, semantic_metrics
+from study.evaluation.probe import linear_probe
+from study.evaluation.zero_shot import masked_view_scaling, zero_shot
+from study.model.flops import forward_flops
+from study.model.unified import UnifiedModel
+from study.model.vit import unpatchify
+from study.objectives import caption_loss
+from study.runstore import atomic_write
+
+GENERATION_IMAGES = 64
+DECODED_IMAGES = 8
+
+
+def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(cfg.train.seed * 7919 + step * 13 + 5)
+
+
+@torch.no_grad()
+def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_dir: Path | None = None) -> dict:
+    """All metrics at `step` as a flat dict (random-init floor when step == 0)."""
+    was_training = model.training
+    model.eval()
+    world, gen = World(cfg.data), eval_generator(cfg, step)
+    n = cfg.eval.num_images
+    batch = make_batch(world, held_out_indices(0, n))
+    _, embeds = model.encode(batch.images)
+    hidden, _ = model(embeds, batch.tokens)
+    out: dict = {"caption_loss": float(caption_loss(model.text_logits(hidden, model.num_visual), batch.tokens))}
+    out.update(zero_shot(model, cfg, batch.images, batch.scenes))
+    probe = make_batch(world, held_out_indices(n, cfg.eval.probe_images))
+    out.update(linear_probe(model, cfg, probe.images, probe.scenes))
+    gen_images = batch.images[:GENERATION_IMAGES]
+    if model.semantic_head is not None:
+        out.update(semantic_metrics(model, cfg, gen_images, gen))
+    if model.pixel_head is not None:
+        pixel, diffusion_rows, decoded = pixel_metrics(model, cfg, gen_images, gen, final)
+        out.update(pixel)
+    if final and run_dir is not None:
+        scaling = {"views": [], "diffusion_steps": []}
+        if cfg.eval.inference_scaling:
+            fwd = forward_flops(cfg, 0)
+            per_token = (fwd["llm"] + fwd.get("lm_head", 0.0)) / model.num_visual
+            scaling["views"] = masked_view_scaling(model, cfg, batch.images, batch.scenes, gen, per_token)
+            if model.pixel_head is not None:
+                scaling["diffusion_steps"] = diffusion_rows
+        atomic_write(Path(run_dir) / "inference_scaling.json", json.dumps(scaling, indent=1).encode())
+        if model.pixel_head is not None:
+            _save_decoded(Path(run_dir) / "samples.npz", gen_images[:DECODED_IMAGES],
+                          unpatchify(decoded[:DECODED_IMAGES], cfg.model.patch_size))
+    model.train(was_training)
+    return out
+
+
+def _save_decoded(path: Path, originals: torch.Tensor, decoded: torch.Tensor) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, original=originals.numpy(), decoded=((decoded + 1) / 2).clamp(0, 1).numpy())
+    atomic_write(path, buffer.getvalue())

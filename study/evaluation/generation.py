@@ -1,0 +1,116 @@
+"""Generation metrics, each beside two trivial predictors (the mean target; copying the current token).
+
+Semantic targets: teacher-forced cosine and MSE, and free-running rollout error by step (predictions
+fed back as inputs: directly for input-embedding targets, through the projector for encoder targets).
+Pixel targets: PSNR of predicted next patches, by diffusion sampling steps for the diffusion head.
+Under bidirectional visual attention the next token's input is visible, so positions are scored
+with half the visual inputs masked, on the masked positions only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from study.config import RunConfig
+from study.data.tokenizer import BOS_ID
+from study.masking import random_mask
+from study.model.flops import diffusion_sample_flops
+from study.model.unified import UnifiedModel
+from study.model.vit import patchify
+
+
+def _bos(n: int) -> torch.Tensor:
+    return torch.full((n, 1), BOS_ID, dtype=torch.long)
+
+
+def _scored_positions(model: UnifiedModel, embeds: torch.Tensor, gen: torch.Generator):
+    """Hidden states at positions 0..V-2 and which next-token targets (1..V-1) are scored."""
+    b, v, _ = embeds.shape
+    mask = None
+    if model.visual_attention == "bidirectional":
+        mask = random_mask(torch.full((b,), 0.5, dtype=torch.float64), v, gen)
+    hidden, _ = model(model.mask_inputs(embeds, mask), _bos(b))
+    where = mask[:, 1:] if mask is not None else torch.ones(b, v - 1, dtype=torch.bool)
+    return hidden[:, : v - 1], where
+
+
+def _cos_mse(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    pred, target = pred.float(), target.float()
+    return (float(F.cosine_similarity(pred, target, dim=-1).mean()), float((pred - target).pow(2).mean()))
+
+
+def _with_baselines(prefix: str, pred, target, copy_pred, metric) -> dict[str, float]:
+    mean_pred = target.mean(0, keepdim=True).expand_as(target)
+    out = {}
+    for name, p in (("model", pred), ("mean_target", mean_pred), ("copy_current", copy_pred)):
+        for key, value in metric(p, target).items():
+            out[f"{prefix}/{key}" if name == "model" else f"{prefix}_{name}/{key}"] = value
+    return out
+
+
+@torch.no_grad()
+def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, gen: torch.Generator) -> dict:
+    enc, embeds = model.encode(images)
+    targets = model.semantic_targets(enc, embeds)
+    hidden, where = _scored_positions(model, embeds, gen)
+    pred = model.semantic_head(hidden)[where]
+    target, copy = targets[:, 1:][where], targets[:, :-1][where]
+
+    def metric(p, t):
+        cos, mse = _cos_mse(p, t)
+        return {"cos": cos, "mse": mse}
+
+    out = _with_baselines("sem", pred, target, copy, metric)
+    out.update(rollout_errors(model, cfg, enc, embeds, targets))
+    return out
+
+
+@torch.no_grad()
+def rollout_errors(model: UnifiedModel, cfg: RunConfig, enc, embeds, targets) -> dict[str, float]:
+    """1 - cosine to the true target at each free-running step k, from the middle of the image."""
+    v = model.num_visual
+    start = v // 2
+    steps = min(cfg.eval.rollout_steps, v - start)
+    inputs = embeds[:, :start]
+    out = {}
+    for k in range(1, steps + 1):
+        hidden, _ = model(inputs, _bos(inputs.shape[0]))
+        pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
+        out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), targets[:, start + k - 1].float(),
+                                                                 dim=-1).mean())
+        fed = pred if model.semantic_target == "semantic_input" else model.projector(pred)
+        inputs = torch.cat([inputs, fed[:, None].to(inputs.dtype)], dim=1)
+    return out
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of [-1, 1] patches, measured on the [0, 1] pixel scale."""
+    mse = ((pred.float().clamp(-1, 1) - target.float()) / 2).pow(2).mean()
+    return float(10 * math.log10(1.0 / max(float(mse), 1e-12)))
+
+
+@torch.no_grad()
+def pixel_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, gen: torch.Generator,
+                  final: bool) -> tuple[dict, list[dict], torch.Tensor]:
+    """PSNR (with baselines), PSNR by diffusion steps, and the decoded images (teacher-forced)."""
+    patches = patchify(images * 2 - 1, cfg.model.patch_size)
+    _, embeds = model.encode(images)
+    hidden, where = _scored_positions(model, embeds, gen)
+    target, copy = patches[:, 1:][where], patches[:, :-1][where]
+    cond = hidden[where]
+    diffusion = cfg.objective.pixel_head == "diffusion"
+    step_list = sorted(cfg.eval.diffusion_steps) if final else [sorted(cfg.eval.diffusion_steps)[len(
+        cfg.eval.diffusion_steps) // 2]]
+    rows, pred = [], None
+    for steps in step_list if diffusion else [0]:
+        pred = model.pixel_head.sample(cond.float(), steps, gen) if diffusion else model.pixel_head(cond).float()
+        if diffusion:
+            rows.append({"diffusion_steps": steps, "psnr": psnr(pred, target),
+                         "inference_flops_per_image": diffusion_sample_flops(cfg, steps)})
+    out = _with_baselines("pix", pred, target, copy, lambda p, t: {"psnr": psnr(p, t)})
+    decoded = patches.clone()
+    decoded[:, 1:][where] = pred.to(decoded.dtype).clamp(-1, 1)
+    return out, rows, decoded

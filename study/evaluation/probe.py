@@ -1,0 +1,90 @@
+"""Linear probes: classify each object's attributes from frozen features pooled over its cell.
+
+Features come from a named layer (encoder, projector, llm.<k>, llm.mid, llm.final), averaged over the
+patches whose centres lie in the object's 3x3 cell; a multinomial logistic regression is fit on the
+probe-train images and scored on the probe-test images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from study.config import RunConfig
+from study.data.tokenizer import BOS_ID
+from study.data.world import COLOURS, SHAPES, SIZES, Scene
+from study.model.unified import UnifiedModel
+
+PROBE_TARGETS = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES)}
+TRAIN_FRACTION = 0.7
+
+
+def cell_of_patches(image_size: int, patch: int) -> torch.Tensor:
+    """The 3x3 cell (0..8) of each patch centre, raster order."""
+    side = image_size // patch
+    centres = (torch.arange(side) + 0.5) * patch
+    row = (centres * 3 / image_size).long().clamp(max=2)
+    return (row[:, None] * 3 + row[None, :]).flatten()
+
+
+@torch.no_grad()
+def layer_features(model: UnifiedModel, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """Per-visual-token features (B, V, D) at `layer`."""
+    enc, embeds = model.encode(images)
+    if layer == "encoder":
+        return enc
+    if layer == "projector":
+        return embeds
+    bos = torch.full((images.shape[0], 1), BOS_ID, dtype=torch.long)
+    final, layers = model(embeds, bos, keep_layers=True)
+    v = model.num_visual
+    if layer == "llm.final":
+        return final[:, :v]
+    index = (len(layers) - 1) // 2 if layer == "llm.mid" else int(layer.removeprefix("llm."))
+    return layers[index][:, :v]
+
+
+def object_features(features: torch.Tensor, scenes: list[Scene], cells: torch.Tensor):
+    """Cell-pooled features (N_objects, D), attribute labels, and each object's image index."""
+    rows, labels, owner = [], {k: [] for k in PROBE_TARGETS}, []
+    for i, scene in enumerate(scenes):
+        for obj in scene.objects:
+            rows.append(features[i, cells == obj.cell].mean(0))
+            for k in PROBE_TARGETS:
+                labels[k].append(getattr(obj, k))
+            owner.append(i)
+    return torch.stack(rows).float(), {k: torch.tensor(v) for k, v in labels.items()}, np.array(owner)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3) -> torch.Tensor:
+    """Weights (D + 1, classes) of an L2-regularised multinomial logistic regression, by L-BFGS."""
+    xb = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    w = torch.zeros(xb.shape[1], classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(xb @ w, y) + l2 * w[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach()
+
+
+def linear_probe(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
+    feats = layer_features(model, images, cfg.eval.probe_layer)
+    x, labels, owner = object_features(feats, scenes, cell_of_patches(cfg.data.image_size, cfg.model.patch_size))
+    train = torch.from_numpy(owner < int(TRAIN_FRACTION * len(scenes)))
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+    x = (x - mean) / std
+    out = {}
+    for name, classes in PROBE_TARGETS.items():
+        w = fit_logistic(x[train], labels[name][train], classes)
+        pred = (torch.cat([x[~train], torch.ones(int((~train).sum()), 1)], dim=1) @ w).argmax(-1)
+        out[f"probe_acc/{name}"] = float((pred == labels[name][~train]).float().mean())
+        out[f"chance/probe_{name}"] = float(torch.bincount(labels[name][~train], minlength=classes).max()
+                                            / int((~train).sum()))
+    return out

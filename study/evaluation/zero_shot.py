@@ -1,0 +1,127 @@
+"""Zero-shot attribute accuracy by likelihood scoring of captions that differ in one attribute.
+
+For every object of every held-out image, and each attribute (size, colour, shape, location), the
+model scores the full description of the object with each possible value of that attribute; it is
+right when the true description scores strictly highest. Objects in an image have distinct cells and
+distinct (shape, colour) pairs, so every alternative is false. Count is asked once per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from study.config import RunConfig
+from study.data.loader import pad_tokens
+from study.data.tokenizer import encode
+from study.data.world import COLOURS, LOCATIONS, SHAPES, SIZES, Obj, Scene, count_words
+from study.masking import random_mask
+from study.model.unified import UnifiedModel
+
+ATTRIBUTES = {"size": SIZES, "colour": COLOURS, "shape": SHAPES, "location": LOCATIONS}
+_FIELD = {"size": "size", "colour": "colour", "shape": "shape", "location": "cell"}
+CHUNK = 512
+
+
+@dataclass
+class Questions:
+    image: np.ndarray      # (C,) which image each candidate is about
+    question: np.ndarray   # (C,) question id
+    correct: np.ndarray    # (C,) bool
+    tokens: list[list[int]]
+    attribute: list[str]   # per question
+
+
+def build_questions(scenes: list[Scene], min_objects: int, max_objects: int) -> Questions:
+    image, question, correct, tokens, attribute = [], [], [], [], []
+
+    def add(img: int, words: list[str], is_true: bool) -> None:
+        image.append(img)
+        question.append(len(attribute) - 1)
+        correct.append(is_true)
+        tokens.append(encode(words, eos=False))
+
+    for img, scene in enumerate(scenes):
+        for obj in scene.objects:
+            for attr, values in ATTRIBUTES.items():
+                attribute.append(attr)
+                for value in range(len(values)):
+                    alt: Obj = replace(obj, **{_FIELD[attr]: value})
+                    add(img, alt.words(), value == getattr(obj, _FIELD[attr]))
+        if max_objects > min_objects:
+            attribute.append("count")
+            for n in range(min_objects, max_objects + 1):
+                add(img, count_words(n), n == len(scene.objects))
+    return Questions(np.array(image), np.array(question), np.array(correct), tokens, attribute)
+
+
+@torch.no_grad()
+def candidate_scores(model: UnifiedModel, embeds: torch.Tensor, q: Questions) -> torch.Tensor:
+    """Log-likelihood (C,) of each candidate caption given its image's visual embeddings."""
+    v = embeds.shape[1]
+    scores = []
+    for lo in range(0, len(q.tokens), CHUNK):
+        chunk = pad_tokens(q.tokens[lo: lo + CHUNK])
+        vis = embeds[torch.from_numpy(q.image[lo: lo + CHUNK])]
+        hidden, _ = model(vis, chunk)
+        logp = F.log_softmax(model.text_logits(hidden, v)[:, :-1].float(), dim=-1)
+        token_logp = logp.gather(-1, chunk[:, 1:, None]).squeeze(-1)
+        scores.append((token_logp * (chunk[:, 1:] != 0)).sum(-1))
+    return torch.cat(scores)
+
+
+def accuracy_by_attribute(scores: torch.Tensor, q: Questions) -> dict[str, float]:
+    """Per attribute: fraction of questions whose true candidate strictly beats every alternative."""
+    s = scores.double().numpy()
+    n = len(q.attribute)
+    best_wrong = np.full(n, -np.inf)
+    np.maximum.at(best_wrong, q.question[~q.correct], s[~q.correct])
+    true_score = np.full(n, -np.inf)
+    true_score[q.question[q.correct]] = s[q.correct]
+    right = true_score > best_wrong
+    attrs = np.array(q.attribute)
+    return {a: float(right[attrs == a].mean()) for a in dict.fromkeys(q.attribute)}
+
+
+def chance_levels(cfg: RunConfig) -> dict[str, float]:
+    out = {a: 1 / len(v) for a, v in ATTRIBUTES.items()}
+    if cfg.data.max_objects > cfg.data.min_objects:
+        out["count"] = 1 / (cfg.data.max_objects - cfg.data.min_objects + 1)
+    return out
+
+
+def summarise(acc: dict[str, float], prefix: str) -> dict[str, float]:
+    """Per-attribute accuracies plus their mean over object attributes (the primary metric)."""
+    out = {f"{prefix}/{a}": v for a, v in acc.items()}
+    out[prefix] = float(np.mean([acc[a] for a in ATTRIBUTES]))
+    return out
+
+
+@torch.no_grad()
+def zero_shot(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
+    q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
+    _, embeds = model.encode(images)
+    out = summarise(accuracy_by_attribute(candidate_scores(model, embeds, q), q), "zs_acc")
+    out.update({f"chance/{a}": c for a, c in chance_levels(cfg).items()})
+    out["chance"] = float(np.mean([out[f"chance/{a}"] for a in ATTRIBUTES]))
+    return out
+
+
+@torch.no_grad()
+def masked_view_scaling(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene],
+                        generator: torch.Generator, flops_per_token: float) -> list[dict]:
+    """Accuracy when candidate scores are averaged over K randomly masked views, for each K."""
+    q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
+    _, embeds = model.encode(images)
+    ratio = torch.full((embeds.shape[0],), cfg.eval.view_mask_ratio, dtype=torch.float64)
+    views = [candidate_scores(model, model.mask_inputs(embeds, random_mask(ratio, embeds.shape[1], generator)), q)
+             for _ in range(max(cfg.eval.views))]
+    tokens_per_image = sum(embeds.shape[1] + len(t) for t in q.tokens) / len(scenes)
+    rows = []
+    for k in sorted(cfg.eval.views):
+        acc = summarise(accuracy_by_attribute(torch.stack(views[:k]).mean(0), q), "zs_acc")
+        rows.append({"views": k, "inference_flops_per_image": k * tokens_per_image * flops_per_token, **acc})
+    return rows

@@ -1,0 +1,159 @@
+"""The run store: one directory per run, the contract between training, sweeps and analysis.
+
+    config.yaml     resolved config (run id = its hash)
+    status.json     pending | running | completed | failed (+ reason, step, timestamps, host, job id)
+    metrics.jsonl   one record per logged step (append-only, flushed per record)
+    eval.jsonl      one record per evaluation
+    checkpoints/    step_XXXXXXXX.pt, the last two kept
+
+Every whole-file write is atomic (temp file, fsync, rename); the run itself writes its status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from study.config import RunConfig, from_dict
+from study.errors import UserError
+
+KEEP_CHECKPOINTS = 2
+
+
+def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
+    """Write bytes (or let `data(fileobj)` write) to a temp file beside `path`, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a corrupt line is skipped with a warning naming the file and line."""
+    if not path.exists():
+        return []
+    records = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            warnings.warn(f"{path}:{lineno}: corrupt record skipped", stacklevel=2)
+            continue
+        records.append(record)
+    return records
+
+
+class RunStore:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.checkpoint_dir = self.path / "checkpoints"
+
+    # -- config -------------------------------------------------------------------------------
+    def init(self, cfg: RunConfig) -> None:
+        """Create the run directory with its config, or check an existing one holds the same config."""
+        config_path = self.path / "config.yaml"
+        if config_path.exists():
+            existing = self.config()
+            if existing.to_dict() != cfg.to_dict():
+                raise UserError(f"run directory '{self.path}' holds a different config (run id "
+                                f"{existing.run_id()}, asked for {cfg.run_id()})")
+            return
+        atomic_write(config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        self.write_status("pending")
+
+    def config(self) -> RunConfig:
+        path = self.path / "config.yaml"
+        try:
+            values = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"cannot read run config '{path}': {e.__class__.__name__}") from None
+        return from_dict(values)
+
+    # -- status -------------------------------------------------------------------------------
+    def status(self) -> dict:
+        path = self.path / "status.json"
+        try:
+            status = json.loads(path.read_text())
+            if isinstance(status, dict) and "state" in status:
+                return status
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            pass
+        if path.exists():
+            warnings.warn(f"{path}: unreadable status file, treated as unknown", stacklevel=2)
+        return {"state": "unknown"}
+
+    def write_status(self, state: str, **fields: Any) -> None:
+        previous = self.status() if (self.path / "status.json").exists() else {}
+        now = time.time()
+        status = {"state": state, "updated_at": now, "started_at": previous.get("started_at", now),
+                  "host": socket.gethostname(), "pid": os.getpid()}
+        job = os.environ.get("SLURM_JOB_ID")
+        if job:
+            status["backend_job_id"] = f"slurm:{job}"
+        status.update(fields)
+        atomic_write(self.path / "status.json", json.dumps(status, indent=1).encode())
+
+    # -- records ------------------------------------------------------------------------------
+    def append(self, name: str, record: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def records(self, name: str) -> list[dict]:
+        return read_jsonl(self.path / name)
+
+    def truncate_records(self, name: str, after_step: int) -> None:
+        """Drop records of steps after `after_step` (work lost by an interruption is redone)."""
+        kept = [r for r in self.records(name) if r.get("step", 0) <= after_step]
+        atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.checkpoint_dir.glob("step_*.pt"))
+
+    def save_checkpoint(self, step: int, state: dict) -> Path:
+        path = self.checkpoint_dir / f"step_{step:08d}.pt"
+        atomic_write(path, lambda f: torch.save(state, f))
+        for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest_checkpoint(self) -> dict | None:
+        """The newest loadable checkpoint; a corrupt one is skipped with a warning naming it."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # truncated or garbage file: fall back to the previous one
+                warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}), using an earlier one",
+                              stacklevel=2)
+        return None

@@ -1,0 +1,69 @@
+import torch
+
+from study.data.tokenizer import BOS_ID
+from study.model.layers import reference_attention
+from study.model.unified import UnifiedModel
+from tests.conftest import tiny_config
+
+
+def _model(*overrides):
+    torch.manual_seed(0)
+    cfg = tiny_config(*overrides)
+    return UnifiedModel(cfg).eval(), cfg
+
+
+def _run(model, embeds, tokens):
+    with torch.no_grad():
+        return model(embeds, tokens)[0]
+
+
+def test_causal_attention_later_tokens_do_not_change_earlier_outputs():
+    model, _ = _model("model.visual_attention=causal")
+    v = model.num_visual
+    embeds = torch.randn(2, v, model.llm.norm.weight.shape[0])
+    tokens = torch.randint(3, 20, (2, 6))
+    base = _run(model, embeds, tokens)
+    changed_vis = embeds.clone()
+    changed_vis[:, 5] += 1.0
+    out = _run(model, changed_vis, tokens)
+    assert torch.allclose(out[:, :5], base[:, :5], atol=1e-6)
+    assert not torch.allclose(out[:, 5:], base[:, 5:], atol=1e-4)
+    changed_text = tokens.clone()
+    changed_text[:, 3] = 25
+    out = _run(model, embeds, changed_text)
+    assert torch.allclose(out[:, : v + 3], base[:, : v + 3], atol=1e-6)
+    assert not torch.allclose(out[:, v + 3:], base[:, v + 3:], atol=1e-4)
+
+
+def test_bidirectional_image_attention_keeps_text_causal():
+    model, _ = _model("model.visual_attention=bidirectional")
+    v = model.num_visual
+    embeds = torch.randn(1, v, model.llm.norm.weight.shape[0])
+    tokens = torch.randint(3, 20, (1, 6))
+    base = _run(model, embeds, tokens)
+    changed_vis = embeds.clone()
+    changed_vis[:, v - 1] += 1.0
+    out = _run(model, changed_vis, tokens)
+    assert not torch.allclose(out[:, 0], base[:, 0], atol=1e-4)  # earlier visual token sees a later one
+    changed_text = tokens.clone()
+    changed_text[:, 2] = 25
+    out = _run(model, embeds, changed_text)
+    assert torch.allclose(out[:, : v + 2], base[:, : v + 2], atol=1e-6)
+
+
+def test_sdpa_matches_reference_attention_with_masks():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8) for _ in range(3))
+    mask = torch.rand(10, 10) > 0.3
+    mask |= torch.eye(10, dtype=torch.bool)
+    expected = reference_attention(q, k, v, mask)
+    got = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(expected, got, atol=1e-5)
+    for visual_attention in ("causal", "bidirectional"):
+        a, _ = _model(f"model.visual_attention={visual_attention}", "model.attention=sdpa")
+        b, _ = _model(f"model.visual_attention={visual_attention}", "model.attention=reference")
+        b.load_state_dict(a.state_dict())
+        images = torch.rand(2, 3, 16, 16)
+        tokens = torch.full((2, 3), BOS_ID)
+        with torch.no_grad():
+            assert torch.allclose(a(a.encode(images)[1], tokens)[0], b(b.encode(images)[1], tokens)[0], atol=1e-5)

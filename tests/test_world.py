@@ -1,0 +1,95 @@
+import numpy as np
+
+from study.config import load_config
+from study.data.loader import KeyedPermutation, held_out_indices, training_indices
+from study.data.tokenizer import decode, encode
+from study.data.world import COLOURS, HELD_OUT_START, LOCATIONS, SIZES, World
+
+
+def test_world_is_deterministic_by_seed_and_index():
+    cfg = load_config("tiny").data
+    a, b = World(cfg), World(cfg)
+    for i in (0, 7, 123_456_789):
+        img_a, scene_a = a.sample(i)
+        img_b, scene_b = b.sample(i)
+        assert np.array_equal(img_a, img_b) and scene_a == scene_b
+    assert not np.array_equal(a.sample(1)[0], a.sample(2)[0])
+    other = World(load_config("tiny", ["data.world_seed=1"]).data)
+    assert not np.array_equal(a.sample(1)[0], other.sample(1)[0])
+
+
+def test_scene_rules_and_image_range():
+    cfg = load_config("tiny", ["data.max_objects=4", "data.image_size=32"]).data
+    world = World(cfg)
+    for i in range(200):
+        img, scene = world.sample(i)
+        assert img.shape == (32, 32, 3) and img.dtype == np.float32
+        assert 0.0 <= img.min() and img.max() <= 1.0
+        assert 1 <= len(scene.objects) <= 4
+        assert len({o.cell for o in scene.objects}) == len(scene.objects)
+        assert len({(o.shape, o.colour) for o in scene.objects}) == len(scene.objects)
+
+
+def test_objects_are_drawn_in_their_colour_at_their_cell():
+    cfg = load_config("tiny", ["data.image_size=32", "data.texture_strength=0"]).data
+    img, scene = World(cfg).sample(5)
+    for obj in scene.objects:
+        cy, cx = int((obj.cell // 3 + 0.5) * 32 / 3), int((obj.cell % 3 + 0.5) * 32 / 3)
+        patch = img[cy - 1: cy + 2, cx - 1: cx + 2].reshape(-1, 3)
+        from study.data.world import RGB
+        assert (np.abs(patch - RGB[obj.colour]).sum(1) < 1e-6).any()
+
+
+def _named(scene):
+    """How many objects the caption names, and the fraction of optional attributes it keeps."""
+    words = scene.caption
+    sentences = " ".join(words).split(" . ")
+    objects = [s for s in sentences if s and not s.startswith("there are")]
+    attrs = [sum(w in SIZES for w in s.split()) + sum(w in COLOURS for w in s.split())
+             + sum(w in LOCATIONS for w in s.split()) for s in objects]
+    return len(objects), attrs
+
+
+def test_full_coverage_names_everything():
+    world = World(load_config("tiny", ["data.caption_coverage=1.0", "data.max_objects=4"]).data)
+    for i in range(100):
+        scene = world.scene(i)
+        n, attrs = _named(scene)
+        assert n == len(scene.objects) and all(a == 3 for a in attrs)
+        assert scene.caption[:2] == ("there", "are")
+
+
+def test_partial_coverage_omits_what_coverage_says():
+    cov = 0.4
+    world = World(load_config("tiny", [f"data.caption_coverage={cov}", "data.max_objects=4"]).data)
+    named, total, kept = 0, 0, []
+    for i in range(2000):
+        scene = world.scene(i)
+        n, attrs = _named(scene)
+        assert n == max(1, round(cov * len(scene.objects)))
+        named, total = named + n, total + len(scene.objects)
+        kept += attrs
+    assert named < total  # some objects are never mentioned
+    frac = np.sum(kept) / (3 * len(kept))
+    assert abs(frac - cov) < 0.02, frac
+
+
+def test_tokenizer_round_trip():
+    scene = World(load_config("tiny").data).scene(3)
+    ids = encode(scene.caption)
+    assert decode(ids)[1:-1] == list(scene.caption)
+
+
+def test_epochs_are_permutations_and_held_out_is_disjoint():
+    cfg = load_config("tiny", ["data.unique_samples=37", "train.batch_size=8", "train.samples_seen=296"])
+    seen = np.concatenate([training_indices(cfg, s) for s in range(37)])  # 8 epochs of 37
+    for e in range(8):
+        assert sorted(seen[e * 37:(e + 1) * 37]) == list(range(37))
+    assert not np.array_equal(seen[:37], seen[37:74])  # a fresh order each epoch
+    assert held_out_indices(0, 5).min() >= HELD_OUT_START > 10**12
+
+
+def test_keyed_permutation_is_a_bijection_for_awkward_sizes():
+    for n in (1, 2, 3, 1000, 4097):
+        p = KeyedPermutation(n, (0, 1))(np.arange(n))
+        assert sorted(p) == list(range(n))

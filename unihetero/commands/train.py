@@ -1,0 +1,86 @@
+"""`unihetero train` and `unihetero eval`: one run of the study."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from study.config import load_config
+from study.errors import UserError
+from study.runstore import RunStore
+from study.summary import summarise_run
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="create or resume one training run; prints its directory")
+    p.add_argument("config", nargs="?", help="preset name or YAML file (omit with --resume)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. objective.target=semantic_input")
+    p.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this directory")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--summary", action="store_true", help="print the run's summary when it ends")
+    p.set_defaults(func=run_train)
+    s = sub.add_parser("summary", help="print a run's status and final metrics against floor and chance")
+    s.add_argument("run_dir")
+    s.set_defaults(func=run_summary)
+    e = sub.add_parser("eval", help="re-evaluate a finished run from its last checkpoint")
+    e.add_argument("run_dir")
+    e.set_defaults(func=run_eval)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from study.train import TrainingFailed, train
+
+    if args.resume:
+        store = _require_run_dir(args.resume, "--resume")
+        cfg, run_dir = store.config(), store.path
+    else:
+        if not args.config:
+            raise UserError("train: give a CONFIG (preset or YAML file) or --resume RUN_DIR")
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.runs_dir) / cfg.run_id()
+    try:
+        path = train(cfg, run_dir, quiet=args.quiet)
+    except TrainingFailed as e:
+        print(f"run failed: {e} ({run_dir})", file=sys.stderr)
+        return 1
+    print(path)
+    if args.summary:
+        print(summarise_run(str(path)))
+    return 0
+
+
+def _require_run_dir(path: str, command: str) -> RunStore:
+    store = RunStore(path)
+    if not (store.path / "config.yaml").is_file():
+        raise UserError(f"{command} '{path}': not a run directory (no config.yaml)")
+    return store
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    print(summarise_run(str(_require_run_dir(args.run_dir, "summary").path)))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from study.evaluate import evaluate
+    from study.model.unified import UnifiedModel
+
+    store = _require_run_dir(args.run_dir, "eval")
+    cfg = store.config()
+    state = store.load_latest_checkpoint()
+    if state is None:
+        raise UserError(f"eval '{args.run_dir}': no loadable checkpoint")
+    model = UnifiedModel(cfg)
+    model.load_state_dict(state["model"])
+    torch.manual_seed(cfg.train.seed)
+    record = {"step": state["step"], "samples_seen": state["step"] * cfg.train.batch_size, "final": True,
+              "reevaluated": True}
+    record.update(evaluate(model, cfg, state["step"], final=True, run_dir=store.path))
+    store.append("eval.jsonl", record)
+    print(json.dumps(record, indent=1))
+    return 0
