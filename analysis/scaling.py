@@ -8,7 +8,7 @@ Every form is one law in log space,
 i.e. y_hat = E + sum_j C_j / x_j^p_j with C_j = exp(c_j), E = exp(e). `theta` is the vector
 (c_1..c_k, p_1..p_k, e); results are reported in natural units (C_j, p_j, E).
 
-The `bounded` form is for accuracies in (0, 1): the error rate err = 1 - acc follows the power law
+The `bounded` form is for accuracies in [0, 1): the error rate err = 1 - acc follows the power law
 err(D) = E + A / D^alpha (E is the irreducible error, so 1 - E is the accuracy ceiling), fitted on
 log err exactly like a loss. Predictions are 1 - err_hat clipped to [0, 1]. Use it above chance
 level: at or near chance, accuracy is flat in D and no power law describes it.
@@ -35,7 +35,7 @@ E_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0)
 COEF_GRID = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
 EXPONENT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
 
-LBFGS_OPTIONS = {"ftol": 1e-10}  # the optimum to ~1e-7 relative in every parameter
+LBFGS_OPTIONS = {"ftol": 1e-10}  # fits that reach the same optimum then agree to ~1e-7 in every parameter
 
 
 @dataclass(frozen=True)

@@ -93,3 +93,18 @@ def test_keyed_permutation_is_a_bijection_for_awkward_sizes():
     for n in (1, 2, 3, 1000, 4097):
         p = KeyedPermutation(n, (0, 1))(np.arange(n))
         assert sorted(p) == list(range(n))
+
+
+def test_zero_shot_questions_have_exactly_one_true_candidate():
+    from study.evaluation.zero_shot import accuracy_by_attribute, build_questions
+
+    world = World(load_config("tiny", ["data.max_objects=4"]).data)
+    scenes = [world.scene(i) for i in range(50)]
+    q = build_questions(scenes, 1, 4)
+    per_question = np.bincount(q.question[q.correct], minlength=len(q.attribute))
+    assert (per_question == 1).all()
+    import torch
+    assert set(accuracy_by_attribute(torch.tensor(q.correct, dtype=torch.float32), q).values()) == {1.0}
+    assert set(accuracy_by_attribute(torch.tensor(~q.correct, dtype=torch.float32), q).values()) == {0.0}
+    # ties are not counted as right
+    assert set(accuracy_by_attribute(torch.zeros(len(q.correct)), q).values()) == {0.0}

@@ -10,6 +10,8 @@ from study.errors import UserError
 COMMAND_MODULES = (
     "unihetero.commands.train",
     "unihetero.commands.fit",
+    "unihetero.commands.sweep",
+    "unihetero.commands.search",
 )
 
 

@@ -4,6 +4,8 @@ For every object of every held-out image, and each attribute (size, colour, shap
 model scores the full description of the object with each possible value of that attribute; it is
 right when the true description scores strictly highest. Objects in an image have distinct cells and
 distinct (shape, colour) pairs, so every alternative is false. Count is asked once per image.
+Descriptions follow the image's true count sentence, as in training captions; only the description's
+own tokens are scored, so the shared context favours no candidate.
 """
 
 from __future__ import annotations
@@ -32,30 +34,34 @@ class Questions:
     question: np.ndarray   # (C,) question id
     correct: np.ndarray    # (C,) bool
     tokens: list[list[int]]
+    score_from: np.ndarray  # (C,) first token position that is scored
     attribute: list[str]   # per question
 
 
 def build_questions(scenes: list[Scene], min_objects: int, max_objects: int) -> Questions:
-    image, question, correct, tokens, attribute = [], [], [], [], []
+    image, question, correct, tokens, score_from, attribute = [], [], [], [], [], []
 
-    def add(img: int, words: list[str], is_true: bool) -> None:
+    def add(img: int, context: list[str], words: list[str], is_true: bool) -> None:
         image.append(img)
         question.append(len(attribute) - 1)
         correct.append(is_true)
-        tokens.append(encode(words, eos=False))
+        tokens.append(encode(context + words, eos=False))
+        score_from.append(1 + len(context))
 
     for img, scene in enumerate(scenes):
+        context = count_words(len(scene.objects))
         for obj in scene.objects:
             for attr, values in ATTRIBUTES.items():
                 attribute.append(attr)
                 for value in range(len(values)):
                     alt: Obj = replace(obj, **{_FIELD[attr]: value})
-                    add(img, alt.words(), value == getattr(obj, _FIELD[attr]))
+                    add(img, context, alt.words(), value == getattr(obj, _FIELD[attr]))
         if max_objects > min_objects:
             attribute.append("count")
             for n in range(min_objects, max_objects + 1):
-                add(img, count_words(n), n == len(scene.objects))
-    return Questions(np.array(image), np.array(question), np.array(correct), tokens, attribute)
+                add(img, [], count_words(n), n == len(scene.objects))
+    return Questions(np.array(image), np.array(question), np.array(correct), tokens, np.array(score_from),
+                     attribute)
 
 
 @torch.no_grad()
@@ -69,7 +75,9 @@ def candidate_scores(model: UnifiedModel, embeds: torch.Tensor, q: Questions) ->
         hidden, _ = model(vis, chunk)
         logp = F.log_softmax(model.text_logits(hidden, v)[:, :-1].float(), dim=-1)
         token_logp = logp.gather(-1, chunk[:, 1:, None]).squeeze(-1)
-        scores.append((token_logp * (chunk[:, 1:] != 0)).sum(-1))
+        position = torch.arange(1, chunk.shape[1])[None]
+        scored = (chunk[:, 1:] != 0) & (position >= torch.from_numpy(q.score_from[lo: lo + CHUNK])[:, None])
+        scores.append((token_logp * scored).sum(-1))
     return torch.cat(scores)
 
 

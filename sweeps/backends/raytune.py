@@ -1,0 +1,77 @@
+"""Ray Tune backend: one Tune trial per grid trial, on a local Ray instance or a cluster.
+
+Each launch is a fresh Tune experiment: the run directories, not Tune's own state, make a relaunch
+skip completed trials and resume partial ones, so Tuner.restore adds nothing. A trial whose worker
+dies (or that raises) is retried up to `max_failures` times; the retry takes over the dead attempt's
+lock (same owner tag) and resumes the run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeps.execute import TrialTask, execute_trial
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # HOST:PORT of a running cluster; None starts a local instance
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    num_cpus: int | None = None  # size of a local instance (None: all cores)
+    storage: str = ""  # Tune's experiment folder (default: RUNS_DIR/.ray)
+    name: str = "sweep"
+
+
+def _trainable(config: dict) -> None:
+    from ray import tune
+
+    tag = f"ray:{tune.get_context().get_experiment_name()}/{tune.get_context().get_trial_id()}"
+    record = execute_trial(TrialTask(**config["task"]), owner_tag=tag)
+    tune.report({k: v for k, v in record.items() if v is not None})
+
+
+def connect(options: RayOptions) -> bool:
+    """Join or start Ray unless it is already initialised; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if options.address:
+        ray.init(address=options.address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
+    import ray
+    from ray import tune
+
+    if not tasks:
+        return []
+    started = connect(options)
+    try:
+        storage = Path(options.storage or Path(tasks[0].run_dir).parent / ".ray").resolve()
+        resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable, resources),
+            param_space={"task": tune.grid_search([dataclasses.asdict(t) for t in tasks])},
+            tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
+                                        trial_dirname_creator=lambda trial: trial.trial_id),
+            run_config=tune.RunConfig(name=f"{options.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                                      storage_path=str(storage), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+        )
+        results = tuner.fit()
+        return [r.metrics if r.error is None else {"outcome": "error", "reason": repr(r.error)}
+                for r in results]
+    finally:
+        if started:
+            ray.shutdown()

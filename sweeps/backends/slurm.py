@@ -1,0 +1,128 @@
+"""Slurm backend: a Submitit job array, one checkpointable job per trial.
+
+On timeout or preemption submitit calls `SlurmTrial.checkpoint`, which resubmits the same trial; the
+requeued job (same Slurm job id, so it may take over its own earlier lock) calls `train` again, which
+resumes from the run's last checkpoint. A plain `scontrol requeue` restarts the job from its original
+pickle, which resumes the same way. The job state comes from squeue (sacct may be unavailable).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+
+from sweeps.execute import TrialTask, execute_trial
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+                "DEADLINE", "PREEMPTED"}
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 60
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    nodes: int = 1
+    tasks_per_node: int = 1
+    mem_gb: float | None = None
+    array_parallelism: int = 64
+    max_num_timeout: int = 3  # requeues after a timeout before the job counts as failed
+    folder: str = ""  # submitit logs and pickles (default: RUNS_DIR/.slurm/<name>)
+    name: str = "sweep"
+    wait: bool = True
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list: 'gpu[03-05,9],cpu1' -> 'gpu03'."""
+    m = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?([^,\[]*)", nodelist.strip())
+    if m is None:
+        raise ValueError(f"unparseable Slurm node list {nodelist!r}")
+    prefix, ranges, suffix = m.groups()
+    return prefix + (ranges.split(",")[0].split("-")[0] if ranges else "") + suffix
+
+
+def distributed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """torch.distributed's environment (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) from Slurm's."""
+    job = int(environ.get("SLURM_ARRAY_JOB_ID", environ.get("SLURM_JOB_ID", "0")))
+    nodelist = environ.get("SLURM_JOB_NODELIST", environ.get("SLURM_NODELIST", "localhost"))
+    return {"MASTER_ADDR": first_host(nodelist),
+            "MASTER_PORT": environ.get("MASTER_PORT", str(20000 + job % 20000)),
+            "RANK": environ.get("SLURM_PROCID", "0"),
+            "WORLD_SIZE": environ.get("SLURM_NTASKS", "1"),
+            "LOCAL_RANK": environ.get("SLURM_LOCALID", "0")}
+
+
+class SlurmTrial(submitit.helpers.Checkpointable):
+    """The job body; `checkpoint` (inherited) resubmits the same trial when Slurm stops the job."""
+
+    def __call__(self, task: TrialTask) -> dict:
+        env = distributed_env(os.environ)
+        os.environ.update(env)
+        if env["RANK"] != "0":  # study.train is single-process today: only rank 0 owns and trains the trial
+            return {"run_dir": task.run_dir, "outcome": "idle-rank", "rank": int(env["RANK"])}
+        return execute_trial(task, owner_tag=f"slurm:{os.environ.get('SLURM_JOB_ID', '')}")
+
+
+def _executor(options: SlurmOptions, folder: Path) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=options.max_num_timeout)
+    params = {"name": options.name, "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
+              "nodes": options.nodes, "tasks_per_node": options.tasks_per_node,
+              "slurm_array_parallelism": options.array_parallelism}
+    optional = {"gpus_per_node": options.gpus_per_node or None, "mem_gb": options.mem_gb,
+                "slurm_partition": options.partition, "slurm_account": options.account,
+                "slurm_qos": options.qos}
+    executor.update_parameters(**params, **{k: v for k, v in optional.items() if v is not None})
+    return executor
+
+
+def queue_states() -> dict[str, str] | None:
+    """Slurm state of every job squeue knows (array elements expanded), by job id; None if squeue fails."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dict(line.split(maxsplit=1) for line in out.splitlines() if " " in line)
+
+
+def _finished(job: submitit.Job, states: dict[str, str]) -> bool:
+    return job.paths.result_pickle.exists() or states.get(job.job_id, "GONE") in FINAL_STATES | {"GONE"}
+
+
+def _result(job: submitit.Job, task: TrialTask) -> dict:
+    if not job.paths.result_pickle.exists():
+        return {"run_dir": task.run_dir, "job_id": job.job_id, "outcome": "error",
+                "reason": f"job {job.job_id} ended without a result (see its log in {job.paths.folder})"}
+    try:
+        return job.result() | {"job_id": job.job_id}
+    except Exception as e:  # the job raised: its error is in the job's log
+        return {"run_dir": task.run_dir, "job_id": job.job_id, "outcome": "error", "reason": str(e)[-500:]}
+
+
+def launch(tasks: list[TrialTask], options: SlurmOptions, poll_s: float = 2.0) -> list[dict]:
+    """Submit one array job; with `wait`, block until every job has finished (requeues included)."""
+    if not tasks:
+        return []
+    folder = Path(options.folder or Path(tasks[0].run_dir).parent / ".slurm" / options.name).resolve()
+    jobs = _executor(options, folder).map_array(SlurmTrial(), tasks)
+    if not options.wait:
+        return [{"run_dir": t.run_dir, "job_id": j.job_id, "outcome": "submitted"}
+                for j, t in zip(jobs, tasks, strict=True)]
+    pending = list(jobs)
+    while pending:
+        time.sleep(poll_s)
+        states = queue_states()
+        if states is not None:
+            pending = [j for j in pending if not _finished(j, states)]
+    return [_result(j, t) for j, t in zip(jobs, tasks, strict=True)]

@@ -1,0 +1,110 @@
+"""A grid's state, read from the run store and the trial locks: counts, a table, a live progress line.
+
+States: completed, failed, running (status running and its lock alive), interrupted (status running
+or pending with a checkpoint but nobody holds it: a relaunch resumes it), pending.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from study.runstore import RunStore
+from sweeps.layout import run_dir
+from sweeps.lock import holder
+from sweeps.spec import Trial
+
+STATES = ("completed", "running", "interrupted", "failed", "pending")
+
+
+@dataclass(frozen=True)
+class TrialState:
+    trial: Trial
+    state: str
+    step: int | None = None
+    total_steps: int | None = None
+    reason: str = ""
+
+
+def trial_state(trial: Trial, runs_dir: Path) -> TrialState:
+    path = run_dir(runs_dir, trial.run_id)
+    if not (path / "status.json").exists():
+        return TrialState(trial, "pending")
+    status = RunStore(path).status()
+    state = status["state"]
+    if state in ("running", "pending", "unknown"):
+        live = holder(path) is not None
+        started = state == "running" or bool(RunStore(path).checkpoints())
+        state = "running" if live else ("interrupted" if started else "pending")
+    return TrialState(trial, state, status.get("step"), status.get("total_steps"), status.get("reason", ""))
+
+
+def collect(trials: list[Trial], runs_dir: Path) -> list[TrialState]:
+    return [trial_state(t, runs_dir) for t in trials]
+
+
+def counts(states: list[TrialState]) -> dict[str, int]:
+    c = Counter(s.state for s in states)
+    return {name: c.get(name, 0) for name in STATES}
+
+
+def counts_line(states: list[TrialState]) -> str:
+    c = counts(states)
+    return f"{c['completed']}/{len(states)} completed, " + ", ".join(f"{c[k]} {k}" for k in STATES[1:])
+
+
+def format_table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
+             for r in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def status_table(states: list[TrialState]) -> str:
+    axis_keys = list(dict.fromkeys(k for s in states for k in s.trial.axes))
+    header = ["#", *axis_keys, "run_id", "state", "step", "reason"]
+    rows = []
+    for s in states:
+        step = f"{s.step}/{s.total_steps}" if s.total_steps else ""
+        rows.append([str(s.trial.index), *(str(s.trial.axes.get(k, "")) for k in axis_keys), s.trial.run_id,
+                     s.state, step, s.reason])
+    return format_table(rows, header)
+
+
+class GridProgress:
+    """A background thread that shows the grid's counts (from the run store) while a backend works."""
+
+    def __init__(self, trials: list[Trial], runs_dir: Path, every_s: float = 2.0,
+                 stream: TextIO | None = None):
+        self.trials, self.runs_dir, self.every_s = trials, runs_dir, every_s
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="grid progress", daemon=True)
+        self._last = ""
+
+    def _show(self, final: bool = False) -> None:
+        line = counts_line(collect(self.trials, self.runs_dir))
+        if self.tty:
+            print(f"\r{line}   ", end="\n" if final else "", file=self.stream, flush=True)
+        elif line != self._last:
+            print(line, file=self.stream, flush=True)
+        self._last = line
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._show()
+
+    def __enter__(self) -> GridProgress:
+        self._show()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._show(final=True)

@@ -1,0 +1,45 @@
+"""The Ray Tune backend on a real local Ray instance: a grid completes, relaunch skips, a trial whose
+worker dies is retried and resumes from its checkpoint."""
+
+import pytest
+
+from study.runstore import RunStore
+from sweeps.execute import FAULT_FILE
+from tests.test_sweep_local import attempts, launch_argv, run_dirs
+from tests.test_sweep_spec import write_grid
+from unihetero.cli import main
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_grid_completes_on_ray_and_relaunch_skips(tmp_path, ray_instance):
+    grid, runs = write_grid(tmp_path), tmp_path / "runs"
+    assert main(launch_argv(grid, runs, "--backend", "ray", "--max-concurrent", "2")) == 0
+    dirs = run_dirs(grid, runs)
+    assert [RunStore(d).status()["state"] for d in dirs] == ["completed"] * 3
+    assert main(launch_argv(grid, runs, "--backend", "ray")) == 0
+    assert [len(attempts(d)) for d in dirs] == [1, 1, 1]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_trial_whose_worker_dies_is_retried_and_resumes(tmp_path, ray_instance):
+    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 320})
+    runs = tmp_path / "runs"
+    (run,) = run_dirs(grid, runs)
+    run.mkdir(parents=True)
+    (run / FAULT_FILE).write_text("10")  # the first attempt's process exits right after step 10
+    assert main(launch_argv(grid, runs, "--backend", "ray", "--max-failures", "2")) == 0
+    assert RunStore(run).status()["state"] == "completed"
+    first, second = attempts(run)
+    assert (first["from_step"], second["from_step"]) == (0, 10)
+    assert first["pid"] != second["pid"] and not (run / FAULT_FILE).exists()

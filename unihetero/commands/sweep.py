@@ -1,0 +1,157 @@
+"""`unihetero sweep plan|launch|status`: grids of runs on this machine, a Ray cluster or Slurm."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from study.errors import UserError
+from sweeps.execute import TrialTask
+from sweeps.layout import run_dir, write_membership
+from sweeps.spec import SCALES, Trial, expand, load_spec
+from sweeps.status import GridProgress, collect, counts_line, format_table, status_table
+
+if TYPE_CHECKING:
+    from sweeps.backends.local import LocalOptions
+    from sweeps.backends.raytune import RayOptions
+    from sweeps.backends.slurm import SlurmOptions
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _grid_args(p: argparse.ArgumentParser, runs_dir: bool) -> None:
+    p.add_argument("grid", help="grid name (sweeps/grids) or path to a grid spec YAML")
+    p.add_argument("--preset", required=True, choices=SCALES, help="scale of the grid")
+    if runs_dir:
+        p.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="plan, launch and watch grids of runs")
+    actions = p.add_subparsers(dest="sweep_command", required=True, parser_class=type(p))
+    plan = actions.add_parser("plan", help="print the trial table (axes, run ids, FLOPs); runs nothing")
+    _grid_args(plan, runs_dir=False)
+    plan.set_defaults(func=run_plan)
+
+    launch = actions.add_parser("launch", help="run every trial not yet completed; relaunch resumes")
+    _grid_args(launch, runs_dir=True)
+    launch.add_argument("--backend", choices=("local", "ray", "slurm"), default="local")
+    launch.add_argument("--retry-failed", action="store_true", help="rerun failed trials too")
+    launch.add_argument("--workers", type=positive_int, default=1, help="local: processes (1: this one)")
+    ray = launch.add_argument_group("ray")
+    ray.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster (default: start a local one)")
+    ray.add_argument("--max-concurrent", type=positive_int, help="most trials at once")
+    ray.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
+    ray.add_argument("--cpus-per-trial", type=nonnegative_float, default=1.0)
+    ray.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0)
+    slurm = launch.add_argument_group("slurm")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--account")
+    slurm.add_argument("--qos")
+    slurm.add_argument("--time-min", type=positive_int, default=60, help="time limit per job in minutes")
+    slurm.add_argument("--cpus-per-task", type=positive_int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=0)
+    slurm.add_argument("--nodes", type=positive_int, default=1)
+    slurm.add_argument("--tasks-per-node", type=positive_int, default=1)
+    slurm.add_argument("--mem-gb", type=nonnegative_float)
+    slurm.add_argument("--array-parallelism", type=positive_int, default=64, help="most array jobs at once")
+    slurm.add_argument("--no-wait", action="store_true", help="submit and return (watch with sweep status)")
+    launch.set_defaults(func=run_launch)
+
+    status = actions.add_parser("status", help="counts and a table: completed, running, failed, pending")
+    _grid_args(status, runs_dir=True)
+    status.set_defaults(func=run_status)
+
+
+def _flops(trial: Trial) -> float:
+    from study.data.tokenizer import max_caption_tokens
+    from study.model.flops import train_flops_per_sample
+
+    cfg = trial.config
+    per_sample = train_flops_per_sample(cfg, max_caption_tokens(cfg.data.max_objects))
+    return per_sample * cfg.steps * cfg.train.batch_size
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    spec = load_spec(args.grid, args.preset)
+    trials = expand(spec)
+    axis_keys = list(dict.fromkeys(k for t in trials for k in t.axes))
+    flops = [_flops(t) for t in trials]
+    rows = [[str(t.index), *(str(t.axes[k]) for k in axis_keys), t.run_id, str(t.config.steps), f"{f:.3g}"]
+            for t, f in zip(trials, flops, strict=True)]
+    print(f"grid {spec.name} (preset {spec.scale}, base {spec.base_preset}): {len(trials)} trials, "
+          f"{sum(t.config.steps for t in trials)} steps, {sum(flops):.3g} training FLOPs")
+    print(format_table(rows, ["#", *axis_keys, "run_id", "steps", "FLOPs"]))
+    return 0
+
+
+def _options(args: argparse.Namespace, name: str) -> LocalOptions | RayOptions | SlurmOptions:
+    if args.backend == "local":
+        from sweeps.backends.local import LocalOptions
+
+        return LocalOptions(workers=args.workers)
+    if args.backend == "ray":
+        from sweeps.backends.raytune import RayOptions
+
+        return RayOptions(address=args.ray_address, max_concurrent=args.max_concurrent,
+                          max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
+                          gpus_per_trial=args.gpus_per_trial, name=name)
+    from sweeps.backends.slurm import SlurmOptions
+
+    return SlurmOptions(partition=args.partition, account=args.account, qos=args.qos, time_min=args.time_min,
+                        cpus_per_task=args.cpus_per_task, gpus_per_node=args.gpus_per_node, nodes=args.nodes,
+                        tasks_per_node=args.tasks_per_node, mem_gb=args.mem_gb,
+                        array_parallelism=args.array_parallelism, name=name, wait=not args.no_wait)
+
+
+def run_launch(args: argparse.Namespace) -> int:
+    from sweeps.backends import backend
+
+    spec = load_spec(args.grid, args.preset)
+    trials = expand(spec)
+    runs_dir = Path(args.runs_dir)
+    write_membership(runs_dir, spec, trials)
+    tasks = [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=args.retry_failed)
+             for t in trials]
+    options = _options(args, f"{spec.name}__{spec.scale}")
+    print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {args.backend}", file=sys.stderr)
+    with GridProgress(trials, runs_dir):
+        backend(args.backend).launch(tasks, options)
+    states = collect(trials, runs_dir)
+    print(counts_line(states))
+    unfinished = [s for s in states if s.state != "completed"]
+    if unfinished:
+        print(status_table(unfinished))
+    submitted_only = args.backend == "slurm" and args.no_wait
+    return 0 if submitted_only or not unfinished else 1
+
+
+def run_status(args: argparse.Namespace) -> int:
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"runs directory '{runs_dir}' does not exist")
+    spec = load_spec(args.grid, args.preset)
+    states = collect(expand(spec), runs_dir)
+    print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
+    print(status_table(states))
+    return 0
