@@ -47,12 +47,14 @@ def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, to
     if model.semantic_head is not None:
         target = model.semantic_targets(enc, embeds)[:, 1:][where]
         per_token = regression_loss(model.semantic_head(h_next), target, o.semantic_loss)
-        losses["semantic"] = per_token.mean()
+        losses["semantic"] = per_token.sum() / max(1, per_token.numel())
         total = total + o.semantic_weight * losses["semantic"]
     if model.pixel_head is not None:
         target = patchify(images * 2 - 1, cfg.model.patch_size)[:, 1:][where]
         cond = h_next if o.pixel_grad_to_llm else h_next.detach()
-        if o.pixel_head == "diffusion":
+        if cond.shape[0] == 0:  # nothing masked in this batch under loss_on=masked
+            losses["pixel"] = hidden.new_zeros(())
+        elif o.pixel_head == "diffusion":
             losses["pixel"] = model.pixel_head.loss(target, cond, o.diffusion_batch_mul, generator)
         else:
             losses["pixel"] = regression_loss(model.pixel_head(cond), target, "mse").mean()

@@ -88,3 +88,13 @@ def test_ema_projector_tracks_live_projector():
     model.update_ema(0.5)
     for b, e, live in zip(before, model.ema_projector.parameters(), model.projector.parameters(), strict=True):
         assert torch.allclose(e, 0.5 * b + 0.5 * live)
+
+
+def test_batch_with_nothing_masked_has_zero_generation_loss_not_nan():
+    cfg = tiny_config("objective.target=semantic_input+pixel", "masking.loss_on=masked")
+    model = UnifiedModel(cfg)
+    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    empty = torch.zeros(batch.images.shape[0], model.num_visual, dtype=torch.bool)
+    losses = compute_losses(model, cfg, batch.images, batch.tokens, empty, None)
+    assert losses["semantic"].item() == 0 and losses["pixel"].item() == 0
+    assert torch.isfinite(losses["total"])

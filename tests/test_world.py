@@ -24,7 +24,7 @@ def test_scene_rules_and_image_range():
     for i in range(200):
         img, scene = world.sample(i)
         assert img.shape == (32, 32, 3) and img.dtype == np.float32
-        assert 0.0 <= img.min() and img.max() <= 1.0
+        assert img.min() >= 0.0 and img.max() <= 1.0
         assert 1 <= len(scene.objects) <= 4
         assert len({o.cell for o in scene.objects}) == len(scene.objects)
         assert len({(o.shape, o.colour) for o in scene.objects}) == len(scene.objects)
