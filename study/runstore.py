@@ -138,6 +138,11 @@ class RunStore:
         atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
     # -- checkpoints --------------------------------------------------------------------------
+    def remove_partial_writes(self) -> None:
+        """Delete temp files left by a write that was killed before its rename."""
+        for tmp in self.path.glob("**/.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
     def checkpoints(self) -> list[Path]:
         return sorted(self.checkpoint_dir.glob("step_*.pt"))
 

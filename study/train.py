@@ -96,6 +96,7 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
     store.init(cfg)
     if store.status()["state"] == "completed":
         return store.path
+    store.remove_partial_writes()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
@@ -110,8 +111,8 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start, acc = state["step"], state["accumulators"]
-    for name in ("metrics.jsonl", "eval.jsonl"):
-        store.truncate_records(name, start)
+    for name in ("metrics.jsonl", "eval.jsonl"):  # records after the checkpoint are redone; all, without one
+        store.truncate_records(name, start if state is not None else -1)
     store.write_status("running", step=start, total_steps=cfg.steps)
     if start == 0:
         _evaluate(store, model, cfg, 0, final=False)  # the randomly initialised floor

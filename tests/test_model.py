@@ -17,12 +17,15 @@ def _run(model, embeds, tokens):
         return model(embeds, tokens)[0]
 
 
+def _baseline(visual_attention, batch):
+    model, _ = _model(f"model.visual_attention={visual_attention}")
+    embeds = torch.randn(batch, model.num_visual, model.llm.norm.weight.shape[0])
+    tokens = torch.randint(3, 20, (batch, 6))
+    return model, model.num_visual, embeds, tokens, _run(model, embeds, tokens)
+
+
 def test_causal_attention_later_tokens_do_not_change_earlier_outputs():
-    model, _ = _model("model.visual_attention=causal")
-    v = model.num_visual
-    embeds = torch.randn(2, v, model.llm.norm.weight.shape[0])
-    tokens = torch.randint(3, 20, (2, 6))
-    base = _run(model, embeds, tokens)
+    model, v, embeds, tokens, base = _baseline("causal", 2)
     changed_vis = embeds.clone()
     changed_vis[:, 5] += 1.0
     out = _run(model, changed_vis, tokens)
@@ -36,11 +39,7 @@ def test_causal_attention_later_tokens_do_not_change_earlier_outputs():
 
 
 def test_bidirectional_image_attention_keeps_text_causal():
-    model, _ = _model("model.visual_attention=bidirectional")
-    v = model.num_visual
-    embeds = torch.randn(1, v, model.llm.norm.weight.shape[0])
-    tokens = torch.randint(3, 20, (1, 6))
-    base = _run(model, embeds, tokens)
+    model, v, embeds, tokens, base = _baseline("bidirectional", 1)
     changed_vis = embeds.clone()
     changed_vis[:, v - 1] += 1.0
     out = _run(model, changed_vis, tokens)

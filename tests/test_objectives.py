@@ -20,7 +20,8 @@ def _losses_over_training(cfg, steps):
     for step, batch in zip(range(steps), stream, strict=False):
         gen = step_generator(0, step)
         mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, gen)
-        losses = compute_losses(model, cfg, batch.images, batch.tokens, mask, gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+            losses = compute_losses(model, cfg, batch.images, batch.tokens, mask, gen)
         losses["total"].backward()
         opt.step()
         opt.zero_grad()
@@ -36,6 +37,7 @@ VARIANTS = [(t, ()) for t in TARGETS] + [
     ("pixel", ("objective.pixel_head=mse", "masking.distribution=truncnorm", "masking.loss_on=masked")),
     ("semantic_encoder", ("objective.semantic_loss=mse", "masking.distribution=uniform", "masking.low=0.1",
                           "masking.high=0.5", "masking.per=sample")),
+    ("semantic_input+pixel", ("train.precision=bf16",)),
     ("semantic_input", ("objective.semantic_loss=smooth_l1", "objective.target_ema=0.9",
                         "model.visual_attention=bidirectional", "masking.distribution=fixed", "masking.p=0.5",
                         "masking.loss_on=masked")),
@@ -98,3 +100,21 @@ def test_batch_with_nothing_masked_has_zero_generation_loss_not_nan():
     losses = compute_losses(model, cfg, batch.images, batch.tokens, empty, None)
     assert losses["semantic"].item() == 0 and losses["pixel"].item() == 0
     assert torch.isfinite(losses["total"])
+
+
+def test_frozen_encoder_loads_from_a_run_checkpoint_and_stays_fixed(tmp_path):
+    from study.train import train
+
+    source = train(tiny_config("train.samples_seen=32", "eval.inference_scaling=false"), tmp_path / "src", quiet=True)
+    checkpoint = sorted((source / "checkpoints").glob("*.pt"))[-1]
+    trained = {k.removeprefix("encoder."): v for k, v in torch.load(checkpoint, weights_only=True)["model"].items()
+               if k.startswith("encoder.")}
+    cfg = tiny_config(f"model.encoder_checkpoint={checkpoint}", "model.freeze_encoder=true")
+    model = UnifiedModel(cfg)
+    assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in trained.items())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    opt = build_optimizer(model, cfg)
+    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    compute_losses(model, cfg, batch.images, batch.tokens, None, None)["total"].backward()
+    opt.step()
+    assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in trained.items())

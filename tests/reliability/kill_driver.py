@@ -1,0 +1,86 @@
+"""Run `study.train.train` and SIGKILL this process at a chosen event (fault injection for tests).
+
+usage: python -m tests.reliability.kill_driver RUN_DIR EVENT:STEP [override ...]
+events: step (after STEP optimizer steps, mid log interval), checkpoint (halfway through writing the
+checkpoint of STEP), eval (at the start of the evaluation of STEP), metrics (halfway through appending
+the metrics record of STEP), none (run to the end).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import study.runstore as runstore
+import study.train as train_module
+from study.config import load_config
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(event: str, step: int) -> None:
+    if event == "step":
+        real_losses, calls = train_module.compute_losses, [0]
+
+        def losses(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] > step:
+                die()
+            return real_losses(*args, **kwargs)
+
+        # the counter starts at the resumed step: the driver is told the absolute step
+        calls[0] = -10**9
+        train_module.compute_losses = losses
+        real_stream = train_module.TrainStream
+
+        def stream(cfg, start, *a, **k):
+            calls[0] = start
+            return real_stream(cfg, start, *a, **k)
+
+        train_module.TrainStream = stream
+    elif event == "checkpoint":
+        real_save = runstore.torch.save
+
+        def save(state, f):
+            if state.get("step") == step:
+                f.write(b"PK\x03\x04 half a checkpoint")
+                f.flush()
+                die()
+            real_save(state, f)
+
+        runstore.torch.save = save
+    elif event == "eval":
+        real_eval = train_module.evaluate
+
+        def evaluate(model, cfg, at, **kwargs):
+            if at == step:
+                die()
+            return real_eval(model, cfg, at, **kwargs)
+
+        train_module.evaluate = evaluate
+    elif event == "metrics":
+        real_append = runstore.RunStore.append
+
+        def append(self, name, record):
+            if name == "metrics.jsonl" and record.get("step") == step:
+                with open(self.path / name, "a") as f:
+                    f.write(f'{{"step": {step}, "loss/tot')
+                die()
+            real_append(self, name, record)
+
+        runstore.RunStore.append = append
+
+
+def main() -> None:
+    run_dir, spec, *overrides = sys.argv[1:]
+    event, _, step = spec.partition(":")
+    if event != "none":
+        arm(event, int(step))
+    train_module.train(load_config("tiny", overrides), run_dir, quiet=True)
+
+
+if __name__ == "__main__":
+    main()
