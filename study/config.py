@@ -53,14 +53,16 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    world_seed: int = opt(0, "seed of the procedural world (images are a function of seed and index)", ge=0)
+    world_seed: int = opt(0, "seed of the procedural world (images are a function of seed and index)", ge=0,
+                          le=2**63 - 1)
     image_size: int = opt(32, "image side in pixels", ge=8, le=256)
     min_objects: int = opt(1, "fewest objects per image", ge=1, le=9)
     max_objects: int = opt(4, "most objects per image (distinct 3x3 cells)", ge=1, le=9)
     caption_coverage: float = opt(0.5, "fraction of objects and of their attributes a caption names",
                                   gt=0, le=1)
     texture_strength: float = opt(0.3, "amplitude of the meaningless background texture", ge=0, le=1)
-    unique_samples: int = opt(100_000, "D: training uses world indices [0, D), repeated in epochs", ge=1)
+    unique_samples: int = opt(100_000, "D: training uses world indices [0, D), repeated in epochs", ge=1,
+                              le=2**40)
 
 
 @dataclass
@@ -100,9 +102,9 @@ class MaskingConfig:
 
 @dataclass
 class TrainConfig:
-    seed: int = opt(0, "seed of init, masking and noise (data order uses it too)", ge=0)
-    samples_seen: int = opt(64_000, "total training samples (steps = samples_seen / batch_size)", ge=1)
-    batch_size: int = opt(64, "images per step", ge=1)
+    seed: int = opt(0, "seed of init, masking and noise (data order uses it too)", ge=0, le=2**31 - 1)
+    samples_seen: int = opt(64_000, "total training samples (steps = samples_seen / batch_size)", ge=1, le=10**13)
+    batch_size: int = opt(64, "images per step", ge=1, le=65536)
     lr: float = opt(1e-3, "peak AdamW learning rate", gt=0, le=1)
     min_lr_ratio: float = opt(0.1, "final learning rate / peak", ge=0, le=1)
     warmup_steps: int = opt(100, "linear warmup steps", ge=0)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from study.config import load_config
 from study.errors import UserError
 from study.runstore import RunStore
@@ -21,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this directory")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--summary", action="store_true", help="print the run's summary when it ends")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config; run nothing")
     p.set_defaults(func=run_train)
     s = sub.add_parser("summary", help="print a run's status and final metrics against floor and chance")
     s.add_argument("run_dir")
@@ -41,6 +44,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError("train: give a CONFIG (preset or YAML file) or --resume RUN_DIR")
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.runs_dir) / cfg.run_id()
+    if args.dry_run:
+        print(run_dir)
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
     try:
         path = train(cfg, run_dir, quiet=args.quiet)
     except TrainingFailed as e:
