@@ -12,6 +12,7 @@ with the same parameters, so its run resumes from its last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from sweeps.layout import run_dir
 from sweeps.lock import TrialLock, holder
 
 STALE_S = 120.0  # a RUNNING trial whose run has neither a live lock nor a status update this recent is dead
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,21 +127,22 @@ def _objective(options: SearchOptions, dispatch: Callable[[TrialTask], dict]) ->
         run = run_dir(options.runs_dir, cfg.run_id())
         trial.set_user_attr("run_id", cfg.run_id())
         task = TrialTask(str(run), cfg.to_dict())
-        for stop in [*range(options.eval_every, cfg.steps, options.eval_every), None]:
+
+        def segment(stop: int | None) -> float:
+            """Train up to the checkpoint at `stop` (None: to the end); the metric evaluated there."""
             record = dispatch(dataclasses.replace(task, until_step=stop))
             if str(record.get("reason", "")).startswith("pruned"):  # closed by an earlier trial's pruning
                 raise optuna.TrialPruned()
             if record["outcome"] in ("locked", "error") or record["state"] == "failed":
                 raise SegmentFailed(f"run {cfg.run_id()}: {record['outcome']} {record.get('reason', '')}")
-            step = cfg.steps if stop is None else stop
-            value = _metric(run, step, options.metric)
-            if stop is None:
-                return value
-            trial.report(value, step)
+            return _metric(run, cfg.steps if stop is None else stop, options.metric)
+
+        for stop in range(options.eval_every, cfg.steps, options.eval_every):
+            trial.report(segment(stop), stop)
             if trial.should_prune():
-                _close_pruned(run, step, options.study_name, trial.number)
+                _close_pruned(run, stop, options.study_name, trial.number)
                 raise optuna.TrialPruned()
-        raise AssertionError("unreachable: the last segment returns")
+        return segment(None)
 
     return objective
 
@@ -147,13 +150,15 @@ def _objective(options: SearchOptions, dispatch: Callable[[TrialTask], dict]) ->
 def _recover_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage, runs_dir: Path) -> int:
     """Fail and re-enqueue the trials a dead process left RUNNING; returns how many."""
     now, count = time.time(), 0
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         run_id = t.user_attrs.get("run_id")
         status = RunStore(run_dir(runs_dir, run_id)).status() if run_id else {}
         last = status.get("updated_at", t.datetime_start.timestamp() if t.datetime_start else 0.0)
         if (run_id and holder(run_dir(runs_dir, run_id))) or now - last < STALE_S:
             continue
-        storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"resumes_trial": t.number})
         count += 1
     return count
@@ -182,7 +187,10 @@ def run_search(options: SearchOptions) -> optuna.Study:
     study = optuna.create_study(storage=storage, study_name=options.study_name, direction=options.direction,
                                 load_if_exists=True, pruner=pruner,
                                 sampler=optuna.samplers.TPESampler(seed=options.seed))
-    _recover_interrupted(study, storage, options.runs_dir)
+    recovered = _recover_interrupted(study, storage, options.runs_dir)
+    if recovered:
+        log.warning("study %s: %d trial(s) left running by a dead process re-enqueued", options.study_name,
+                    recovered)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remaining = options.trials - len(study.get_trials(deepcopy=False, states=finished))
     if remaining > 0:

@@ -1,10 +1,13 @@
 """The Ray Tune backend on a real local Ray instance: a grid completes, relaunch skips, a trial whose
-worker dies is retried and resumes from its checkpoint."""
+worker dies is retried and resumes from its checkpoint; a search runs its segments as Ray tasks."""
+
+import os
 
 import pytest
 
 from study.runstore import RunStore
 from sweeps.execute import FAULT_FILE
+from sweeps.search import run_search
 from tests.test_sweep_local import attempts, launch_argv, run_dirs
 from tests.test_sweep_spec import write_grid
 from unihetero.cli import main
@@ -43,3 +46,16 @@ def test_trial_whose_worker_dies_is_retried_and_resumes(tmp_path, ray_instance):
     first, second = attempts(run)
     assert (first["from_step"], second["from_step"]) == (0, 10)
     assert first["pid"] != second["pid"] and not (run / FAULT_FILE).exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_search_runs_its_segments_as_ray_tasks(tmp_path, ray_instance):
+    from tests.test_search import options
+
+    study = run_search(options(tmp_path, trials=2, pruner="none", backend="ray"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for t in study.trials:
+        segments = attempts(tmp_path / "runs" / t.user_attrs["run_id"])
+        assert [s["from_step"] for s in segments] == [0, 5]  # two segments: to the eval at 5, then to the end
+        assert all(s["pid"] != os.getpid() for s in segments)

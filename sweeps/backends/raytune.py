@@ -63,7 +63,7 @@ def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
         tuner = tune.Tuner(
             tune.with_resources(_trainable, resources),
             param_space={"task": tune.grid_search([dataclasses.asdict(t) for t in tasks])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent,
+            tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=True,
                                         trial_dirname_creator=lambda trial: trial.trial_id),
             run_config=tune.RunConfig(name=f"{options.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
                                       storage_path=str(storage), verbose=0,

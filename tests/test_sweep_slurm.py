@@ -1,0 +1,74 @@
+"""The Slurm (Submitit) backend on the local Slurm cluster, and the torch.distributed environment."""
+
+import subprocess
+import time
+
+import pytest
+
+from study.runstore import RunStore
+from study.train import train
+from sweeps.backends.slurm import SlurmOptions, distributed_env, first_host, launch
+from sweeps.execute import TrialTask
+from sweeps.spec import expand, load_spec
+from tests.slurm_helpers import require_slurm
+from tests.test_sweep_local import attempts, launch_argv, run_dirs
+from tests.test_sweep_spec import write_grid
+from tests.test_train import _deterministic
+from unihetero.cli import main
+
+SLURM_ARGS = ("--backend", "slurm", "--partition", "debug", "--mem-gb", "2", "--time-min", "5")
+
+
+@pytest.mark.parametrize(("nodelist", "host"), [
+    ("node7", "node7"), ("gpu[03-05,9],cpu1", "gpu03"), ("a1,b2", "a1"), ("rack[2-3]-ib", "rack2-ib"),
+])
+def test_first_host_of_a_node_list(nodelist, host):
+    assert first_host(nodelist) == host
+
+
+def test_distributed_env_from_slurm_variables():
+    env = distributed_env({"SLURM_JOB_ID": "123456", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_PROCID": "5",
+                           "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"})
+    assert env == {"MASTER_ADDR": "gpu07", "MASTER_PORT": str(20000 + 123456 % 20000), "RANK": "5",
+                   "WORLD_SIZE": "8", "LOCAL_RANK": "1"}
+    assert distributed_env({})["WORLD_SIZE"] == "1"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_grid_completes_on_slurm(tmp_path):
+    require_slurm()
+    grid, runs = write_grid(tmp_path), tmp_path / "runs"
+    assert main(launch_argv(grid, runs, *SLURM_ARGS)) == 0
+    dirs = run_dirs(grid, runs)
+    assert [RunStore(d).status()["state"] for d in dirs] == ["completed"] * 3
+    assert all(RunStore(d).status()["backend_job_id"].startswith("slurm:") for d in dirs)
+    assert main(launch_argv(grid, runs)) == 0  # relaunch (here locally) skips what Slurm completed
+    assert [len(attempts(d)) for d in dirs] == [1, 1, 1]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    partition = require_slurm()
+    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 640})
+    (trial,) = expand(load_spec(str(grid), "smoke"))
+    run = tmp_path / "runs" / trial.run_id
+    (record,) = launch([TrialTask(str(run), trial.config.to_dict())],
+                       SlurmOptions(partition=partition, mem_gb=2, time_min=5, wait=False))
+    deadline = time.monotonic() + 180
+    while RunStore(run).status().get("step", 0) < 10 or not RunStore(run).checkpoints():
+        assert time.monotonic() < deadline, "the job did not reach its first checkpoint"
+        time.sleep(0.05)
+    subprocess.run(["scontrol", "requeue", record["job_id"]], check=True, timeout=30)
+    reference = train(trial.config, tmp_path / "reference", quiet=True)  # meanwhile: ~20 s until the restart
+    while RunStore(run).status()["state"] != "completed":
+        assert time.monotonic() < deadline, f"the requeued job did not finish: {RunStore(run).status()}"
+        time.sleep(0.5)
+
+    first, second = attempts(run)
+    assert first["from_step"] == 0 and second["from_step"] >= 10  # resumed from its checkpoint
+    assert first["tag"] == second["tag"] == f"slurm:{RunStore(run).status()['backend_job_id'][6:]}"
+    assert RunStore(run).records("eval.jsonl") == RunStore(reference).records("eval.jsonl")
+    assert _deterministic(RunStore(run).records("metrics.jsonl")) == \
+        _deterministic(RunStore(reference).records("metrics.jsonl"))
