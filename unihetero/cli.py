@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "unihetero.commands.fit",
     "unihetero.commands.sweep",
     "unihetero.commands.search",
+    "unihetero.commands.report",
 )
 
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
