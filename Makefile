@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: install
 
 bench: install
 	$(PY) -m benchmarks.run
+
+readme: install
+	$(PY) scripts/update_readme_config.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
