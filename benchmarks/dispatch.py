@@ -80,11 +80,11 @@ def measure(name: str, n: int) -> dict:
         shutil.rmtree(runs_dir, ignore_errors=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--backends", default="local,local-2,ray,slurm")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = {"host": socket.gethostname(), "cpus": os.cpu_count(), "python": platform.python_version(),
            "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_avg_at_start": os.getloadavg()[0], "backends": {}}
     for name in args.backends.split(","):
@@ -97,6 +97,7 @@ def main() -> None:
     path = RESULTS / f"dispatch-{out['host']}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
+    return out
 
 
 if __name__ == "__main__":

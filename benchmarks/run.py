@@ -1,12 +1,53 @@
-"""`make bench`: run every benchmark and write benchmarks/results/*-<machine>.json."""
+"""`make bench`: run every benchmark side by side with its reference, write
+benchmarks/results/<machine>.json and a Markdown table benchmarks/results/<machine>.md."""
 
 from __future__ import annotations
 
-from benchmarks import data_throughput
+import json
+
+from benchmarks import data_throughput, dispatch, fitting, hardware, memory, train_step
+from benchmarks.common import RESULTS, machine
+
+
+def table(results: dict) -> str:
+    lines = ["| figure | measured | reference | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for row in results["train_step"]["rows"]:
+        lines.append(f"| train step, {row['objective']} | {row['toolkit_samples_per_s']:.0f} samples/s | "
+                     f"{row['reference_samples_per_s']:.0f} samples/s (hand loop) | {row['ratio']:.3f} | >= 0.95 | "
+                     f"{'yes' if row['met'] else 'no'} |")
+    hw = results["hardware"]
+    peaks = {k: v / 1e9 for k, v in hw["peaks_flops_per_s"].items()}
+    for row in hw["rows"]:
+        largest = row["preset"].endswith("medium")
+        met = ("yes" if row["fraction_of_fp32_peak"] >= 0.35 else "no") if largest else "-"
+        lines.append(f"| model FLOP/s, {row['preset']} {row['precision']} | {row['model_flops_per_s'] / 1e9:.0f} "
+                     f"GFLOP/s | fp32 peak {peaks['fp32']:.0f}, bf16 peak {peaks['bf16']:.0f} GFLOP/s | "
+                     f"{row['fraction_of_fp32_peak']:.2f} of fp32, {row['fraction_of_bf16_peak']:.2f} of bf16 | "
+                     f">= 0.35 of fp32 (largest preset) | {met} |")
+    d = results["data"]
+    lines.append(f"| data: render (1 core) vs train | {d['render_images_per_s_one_core']:.0f} img/s | "
+                 f"{d['train_samples_per_s']:.0f} samples/s | {d['ratio']:.1f}x | >= 10x | "
+                 f"{'yes' if d['met'] else 'no'} |")
+    m = results["memory"]
+    lines.append(f"| peak RSS, D=1e6 vs D=1e3 | {m['peak_rss_mb_D1e6']:.0f} MB | {m['peak_rss_mb_D1e3']:.0f} MB | "
+                 f"{m['ratio']:.3f} | within 5% | {'yes' if m['met'] else 'no'} |")
+    for name, row in results["dispatch"]["backends"].items():
+        if "overhead_per_trial_s" in row:
+            lines.append(f"| dispatch overhead, {name} | {row['overhead_per_trial_s']:.2f} s/trial | no-op trial | "
+                         f"- | - | - |")
+    f = results["fitting"]
+    lines.append(f"| bootstrap ({f['bootstrap_resamples']} resamples), {f['workers']} workers vs serial | "
+                 f"{f['bootstrap_parallel_s']:.0f} s | {f['bootstrap_serial_s']:.0f} s | {f['speedup']:.2f}x | - | - |")
+    return "\n".join(lines)
 
 
 def main() -> None:
-    data_throughput.main()
+    results = {"train_step": train_step.main(), "hardware": hardware.main(), "data": data_throughput.main(),
+               "memory": memory.main(), "dispatch": dispatch.main([]), "fitting": fitting.main("1000")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{machine()}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{machine()}.md").write_text(f"# Benchmarks on {machine()}\n\n{table(results)}\n")
+    print(table(results))
 
 
 if __name__ == "__main__":
