@@ -1,0 +1,154 @@
+"""Seed statistics per arm and data scale, and paired comparisons between arms over matching runs.
+
+Two runs *pair* when their configs differ only in the treatment keys of a comparison (e.g. `objective.*`
+for generation targets): same seed, same data scale, same everything else. Every comparison is over such
+pairs, so seed-to-seed variation common to both arms cancels.
+
+The verdict on a claimed direction comes from the 95% interval of the mean paired difference
+(`analysis.stats.verdict`), and needs at least MIN_PAIRS pairs: with fewer, a bootstrap interval is
+degenerate and the verdict is "inconclusive at this scale".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from analysis import stats
+from analysis.runs import SEED, D, config_columns
+
+N_BOOT = 2000
+MIN_PAIRS = 3
+NO_CLAIM = "no claim"
+COMPARISON_SCHEMA = {"arm": pl.String, "baseline": pl.String, "metric": pl.String, "n": pl.Int64,
+                     "diff": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "p_value": pl.Float64,
+                     "direction": pl.Int64, "verdict": pl.String}
+
+
+def finite(df: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """Rows whose `metric` is present and finite (none when the column is absent)."""
+    if metric not in df.columns:
+        return df.clear()
+    return df.filter(pl.col(metric).is_not_null() & pl.col(metric).cast(pl.Float64).is_finite())
+
+
+def seed_stats(runs: pl.DataFrame, metric: str, by: Sequence[str] = ("arm", D), n_boot: int = N_BOOT) -> pl.DataFrame:
+    """One row per group of `by`: n, mean, std and the 95% bootstrap interval of the mean of `metric` over
+    the group's runs (its seeds), plus the seeds used."""
+    by = [c for c in by if c in runs.columns]
+    rows = []
+    for keys, group in finite(runs, metric).group_by(by, maintain_order=True):
+        ci = stats.mean_ci(group[metric].to_numpy(), n_boot=n_boot)
+        seeds = sorted(group[SEED].to_list()) if SEED in group.columns else []
+        rows.append({**dict(zip(by, keys, strict=True)), "metric": metric, "n": ci.n, "mean": ci.mean,
+                     "std": ci.std, "lo": ci.lo, "hi": ci.hi, "seeds": " ".join(map(str, seeds))})
+    if not rows:
+        return pl.DataFrame(schema={**{c: runs.schema[c] for c in by}, "metric": pl.String, "n": pl.Int64,
+                                    "mean": pl.Float64, "std": pl.Float64, "lo": pl.Float64, "hi": pl.Float64,
+                                    "seeds": pl.String})
+    return pl.DataFrame(rows).sort(by)
+
+
+def _is_treatment(key: str, treatment: Sequence[str]) -> bool:
+    return any(key == t or (t.endswith(".") and key.startswith(t)) for t in treatment)
+
+
+def with_pair_key(runs: pl.DataFrame, treatment: Sequence[str]) -> pl.DataFrame:
+    """`runs` with a `pair` column: the config minus the treatment keys (exact keys, or prefixes ending in
+    '.'). Runs with equal `pair` differ only in the treatment."""
+    keys = [c for c in config_columns(runs) if not _is_treatment(c, treatment)]
+    if not keys:
+        return runs.with_columns(pl.lit("").alias("pair"))
+    return runs.with_columns(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("-") for c in keys], separator="|").alias("pair"))
+
+
+def paired_values(runs: pl.DataFrame, metric: str, arm: str, baseline: str,
+                  treatment: Sequence[str]) -> pl.DataFrame:
+    """pair, a (arm), b (baseline), and D and seed of each pair; repeated runs of one cell are averaged."""
+    df = with_pair_key(finite(runs, metric), treatment)
+    extra = [pl.col(c).first() for c in (D, SEED) if c in df.columns]
+
+    def side(label: str, name: str, keep: bool) -> pl.DataFrame:
+        return (df.filter(pl.col("arm") == label).group_by("pair", maintain_order=True)
+                .agg(pl.col(metric).cast(pl.Float64).mean().alias(name), *(extra if keep else [])))
+
+    return side(arm, "a", True).join(side(baseline, "b", False), on="pair", how="inner")
+
+
+def judge(lo: float, hi: float, n: int, direction: int) -> str:
+    """Verdict on a claimed sign of a difference (+1 / -1; 0 means no claim) from its interval."""
+    if direction == 0:
+        return NO_CLAIM
+    if n < MIN_PAIRS or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive at this scale"
+    return stats.verdict((lo, hi), direction)
+
+
+def compare(runs: pl.DataFrame, metric: str, arm: str, baseline: str, treatment: Sequence[str],
+            direction: int = 0, n_boot: int = N_BOOT) -> dict[str, Any] | None:
+    """Paired comparison of `arm` minus `baseline` on `metric` (None when no run pairs): a row of
+    COMPARISON_SCHEMA, with the paired sign-flip p-value and the verdict on `direction`."""
+    pairs = paired_values(runs, metric, arm, baseline, treatment)
+    if pairs.is_empty():
+        return None
+    c = stats.paired(pairs["a"].to_numpy(), pairs["b"].to_numpy(), n_boot=n_boot)
+    return {"arm": arm, "baseline": baseline, "metric": metric, "n": c.n, "diff": c.mean_diff, "lo": c.lo,
+            "hi": c.hi, "p_value": c.p_value, "direction": direction, "verdict": judge(c.lo, c.hi, c.n, direction)}
+
+
+def matched_baseline(runs: pl.DataFrame, arm: str, baselines: Sequence[str], treatment: Sequence[str]) -> str | None:
+    """The baseline arm sharing the most run pairs with `arm` (None when none shares any)."""
+    df = with_pair_key(runs, treatment)
+    pairs = set(df.filter(pl.col("arm") == arm)["pair"].to_list())
+    counts = {b: len(pairs & set(df.filter(pl.col("arm") == b)["pair"].to_list())) for b in baselines}
+    best = max(counts, key=counts.get, default=None)
+    return best if best is not None and counts[best] > 0 else None
+
+
+def compare_to_baselines(runs: pl.DataFrame, metric: str, is_baseline: pl.Expr, treatment: Sequence[str],
+                         direction: Callable[[pl.DataFrame], int] | None = None,
+                         n_boot: int = N_BOOT) -> pl.DataFrame:
+    """Each arm that is not a baseline against its matched baseline arm (rows of COMPARISON_SCHEMA);
+    `direction(arm_runs)` gives the claimed sign of arm minus baseline (None: no claims)."""
+    baselines = runs.filter(is_baseline)["arm"].unique(maintain_order=True).to_list()
+    arms = runs.filter(~is_baseline)["arm"].unique(maintain_order=True).to_list()
+    rows = []
+    for arm in arms:
+        base = matched_baseline(runs, arm, baselines, treatment)
+        sign = direction(runs.filter(pl.col("arm") == arm)) if direction else 0
+        row = compare(runs, metric, arm, base, treatment, sign, n_boot) if base else None
+        if row is not None:
+            rows.append(row)
+    return pl.DataFrame(rows, schema=COMPARISON_SCHEMA)
+
+
+CURVE_STATS_SCHEMA = {"arm": pl.String, "samples_seen": pl.Int64, "n": pl.Int64, "mean": pl.Float64,
+                      "lo": pl.Float64, "hi": pl.Float64}
+
+
+def curve_stats(curves: pl.LazyFrame, runs: pl.DataFrame, metric: str, source: str = "eval",
+                n_boot: int = 500) -> pl.DataFrame:
+    """Mean learning curve of `metric` per arm of `runs` (columns run_id, arm): at each samples_seen, the
+    mean over the arm's runs and its 95% bootstrap interval (rows of CURVE_STATS_SCHEMA)."""
+    points = (curves.filter((pl.col("metric") == metric) & (pl.col("source") == source)
+                            & pl.col("samples_seen").is_not_null() & pl.col("value").is_finite())
+              .join(runs.lazy().select("run_id", "arm"), on="run_id").collect())
+    rows = []
+    for (arm, seen), group in points.group_by(["arm", "samples_seen"], maintain_order=True):
+        ci = stats.mean_ci(group["value"].to_numpy(), n_boot=n_boot)
+        rows.append({"arm": arm, "samples_seen": seen, "n": ci.n, "mean": ci.mean, "lo": ci.lo, "hi": ci.hi})
+    return pl.DataFrame(rows, schema=CURVE_STATS_SCHEMA).sort("arm", "samples_seen")
+
+
+def values_at(curves: pl.LazyFrame, runs: pl.DataFrame, metric: str, samples_seen: int,
+              source: str = "eval") -> pl.DataFrame:
+    """`runs` with `metric` replaced by each run's curve value at `samples_seen` (runs without one dropped),
+    so that `compare` can pair arms at any point of training."""
+    at = (curves.filter((pl.col("metric") == metric) & (pl.col("source") == source)
+                        & (pl.col("samples_seen") == samples_seen))
+          .select("run_id", pl.col("value").alias(metric)).collect())
+    return runs.drop(metric, strict=False).join(at, on="run_id", how="inner")

@@ -1,0 +1,104 @@
+"""The report of a runs directory: `report.md`, a self-contained `report.html`, every table as CSV under
+`tables/` and every figure as PNG and SVG under `figures/`.
+
+Sections: the verdicts of every study, one section per grid found in `RUNS_DIR/grids/` (the paper's
+layout for the grids it has claims about), runs outside any grid, and the runs left out of statistics with
+their reasons. Nothing in it depends on the time or the machine, so the same runs give the same report.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import polars as pl
+
+from analysis.aggregate import MIN_PAIRS
+from analysis.grids import Grid, read_grids
+from analysis.runs import RunSet, describe_arms, load_runs
+from analysis.utilization import FitSettings
+from reports import figures
+from reports.paper import STUDIES, study_for
+from reports.render import Section, Table, render_html, render_markdown, write_tables
+from reports.studies import VERDICT_SCHEMA, Context, Study, build_section
+
+TITLE = "UniHetero reproduction report"
+FIT = FitSettings(n_boot=100, boot_starts=4, starts=20)
+DECISION_RULE = (
+    "Verdicts come from the 95% interval of the paired difference (arm minus baseline over runs that differ "
+    "only in the studied setting: same seed, same data): “reproduced” when it excludes 0 on the paper's "
+    "side, “not reproduced” when it excludes 0 on the other side, “inconclusive at this scale” when it "
+    f"contains 0 or rests on fewer than {MIN_PAIRS} pairs. Primary metric: `zs_acc`, held-out zero-shot "
+    "accuracy over size, colour, shape and location of every object.")
+
+
+def _other_runs(runs: RunSet, grids: list[Grid]) -> Grid | None:
+    """Usable runs outside every grid, as a pseudo-grid labelled by the config keys that vary."""
+    members = {r for g in grids for r in g.members["run_id"].to_list()}
+    other = runs.usable.filter(~pl.col("run_id").is_in(list(members)))
+    if other.is_empty():
+        return None
+    table = pl.DataFrame({"run_id": other["run_id"], "trial": range(len(other)), "arm": describe_arms(other)})
+    return Grid("runs", "any", "Runs that no grid membership file lists.", table)
+
+
+def _status_section(runs: RunSet, grids: list[Grid]) -> Section:
+    counts = runs.runs.group_by("state").agg(pl.len().alias("runs"), pl.col("usable").sum().alias("usable"))
+    section = Section("status", "Runs: status, and runs left out of statistics")
+    section.tables.append(Table("run_status", "Run directories by state", counts.sort("state")))
+    problems = runs.problems
+    section.tables.append(Table("problem_runs", "Runs left out of statistics (usable = false) or with warnings",
+                                problems))
+    present = set(runs.runs["run_id"].to_list())
+    missing = [{"grid": g.key, "trial": t, "run_id": r, "arm": a}
+               for g in grids for r, t, a in g.members.select("run_id", "trial", "arm").iter_rows()
+               if r not in present]
+    if missing:
+        section.tables.append(Table("missing_runs", "Grid trials without a run directory (not started)",
+                                    pl.DataFrame(missing)))
+    return section
+
+
+def _summary(verdicts: list[pl.DataFrame]) -> Section:
+    rows = pl.concat(verdicts) if verdicts else pl.DataFrame(schema=VERDICT_SCHEMA)
+    section = Section("verdicts", "Verdicts: the paper's claims at this scale", text=[DECISION_RULE])
+    shown = rows.select("study", "claim", "comparison", "measure", "result", "verdict")
+    section.tables.append(Table("verdicts", "Every claim tested, with its measured result", rows, shown))
+    return section
+
+
+def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings = FIT, workers: int = 1) -> Path:
+    """Write the report of `runs_dir` into `out_dir` (its figures/ and tables/ replaced); returns report.html.
+    `fit`: bootstrap settings of the scaling-law fits (each fit costs about n_boot * boot_starts L-BFGS runs of
+    5-15 ms: raise them for a final report); `workers`: processes for the fits."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    runs, grids = load_runs(runs_dir), read_grids(runs_dir)
+    order = list(STUDIES)
+    grids.sort(key=lambda g: (order.index(g.name) if g.name in order else len(order), g.name, g.preset))
+    other = _other_runs(runs, grids)
+    studies: list[tuple[Grid, Study]] = [(g, study_for(g.name)) for g in grids]
+    if other is not None:
+        studies.append((other, Study("runs", "Runs outside any grid", by_scale=True)))
+    colours = figures.palette(a for g, _ in studies for a in g.members.sort("trial")["arm"].to_list())
+    for sub in ("figures", "tables"):
+        shutil.rmtree(out_dir / sub, ignore_errors=True)
+    fig_dir = out_dir / "figures"
+
+    sections, verdicts = [], []
+    for grid, study in studies:
+        grid_runs = runs.usable.join(grid.members, on="run_id", how="inner").sort("trial")
+        ctx = Context(grid, grid_runs, runs.curves, runs.inference, colours, fig_dir, fit, workers)
+        section, rows = build_section(ctx, study)
+        sections.append(section)
+        verdicts.append(rows)
+    sections = [_summary(verdicts), *sections, _status_section(runs, grids)]
+
+    usable = int(runs.runs["usable"].sum()) if len(runs.runs) else 0
+    preamble = [f"Runs directory `{runs_dir}`: {len(runs.runs)} run directories, {usable} usable, "
+                f"{len(runs.runs) - usable} left out (listed at the end); {len(grids)} grid membership file(s)."]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_tables(sections, out_dir / "tables")
+    (out_dir / "report.md").write_text(render_markdown(TITLE, preamble, sections, out_dir))
+    html_path = out_dir / "report.html"
+    html_path.write_text(render_html(TITLE, preamble, sections))
+    return html_path

@@ -1,0 +1,260 @@
+"""Study-specific parts of the report: learning curves and their crossover, data utilization, masking
+histograms, rollout error, inference-time scaling, decoded images. Each adds tables and figures to a
+section and returns its verdict rows (`reports.studies.VERDICT_SCHEMA`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import zipfile
+
+import numpy as np
+import polars as pl
+
+from analysis import stats, utilization
+from analysis.aggregate import (
+    compare,
+    curve_stats,
+    judge,
+    matched_baseline,
+    seed_stats,
+    values_at,
+    with_pair_key,
+)
+from analysis.runs import PRIMARY, D
+from reports import figures
+from reports.render import Figure, Section, Table, fmt, fmt_ci
+from reports.studies import Context, Study, comparison_result, verdict_row
+
+INCONCLUSIVE = "inconclusive at this scale"
+UTILIZATION_METRICS = (PRIMARY, "caption_loss")
+INFERENCE_METRICS = {"views": PRIMARY, "diffusion_steps": "psnr"}
+
+
+def _claimed_arms(ctx: Context, study: Study) -> list[tuple[str, str]]:
+    """(arm, matched baseline) for each arm the study's first measure claims beats its baseline."""
+    baselines = ctx.runs.filter(study.baseline)["arm"].unique(maintain_order=True).to_list()
+    out = []
+    for arm, group in ctx.in_arm_order(ctx.runs.filter(~study.baseline)).group_by("arm", maintain_order=True):
+        if study.measures[0].claim(group.row(0, named=True)) != 1:
+            continue
+        base = matched_baseline(ctx.runs, arm[0], baselines, study.treatment)
+        if base is not None:
+            out.append((arm[0], base))
+    return out
+
+
+def _paired_runs(runs: pl.DataFrame, arm: str, base: str, treatment: tuple[str, ...]) -> pl.DataFrame:
+    keyed = with_pair_key(runs.filter(pl.col("arm").is_in([arm, base])), treatment)
+    common = set(keyed.filter(pl.col("arm") == arm)["pair"]) & set(keyed.filter(pl.col("arm") == base)["pair"])
+    return keyed.filter(pl.col("pair").is_in(list(common))).drop("pair")
+
+
+def crossover_row(ctx: Context, study: Study, runs: pl.DataFrame, arm: str, base: str, where: str = "") -> dict:
+    """Figure 4's claim (the arm starts lower and overtakes): reproduced when the paired difference at the
+    first evaluation after initialisation is below 0 and at the last one above 0, both by their intervals."""
+    paired = _paired_runs(runs, arm, base, study.treatment)
+    cs = curve_stats(ctx.curves, paired, PRIMARY)
+    a, b = cs.filter(pl.col("arm") == arm), cs.filter(pl.col("arm") == base)
+    cross = utilization.crossover(a, b)
+    common = sorted((set(a["samples_seen"]) & set(b["samples_seen"])) - {0})
+    measure = f"learning curves of {PRIMARY} vs samples seen{where}: starts lower, overtakes"
+    ends = [compare(values_at(ctx.curves, paired, PRIMARY, s), PRIMARY, arm, base, study.treatment, sign)
+            for s, sign in ((common[0], -1), (common[-1], +1))] if len(common) >= 2 else [None]
+    if None in ends:
+        return verdict_row(study, f"{arm} vs {base}", measure, 0, float("nan"), float("nan"), float("nan"),
+                           float("nan"), cross.text, INCONCLUSIVE)
+    first, last = ends
+    if "not reproduced" in (first["verdict"], last["verdict"]):
+        verdict = "not reproduced"
+    elif first["verdict"] == last["verdict"] == "reproduced":
+        verdict = "reproduced"
+    else:
+        verdict = INCONCLUSIVE
+    result = (f"{cross.text}. Difference at {common[0]:,} samples: "
+              f"{fmt_ci(first['diff'], first['lo'], first['hi'], sign=True)}; at {common[-1]:,}: "
+              f"{fmt_ci(last['diff'], last['lo'], last['hi'], sign=True)} (n={last['n']})")
+    return verdict_row(study, f"{arm} vs {base}", measure, last["n"],
+                       cross.samples_seen if cross.samples_seen is not None else float("nan"),
+                       float("nan"), float("nan"), last["p_value"], result, verdict)
+
+
+def learning_curves(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """Learning curves of the primary metric per arm, and the crossover verdict of each claimed arm."""
+    curves = ctx.in_arm_order(curve_stats(ctx.curves, ctx.runs, PRIMARY))
+    if curves.is_empty():
+        return []
+    png = figures.learning_curves(curves, ctx.colours, PRIMARY, ctx.stem("learning"),
+                                  f"{study.title}: learning curves", ctx.chance())
+    section.figures.append(Figure(f"{PRIMARY} vs training samples seen per arm (mean over seeds, 95% CI band); "
+                                  "paper Figure 4 compares these curves", png))
+    return [crossover_row(ctx, study, ctx.runs, arm, base) for arm, base in _claimed_arms(ctx, study)]
+
+
+def decoded_images(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """Originals next to the pixel decoder's reconstructions, first seed of each pixel arm."""
+    samples = {}
+    for arm, group in ctx.in_arm_order(ctx.runs).group_by("arm", maintain_order=True):
+        path = group.sort("train.seed")["path"][0]
+        try:
+            with np.load(f"{path}/samples.npz") as z:
+                samples[arm[0]] = (z["original"], z["decoded"])
+        except FileNotFoundError:
+            continue
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            warnings.warn(f"{path}/samples.npz unreadable ({e.__class__.__name__}), left out", stacklevel=2)
+    if samples:
+        png = figures.decoded_images(samples, ctx.stem("decoded"), "held-out images and pixel-decoder output")
+        section.figures.append(Figure("Held-out originals (top) and decoded images (bottom) per pixel arm", png))
+    return []
+
+
+def _fit_rows(fits: dict, metric: str) -> list[dict]:
+    rows = []
+    for arm, f in fits.items():
+        row = {"arm": arm, "metric": metric, "form": f.form, "n_points": f.n_points}
+        for name, value in f.params.items():
+            lo, hi = f.intervals.get(name, (float("nan"), float("nan")))
+            row |= {name: value, f"{name}_lo": lo, f"{name}_hi": hi}
+        rows.append(row)
+    return rows
+
+
+def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """Scaling fits per arm vs D, exponent differences and effective data multipliers against the matched
+    baseline, and the crossover of learning curves at the largest D."""
+    verdicts, util, mult, fit_rows = [], [], [], []
+    metrics = [m for m in UTILIZATION_METRICS if m in ctx.runs.columns]
+    groups = {(arm[0], m): (g, m, ctx.chance(m)) for arm, g in ctx.runs.group_by("arm", maintain_order=True)
+              for m in metrics}
+    all_fits, reasons = utilization.fit_groups(groups, ctx.fit, ctx.workers)
+    section.text += [f"{arm}, {metric}: no scaling fit ({why})." for (arm, metric), why in reasons.items()]
+    section.text += [f"{arm}, {metric}: {f.n_points} points, fitted without intervals (a bootstrap needs "
+                     f"{utilization.MIN_BOOT_POINTS}: add seeds)." for (arm, metric), f in all_fits.items()
+                     if not f.intervals]
+    for metric in metrics:
+        fits = {arm: f for (arm, m), f in all_fits.items() if m == metric}
+        fit_rows += _fit_rows(fits, metric)
+        points = ctx.in_arm_order(seed_stats(ctx.runs, metric, ["arm", D]))
+        png = figures.scaling_curves(points, fits, ctx.colours, metric, ctx.stem(f"scaling_{metric}"),
+                                     f"{study.title}: {metric} vs unique data",
+                                     ctx.chance() if metric == PRIMARY else None)
+        section.figures.append(Figure(f"{metric} vs unique samples D: seed means (95% CI), fitted law "
+                                      f"({utilization.form_for(metric)}) with bootstrap band", png))
+        for arm, base in _claimed_arms(ctx, study):
+            if arm not in fits or base not in fits:
+                continue
+            fa, fb = fits[arm], fits[base]
+            da = utilization.exponent_difference(fa, fb)
+            scales = sorted(ctx.runs.filter(pl.col("arm") == arm)[D].unique().to_list())
+            for d in scales:
+                m = utilization.data_multiplier(fa, fb, d)
+                mult.append({"arm": arm, "baseline": base, "metric": metric, "D": d, "multiplier": m.point,
+                             "lo": m.lo, "hi": m.hi})
+            m = utilization.data_multiplier(fa, fb, scales[-1])
+            util.append({"arm": arm, "baseline": base, "metric": metric,
+                         "alpha (arm)": fmt_ci(fa.params["alpha"], *fa.intervals.get("alpha", (None, None))),
+                         "alpha (baseline)": fmt_ci(fb.params["alpha"], *fb.intervals.get("alpha", (None, None))),
+                         "difference": fmt_ci(da.point, da.lo, da.hi, sign=True),
+                         f"data multiplier at D={scales[-1]:,}": fmt_ci(m.point, m.lo, m.hi)})
+            if metric != PRIMARY:
+                continue
+            no_interval = "" if fa.intervals and fb.intervals else " (no interval: a fit without bootstrap)"
+            verdicts.append(verdict_row(
+                study, f"{arm} vs {base}", f"scaling exponent of 1-{metric} vs D, arm minus baseline",
+                fa.n_points, da.point, da.lo, da.hi, float("nan"),
+                fmt_ci(da.point, da.lo, da.hi, sign=True) + no_interval,
+                judge(da.lo, da.hi, min(fa.n_points, fb.n_points), +1)))
+            verdicts.append(verdict_row(
+                study, f"{arm} vs {base}", f"effective data multiplier at D={scales[-1]:,} (> 1: better use of data)",
+                fa.n_points, m.point, m.lo, m.hi, float("nan"), fmt_ci(m.point, m.lo, m.hi) + no_interval,
+                utilization.multiplier_verdict(m)))
+    if util:
+        section.tables.append(Table(f"{ctx.grid.key}_utilization",
+                                    "Data utilization: fitted exponents (95% bootstrap CI) and data multiplier",
+                                    pl.DataFrame(mult), pl.DataFrame(util)))
+    if fit_rows:
+        section.tables.append(Table(f"{ctx.grid.key}_fits", "Scaling-law fits per arm (95% bootstrap CI)",
+                                    pl.DataFrame(fit_rows)))
+    d_max = ctx.runs[D].max()
+    at_max = ctx.runs.filter(pl.col(D) == d_max)
+    verdicts += [crossover_row(ctx, study, at_max, arm, base, f" at D={d_max:,}")
+                 for arm, base in _claimed_arms(ctx, study) if {arm, base} <= set(at_max["arm"].to_list())]
+    return verdicts
+
+
+def masking_histograms(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """The masking probabilities each arm's configured distribution draws (arms that differ only in
+    per-sample vs per-batch drawing, or in parameters their distribution ignores, share a panel)."""
+    import torch
+
+    from study.config import MaskingConfig
+    from study.masking import draw_probabilities
+
+    names = [f.name for f in dataclasses.fields(MaskingConfig)]
+    panels: dict[bytes, tuple[list[str], np.ndarray]] = {}
+    for arm, group in ctx.in_arm_order(ctx.runs).group_by("arm", maintain_order=True):
+        row = group.row(0, named=True)
+        cfg = MaskingConfig(**{n: row[f"masking.{n}"] for n in names})
+        p = draw_probabilities(cfg, 20_000, torch.Generator().manual_seed(0)).numpy()
+        panels.setdefault(p.tobytes(), ([], p))[0].append(arm[0])
+    draws = {" = ".join(arms): p for arms, p in panels.values()}
+    colours = {label: ctx.colours[label.split(" = ")[0]] for label in draws}
+    png = figures.masking_histograms(draws, colours, ctx.stem("masking"), "masking probability per arm")
+    section.figures.append(Figure("Masking probabilities drawn by each arm's distribution (20,000 draws; arms "
+                                  "with the same distribution share a panel)", png))
+    return []
+
+
+def rollout(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """Free-running rollout error by step per arm."""
+    ks = sorted(int(c.split("/")[1]) for c in ctx.runs.columns
+                if c.startswith("rollout_err/") and c.split("/")[1].isdigit())
+    parts = [seed_stats(ctx.runs, f"rollout_err/{k}", ["arm"]).with_columns(pl.lit(k).alias("k")) for k in ks]
+    long = ctx.in_arm_order(pl.concat(parts)) if parts else pl.DataFrame()
+    if long.is_empty():
+        return []
+    png = figures.rollout_errors(long, ctx.colours, ctx.stem("rollout"), "rollout error by step")
+    section.figures.append(Figure("Free-running rollout error (1 - cosine to the true next representation) by "
+                                  "step, mean over seeds with 95% CI", png))
+    section.tables.append(Table(f"{ctx.grid.key}_rollout", "Rollout error by step", long))
+    return []
+
+
+def inference_scaling(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """Metric vs inference FLOPs per arm, and the verdict on more compute giving better outputs: paired
+    over runs, the metric at the largest setting minus at the smallest."""
+    inf = ctx.inference.join(ctx.runs.select("run_id", "arm", "trial"), on="run_id")
+    inf = inf.filter(pl.any_horizontal([(pl.col("sweep") == s) & (pl.col("metric") == m)
+                                        for s, m in INFERENCE_METRICS.items()]))
+    if inf.is_empty():
+        section.text.append("No inference_scaling.json in these runs (eval.inference_scaling off?).")
+        return []
+    rows, verdicts = [], []
+    for (arm, sweep, setting, metric), g in inf.sort("trial", "sweep", "setting").group_by(
+            ["arm", "sweep", "setting", "metric"], maintain_order=True):
+        ci = stats.mean_ci(g["value"].to_numpy())
+        rows.append({"arm": arm, "sweep": sweep, "setting": setting, "metric": metric,
+                     "inference_flops": g["inference_flops"].mean(), "n": ci.n, "mean": ci.mean, "lo": ci.lo,
+                     "hi": ci.hi})
+    table = pl.DataFrame(rows)
+    for (arm, sweep, metric), g in inf.group_by(["arm", "sweep", "metric"], maintain_order=True):
+        lo_s, hi_s = g["setting"].min(), g["setting"].max()
+        wide = g.filter(pl.col("setting") == hi_s).select("run_id", pl.col("value").alias("a")).join(
+            g.filter(pl.col("setting") == lo_s).select("run_id", pl.col("value").alias("b")), on="run_id")
+        if lo_s == hi_s or wide.is_empty():
+            continue
+        c = stats.paired(wide["a"].to_numpy(), wide["b"].to_numpy())
+        verdicts.append(verdict_row(study, f"{arm}: {sweep} {hi_s} vs {lo_s}",
+                                    f"difference in {metric} (claim: more compute is better)", c.n,
+                                    c.mean_diff, c.lo, c.hi, c.p_value,
+                                    comparison_result(c.mean_diff, c.lo, c.hi, c.p_value, c.n),
+                                    judge(c.lo, c.hi, c.n, +1)))
+    png = figures.inference_scaling(table, ctx.colours, ctx.stem("inference"), "inference-time scaling")
+    section.figures.append(Figure("Metric vs inference FLOPs per image (labels: K views or diffusion steps), "
+                                  "mean over seeds with 95% CI", png))
+    shown = table.select("arm", "sweep", "setting", "metric", pl.col("inference_flops").map_elements(
+        lambda x: fmt(x, 3), return_dtype=pl.String), "n", pl.struct("mean", "lo", "hi").map_elements(
+        lambda s: fmt_ci(s["mean"], s["lo"], s["hi"]), return_dtype=pl.String).alias("mean [95% CI]"))
+    section.tables.append(Table(f"{ctx.grid.key}_inference", "Inference-time scaling", table, shown))
+    return verdicts

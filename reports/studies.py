@@ -1,0 +1,188 @@
+"""The paper's studies, one per grid: seed statistics per arm, paired comparisons against the baseline,
+and the paper's claim beside the measured result with a verdict decided by the 95% intervals.
+
+A study is data (`Study`): its grid, claim, treatment keys (what its arms change; runs pair when they
+differ only there), baseline arms, claimed directions, and extra figures and tables (`reports.extras`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from analysis.aggregate import compare_to_baselines, seed_stats
+from analysis.grids import Grid
+from analysis.runs import PRIMARY, D
+from analysis.utilization import FitSettings
+from reports import figures
+from reports.render import Figure, Section, Table, fmt, fmt_ci
+
+VERDICT_SCHEMA = {"study": pl.String, "claim": pl.String, "comparison": pl.String, "measure": pl.String,
+                  "n": pl.Int64, "estimate": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "p_value": pl.Float64,
+                  "result": pl.String, "verdict": pl.String}
+LAST_ROLLOUT = "rollout_err/last"  # the longest rollout a run evaluated
+
+
+@dataclass
+class Context:
+    """What a study's builders see: the usable runs of its grid (with arm labels) and report settings."""
+
+    grid: Grid
+    runs: pl.DataFrame
+    curves: pl.LazyFrame
+    inference: pl.DataFrame
+    colours: dict
+    fig_dir: Path
+    fit: FitSettings  # of the scaling-law fits
+    workers: int  # processes for the scaling-law fits
+
+    def stem(self, name: str) -> Path:
+        return self.fig_dir / f"{self.grid.key}_{name}"
+
+    def chance(self, metric: str = PRIMARY) -> float | None:
+        """Mean chance level of the primary accuracy over the runs (None for other metrics)."""
+        if metric != PRIMARY or "chance" not in self.runs.columns or self.runs["chance"].null_count() == len(
+                self.runs):
+            return None
+        return float(self.runs["chance"].mean())
+
+    def in_arm_order(self, df: pl.DataFrame) -> pl.DataFrame:
+        """`df` sorted by arm in grid trial order (stable within an arm)."""
+        order = self.runs.sort("trial")["arm"].unique(maintain_order=True)
+        rank = pl.DataFrame({"arm": order, "_rank": range(len(order))})
+        return df.join(rank, on="arm", how="left").sort("_rank", maintain_order=True).drop("_rank")
+
+    def resolve(self, metric: str) -> str:
+        """A metric name, with LAST_ROLLOUT resolved to the longest rollout_err/k the runs have."""
+        if metric != LAST_ROLLOUT:
+            return metric
+        ks = [int(c.split("/")[1]) for c in self.runs.columns if c.startswith("rollout_err/")
+              and c.split("/")[1].isdigit() and self.runs[c].null_count() < len(self.runs)]
+        return f"rollout_err/{max(ks)}" if ks else metric
+
+
+@dataclass(frozen=True)
+class Measure:
+    metric: str
+    claim: Callable[[dict], int]  # claimed sign of arm minus baseline, from the arm's config row (0: none)
+
+
+@dataclass(frozen=True, eq=False)
+class Study:
+    grid: str
+    title: str
+    claim_id: str = "no claim"
+    claim: str = ""
+    treatment: tuple[str, ...] = ()
+    baseline: pl.Expr | None = None
+    measures: tuple[Measure, ...] = ()
+    metrics: tuple[str, ...] = (PRIMARY, "caption_loss")  # shown per arm
+    by_scale: bool = False  # seed statistics per arm x D
+    extras: tuple[Callable[[Context, Study, Section], list[dict]], ...] = field(default_factory=tuple)
+    # each extra adds its tables and figures to the section and returns its verdict rows
+
+
+def verdict_frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=VERDICT_SCHEMA)
+
+
+def verdict_row(study: Study, comparison: str, measure: str, n: int, estimate: float, lo: float, hi: float,
+                p_value: float, result: str, verdict: str) -> dict:
+    return {"study": study.title, "claim": study.claim_id, "comparison": comparison, "measure": measure, "n": n,
+            "estimate": estimate, "lo": lo, "hi": hi, "p_value": p_value, "result": result, "verdict": verdict}
+
+
+def comparison_result(diff: float, lo: float, hi: float, p: float, n: int) -> str:
+    return f"{fmt_ci(diff, lo, hi, sign=True)}; p={fmt(p, 2)}; n={n} pairs"
+
+
+def verdict_table(ctx: Context, study: Study, rows: pl.DataFrame) -> Table:
+    shown = rows.select("claim", "comparison", "measure", "result", "verdict")
+    return Table(f"{ctx.grid.key}_verdicts", f"{study.claim_id}: claim, measured result, verdict", rows, shown)
+
+
+def _arm_table(ctx: Context, study: Study) -> Table:
+    by = ["arm", D] if study.by_scale else ["arm"]
+    metrics = [m for m in study.metrics if m in ctx.runs.columns]
+    long = pl.concat([seed_stats(ctx.runs, m, by) for m in metrics]) if metrics else pl.DataFrame()
+    cells: dict[tuple, dict] = {}
+    for r in long.iter_rows(named=True):
+        row = cells.setdefault(tuple(r[c] for c in by), {c: r[c] for c in by} | {"seeds": r["seeds"]})
+        row[f"{r['metric']} [95% CI]"] = fmt_ci(r["mean"], r["lo"], r["hi"])
+    shown = ctx.in_arm_order(pl.DataFrame(list(cells.values()))) if cells else pl.DataFrame({"arm": []})
+    return Table(f"{ctx.grid.key}_arms", "Seed statistics per arm (mean over seeds, 95% bootstrap CI)", long, shown)
+
+
+def _comparisons(ctx: Context, study: Study) -> pl.DataFrame:
+    parts = []
+    for m in study.measures:
+        metric = ctx.resolve(m.metric)
+        if metric not in ctx.runs.columns:
+            continue
+        parts.append(compare_to_baselines(ctx.runs, metric, study.baseline, study.treatment,
+                                          direction=lambda arm_runs, m=m: m.claim(arm_runs.row(0, named=True))))
+    return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def _comparison_table(ctx: Context, comps: pl.DataFrame) -> Table:
+    claimed = {1: "arm > baseline", -1: "arm < baseline", 0: "none"}
+    shown = comps.select(
+        "arm", "baseline", "metric", "n",
+        pl.struct("diff", "lo", "hi").map_elements(lambda s: fmt_ci(s["diff"], s["lo"], s["hi"], sign=True),
+                                                   return_dtype=pl.String).alias("difference [95% CI]"),
+        pl.col("p_value").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).alias("p (sign-flip)"),
+        pl.col("direction").replace_strict(claimed, return_dtype=pl.String).alias("paper claims"),
+        "verdict")
+    return Table(f"{ctx.grid.key}_comparisons", "Paired comparisons against the baseline (arm minus baseline)",
+                 comps, shown)
+
+
+def _claimed_rows(study: Study, comps: pl.DataFrame) -> list[dict]:
+    rows = []
+    for c in comps.filter(pl.col("direction") != 0).iter_rows(named=True):
+        side = ">" if c["direction"] > 0 else "<"
+        rows.append(verdict_row(study, f"{c['arm']} vs {c['baseline']}",
+                                f"difference in {c['metric']} (paper: arm {side} baseline)",
+                                c["n"], c["diff"], c["lo"], c["hi"], c["p_value"],
+                                comparison_result(c["diff"], c["lo"], c["hi"], c["p_value"], c["n"]), c["verdict"]))
+    return rows
+
+
+def build_section(ctx: Context, study: Study) -> tuple[Section, pl.DataFrame]:
+    """The study's section of the report, and its verdict rows."""
+    g = ctx.grid
+    section = Section(g.key, f"{study.title} (grid `{g.name}`, preset `{g.preset}`)", study.claim)
+    n_arms = ctx.runs["arm"].n_unique() if not ctx.runs.is_empty() else 0
+    section.text.append(f"Usable runs: {len(ctx.runs)}, in {n_arms} arm(s). {g.description}".strip())
+    if ctx.runs.is_empty():
+        section.text.append("No usable runs yet: nothing to measure.")
+        return section, verdict_frame([])
+    section.tables.append(_arm_table(ctx, study))
+    rows: list[dict] = []
+    if study.baseline is not None and study.measures:
+        comps = _comparisons(ctx, study)
+        if not comps.is_empty():
+            section.tables.append(_comparison_table(ctx, comps))
+            rows += _claimed_rows(study, comps)
+    if study.baseline is not None and not study.by_scale:
+        _ablation_figure(ctx, study, section)
+    for extra in study.extras:
+        rows += extra(ctx, study, section)
+    verdicts = verdict_frame(rows)
+    if not verdicts.is_empty():
+        section.tables.insert(0, verdict_table(ctx, study, verdicts))
+    return section, verdicts
+
+
+def _ablation_figure(ctx: Context, study: Study, section: Section) -> None:
+    stats = ctx.in_arm_order(seed_stats(ctx.runs, PRIMARY, ["arm"]))
+    if stats.is_empty():
+        return
+    base = ctx.runs.filter(study.baseline)["arm"].unique().to_list()
+    png = figures.ablation_bars(stats, ctx.colours, PRIMARY, ctx.stem("bars"), study.title,
+                                baseline=base[0] if len(base) == 1 else None, chance=ctx.chance())
+    section.figures.append(Figure(f"{study.title}: {PRIMARY} per arm, mean over seeds with 95% CI", png))
+

@@ -1,0 +1,135 @@
+"""`unihetero report` (the report of a runs directory) and `unihetero reproduce` (the paper's grids run
+through sweeps, resuming what exists, then the report)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from study.errors import UserError
+from sweeps.spec import GRID_DIR, SCALES, GridSpec, expand, load_spec
+from unihetero.commands.sweep import positive_int
+
+BACKENDS = ("local", "ray", "slurm")
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="report directory (default: RUNS_DIR/report)")
+    p.add_argument("--bootstrap", type=_nonnegative_int, default=100, metavar="B",
+                   help="bootstrap resamples per scaling-law fit (0: no intervals; default 100)")
+    p.add_argument("--boot-starts", type=positive_int, default=4, metavar="S",
+                   help="random grid starts per bootstrap refit (default 4; more for a final report)")
+    p.add_argument("--fit-workers", type=positive_int, default=min(4, os.cpu_count() or 1), metavar="N",
+                   help="processes for the scaling-law fits (default: cores, at most 4)")
+
+
+def _grid_names() -> list[str]:
+    return sorted(p.stem for p in GRID_DIR.glob("*.yaml"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write report.md, report.html, tables (CSV) and figures of a runs directory")
+    p.add_argument("runs_dir", help="runs directory (run directories and grids/ membership files)")
+    _report_args(p)
+    p.set_defaults(func=run_report)
+
+    r = sub.add_parser("reproduce", help="run the paper's grids (resuming what exists), then write the report")
+    r.add_argument("study", nargs="?", default="all", choices=[*_grid_names(), "all"],
+                   help="one grid of sweeps/grids, or all (default)")
+    r.add_argument("--preset", required=True, choices=SCALES, help="scale preset of the grids")
+    r.add_argument("--backend", choices=BACKENDS, default="local")
+    r.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
+    r.add_argument("--workers", type=positive_int, default=1, help="local backend: processes (1: this one)")
+    r.add_argument("--retry-failed", action="store_true", help="rerun failed trials too")
+    r.add_argument("--ray-address", help="ray backend: HOST:PORT of a running cluster (default: a local one)")
+    r.add_argument("--partition", help="slurm backend: partition")
+    r.add_argument("--time-min", type=positive_int, default=60, help="slurm backend: minutes per job")
+    _report_args(r)
+    r.set_defaults(func=run_reproduce)
+
+
+def _write_report(runs_dir: Path, out: str | None, args: argparse.Namespace) -> None:
+    from analysis.utilization import FitSettings
+    from reports.build import FIT, build_report
+
+    start = time.perf_counter()
+    fit = FitSettings(n_boot=args.bootstrap, boot_starts=args.boot_starts, starts=FIT.starts)
+    html = build_report(runs_dir, Path(out) if out else runs_dir / "report", fit=fit, workers=args.fit_workers)
+    print(f"report: {html} and {html.with_suffix('.md')} ({time.perf_counter() - start:.1f} s)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    runs_dir = Path(args.runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f"runs directory '{runs_dir}' does not exist")
+    _write_report(runs_dir, args.out, args)
+    return 0
+
+
+def _options(args: argparse.Namespace, name: str) -> object:
+    if args.backend == "local":
+        from sweeps.backends.local import LocalOptions
+
+        return LocalOptions(workers=args.workers)
+    if args.backend == "ray":
+        from sweeps.backends.raytune import RayOptions
+
+        return RayOptions(address=args.ray_address, name=name)
+    from sweeps.backends.slurm import SlurmOptions
+
+    return SlurmOptions(partition=args.partition, time_min=args.time_min, name=name)
+
+
+def _launch(spec: GridSpec, args: argparse.Namespace, runs_dir: Path) -> bool:
+    """Run one grid (resuming: completed trials are skipped); True when every trial completed."""
+    from sweeps.backends import backend
+    from sweeps.execute import TrialTask
+    from sweeps.layout import run_dir, write_membership
+    from sweeps.status import GridProgress, collect, counts_line
+
+    trials = expand(spec)
+    write_membership(runs_dir, spec, trials)
+    tasks = [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=args.retry_failed)
+             for t in trials]
+    print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {args.backend}", file=sys.stderr)
+    with GridProgress(trials, runs_dir):
+        backend(args.backend).launch(tasks, _options(args, f"{spec.name}__{spec.scale}"))
+    states = collect(trials, runs_dir)
+    print(f"grid {spec.name}: {counts_line(states)}")
+    return all(s.state == "completed" for s in states)
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from reports.paper import STUDIES
+
+    runs_dir = Path(args.runs_dir)
+    order = list(STUDIES)
+    grids = sorted(_grid_names(), key=lambda n: (order.index(n) if n in order else len(order), n)) \
+        if args.study == "all" else [args.study]
+    specs = []
+    for grid in grids:
+        try:
+            specs.append(load_spec(grid, args.preset))
+        except UserError as e:
+            if args.study != "all" or "no preset" not in str(e):
+                raise
+            print(f"skipping grid {grid}: {e}", file=sys.stderr)
+    if not specs:
+        raise UserError(f"no grid has a preset '{args.preset}'")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    complete = [_launch(spec, args, runs_dir) for spec in specs]
+    _write_report(runs_dir, args.out, args)
+    return 0 if all(complete) else 1
