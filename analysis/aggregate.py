@@ -89,13 +89,13 @@ def judge(lo: float, hi: float, n: int, direction: int) -> str:
 
 
 def compare(runs: pl.DataFrame, metric: str, arm: str, baseline: str, treatment: Sequence[str],
-            direction: int = 0, n_boot: int = N_BOOT) -> dict[str, Any] | None:
+            direction: int = 0) -> dict[str, Any] | None:
     """Paired comparison of `arm` minus `baseline` on `metric` (None when no run pairs): a row of
     COMPARISON_SCHEMA, with the paired sign-flip p-value and the verdict on `direction`."""
     pairs = paired_values(runs, metric, arm, baseline, treatment)
     if pairs.is_empty():
         return None
-    c = stats.paired(pairs["a"].to_numpy(), pairs["b"].to_numpy(), n_boot=n_boot)
+    c = stats.paired(pairs["a"].to_numpy(), pairs["b"].to_numpy())
     return {"arm": arm, "baseline": baseline, "metric": metric, "n": c.n, "diff": c.mean_diff, "lo": c.lo,
             "hi": c.hi, "p_value": c.p_value, "direction": direction, "verdict": judge(c.lo, c.hi, c.n, direction)}
 
@@ -110,8 +110,7 @@ def matched_baseline(runs: pl.DataFrame, arm: str, baselines: Sequence[str], tre
 
 
 def compare_to_baselines(runs: pl.DataFrame, metric: str, is_baseline: pl.Expr, treatment: Sequence[str],
-                         direction: Callable[[pl.DataFrame], int] | None = None,
-                         n_boot: int = N_BOOT) -> pl.DataFrame:
+                         direction: Callable[[pl.DataFrame], int] | None = None) -> pl.DataFrame:
     """Each arm that is not a baseline against its matched baseline arm (rows of COMPARISON_SCHEMA);
     `direction(arm_runs)` gives the claimed sign of arm minus baseline (None: no claims)."""
     baselines = runs.filter(is_baseline)["arm"].unique(maintain_order=True).to_list()
@@ -120,7 +119,7 @@ def compare_to_baselines(runs: pl.DataFrame, metric: str, is_baseline: pl.Expr, 
     for arm in arms:
         base = matched_baseline(runs, arm, baselines, treatment)
         sign = direction(runs.filter(pl.col("arm") == arm)) if direction else 0
-        row = compare(runs, metric, arm, base, treatment, sign, n_boot) if base else None
+        row = compare(runs, metric, arm, base, treatment, sign) if base else None
         if row is not None:
             rows.append(row)
     return pl.DataFrame(rows, schema=COMPARISON_SCHEMA)
