@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/unihetero train cpu-small --runs-dir runs/demo --summary
+	$(VENV)/bin/unihetero reproduce all --preset smoke --backend local --workers 2 --runs-dir runs/demo --out reports/demo
+	@echo "demo report: reports/demo/report.html (and report.md, tables/*.csv, figures/)"
 
 test: install
 	@if [ "$$(id -u)" = 0 ] && [ -x scripts/slurm_cluster.sh ]; then \

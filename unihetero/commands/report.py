@@ -10,10 +10,8 @@ import time
 from pathlib import Path
 
 from study.errors import UserError
-from sweeps.spec import GRID_DIR, SCALES, GridSpec, expand, load_spec
-from unihetero.commands.sweep import positive_int
-
-BACKENDS = ("local", "ray", "slurm")
+from sweeps.spec import GRID_DIR, SCALES, GridSpec, load_spec
+from unihetero.commands.sweep import add_backend_args, backend_options, positive_int
 
 
 def _nonnegative_int(text: str) -> int:
@@ -50,13 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("study", nargs="?", default="all", choices=[*_grid_names(), "all"],
                    help="one grid of sweeps/grids, or all (default)")
     r.add_argument("--preset", required=True, choices=SCALES, help="scale preset of the grids")
-    r.add_argument("--backend", choices=BACKENDS, default="local")
     r.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
-    r.add_argument("--workers", type=positive_int, default=1, help="local backend: processes (1: this one)")
-    r.add_argument("--retry-failed", action="store_true", help="rerun failed trials too")
-    r.add_argument("--ray-address", help="ray backend: HOST:PORT of a running cluster (default: a local one)")
-    r.add_argument("--partition", help="slurm backend: partition")
-    r.add_argument("--time-min", type=positive_int, default=60, help="slurm backend: minutes per job")
+    add_backend_args(r)
     _report_args(r)
     r.set_defaults(func=run_reproduce)
 
@@ -79,35 +72,12 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(args: argparse.Namespace, name: str) -> object:
-    if args.backend == "local":
-        from sweeps.backends.local import LocalOptions
-
-        return LocalOptions(workers=args.workers)
-    if args.backend == "ray":
-        from sweeps.backends.raytune import RayOptions
-
-        return RayOptions(address=args.ray_address, name=name)
-    from sweeps.backends.slurm import SlurmOptions
-
-    return SlurmOptions(partition=args.partition, time_min=args.time_min, name=name)
-
-
 def _launch(spec: GridSpec, args: argparse.Namespace, runs_dir: Path) -> bool:
     """Run one grid (resuming: completed trials are skipped); True when every trial completed."""
-    from sweeps.backends import backend
-    from sweeps.execute import TrialTask
-    from sweeps.layout import run_dir, write_membership
-    from sweeps.status import GridProgress, collect, counts_line
+    from sweeps.launch import launch_grid
+    from sweeps.status import counts_line
 
-    trials = expand(spec)
-    write_membership(runs_dir, spec, trials)
-    tasks = [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=args.retry_failed)
-             for t in trials]
-    print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {args.backend}", file=sys.stderr)
-    with GridProgress(trials, runs_dir):
-        backend(args.backend).launch(tasks, _options(args, f"{spec.name}__{spec.scale}"))
-    states = collect(trials, runs_dir)
+    states = launch_grid(spec, runs_dir, args.backend, backend_options(args, spec), args.retry_failed)
     print(f"grid {spec.name}: {counts_line(states)}")
     return all(s.state == "completed" for s in states)
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from study.errors import UserError
-from sweeps.execute import TrialTask
-from sweeps.layout import run_dir, write_membership
-from sweeps.spec import SCALES, Trial, expand, load_spec
-from sweeps.status import GridProgress, collect, counts_line, format_table, status_table
+from sweeps.spec import SCALES, GridSpec, Trial, expand, load_spec
+from sweeps.status import collect, counts_line, format_table, status_table
 
 if TYPE_CHECKING:
     from sweeps.backends.local import LocalOptions
@@ -46,25 +43,18 @@ def _grid_args(p: argparse.ArgumentParser, runs_dir: bool) -> None:
         p.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="plan, launch and watch grids of runs")
-    actions = p.add_subparsers(dest="sweep_command", required=True, parser_class=type(p))
-    plan = actions.add_parser("plan", help="print the trial table (axes, run ids, FLOPs); runs nothing")
-    _grid_args(plan, runs_dir=False)
-    plan.set_defaults(func=run_plan)
-
-    launch = actions.add_parser("launch", help="run every trial not yet completed; relaunch resumes")
-    _grid_args(launch, runs_dir=True)
-    launch.add_argument("--backend", choices=("local", "ray", "slurm"), default="local")
-    launch.add_argument("--retry-failed", action="store_true", help="rerun failed trials too")
-    launch.add_argument("--workers", type=positive_int, default=1, help="local: processes (1: this one)")
-    ray = launch.add_argument_group("ray")
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend and every backend's options (shared by `sweep launch` and `reproduce`)."""
+    p.add_argument("--backend", choices=("local", "ray", "slurm"), default="local")
+    p.add_argument("--retry-failed", action="store_true", help="rerun failed trials too")
+    p.add_argument("--workers", type=positive_int, default=1, help="local: processes (1: this one)")
+    ray = p.add_argument_group("ray")
     ray.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster (default: start a local one)")
     ray.add_argument("--max-concurrent", type=positive_int, help="most trials at once")
     ray.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
     ray.add_argument("--cpus-per-trial", type=nonnegative_float, default=1.0)
     ray.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0)
-    slurm = launch.add_argument_group("slurm")
+    slurm = p.add_argument_group("slurm")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
     slurm.add_argument("--qos")
@@ -76,6 +66,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--mem-gb", type=nonnegative_float)
     slurm.add_argument("--array-parallelism", type=positive_int, default=64, help="most array jobs at once")
     slurm.add_argument("--no-wait", action="store_true", help="submit and return (watch with sweep status)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="plan, launch and watch grids of runs")
+    actions = p.add_subparsers(dest="sweep_command", required=True, parser_class=type(p))
+    plan = actions.add_parser("plan", help="print the trial table (axes, run ids, FLOPs); runs nothing")
+    _grid_args(plan, runs_dir=False)
+    plan.set_defaults(func=run_plan)
+
+    launch = actions.add_parser("launch", help="run every trial not yet completed; relaunch resumes")
+    _grid_args(launch, runs_dir=True)
+    add_backend_args(launch)
     launch.set_defaults(func=run_launch)
 
     status = actions.add_parser("status", help="counts and a table: completed, running, failed, pending")
@@ -105,7 +107,9 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _options(args: argparse.Namespace, name: str) -> LocalOptions | RayOptions | SlurmOptions:
+def backend_options(args: argparse.Namespace, spec: GridSpec) -> LocalOptions | RayOptions | SlurmOptions:
+    """The chosen backend's options from the command line; `name` identifies the grid's jobs."""
+    name = f"{spec.name}__{spec.scale}"
     if args.backend == "local":
         from sweeps.backends.local import LocalOptions
 
@@ -125,19 +129,10 @@ def _options(args: argparse.Namespace, name: str) -> LocalOptions | RayOptions |
 
 
 def run_launch(args: argparse.Namespace) -> int:
-    from sweeps.backends import backend
+    from sweeps.launch import launch_grid
 
     spec = load_spec(args.grid, args.preset)
-    trials = expand(spec)
-    runs_dir = Path(args.runs_dir)
-    write_membership(runs_dir, spec, trials)
-    tasks = [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=args.retry_failed)
-             for t in trials]
-    options = _options(args, f"{spec.name}__{spec.scale}")
-    print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {args.backend}", file=sys.stderr)
-    with GridProgress(trials, runs_dir):
-        backend(args.backend).launch(tasks, options)
-    states = collect(trials, runs_dir)
+    states = launch_grid(spec, Path(args.runs_dir), args.backend, backend_options(args, spec), args.retry_failed)
     print(counts_line(states))
     unfinished = [s for s in states if s.state != "completed"]
     if unfinished:

@@ -1,0 +1,25 @@
+"""Launch one grid: write its membership, run every trial through a backend, read states back."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from sweeps.backends import backend
+from sweeps.execute import TrialTask
+from sweeps.layout import run_dir, write_membership
+from sweeps.spec import GridSpec, expand
+from sweeps.status import GridProgress, TrialState, collect
+
+
+def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: object,
+                retry_failed: bool = False) -> list[TrialState]:
+    """Run the grid's trials (completed ones are skipped, partial ones resume); their states after."""
+    trials = expand(spec)
+    write_membership(runs_dir, spec, trials)
+    tasks = [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=retry_failed)
+             for t in trials]
+    print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {backend_name}", file=sys.stderr)
+    with GridProgress(trials, runs_dir):
+        backend(backend_name).launch(tasks, options)
+    return collect(trials, runs_dir)
