@@ -43,6 +43,11 @@ def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, say: the old file stays as it was, the error names this one
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename:
+            raise
+        raise _naming(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -51,6 +56,19 @@ def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` naming `path` (a failed write or fsync does not say which file it was)."""
+    return OSError(e.errno, e.strerror, str(path))
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind `e`: torch.save reports its file's failed write as a RuntimeError."""
+    seen: BaseException | None = e
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -124,10 +142,15 @@ class RunStore:
 
     # -- records ------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path / name, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.filename:
+                raise
+            raise _naming(e, self.path / name) from e
 
     def records(self, name: str) -> list[dict]:
         return read_jsonl(self.path / name)
@@ -148,7 +171,13 @@ class RunStore:
 
     def save_checkpoint(self, step: int, state: dict) -> Path:
         path = self.checkpoint_dir / f"step_{step:08d}.pt"
-        atomic_write(path, lambda f: torch.save(state, f))
+        try:
+            atomic_write(path, lambda f: torch.save(state, f))
+        except RuntimeError as e:  # the disk filled (or failed) mid-write: say so, naming the checkpoint
+            cause = _os_error(e)
+            if cause is None:
+                raise
+            raise _naming(cause, path) from e
         for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
             old.unlink(missing_ok=True)
         return path

@@ -7,6 +7,7 @@ with exactly the weights and metrics of one that never stopped.
 
 from __future__ import annotations
 
+import errno
 import math
 import sys
 import time
@@ -26,7 +27,7 @@ from study.runstore import RunStore
 
 
 class TrainingFailed(Exception):
-    """The run stopped with status failed (non-finite loss); the reason is in status.json."""
+    """The run stopped with status failed (non-finite loss, a full disk); the reason is in status.json."""
 
 
 @dataclass
@@ -90,9 +91,30 @@ def _evaluate(store: RunStore, model: UnifiedModel, cfg: RunConfig, step: int, f
     return record
 
 
-def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = None, quiet: bool = False) -> Path:
-    """Run (or resume, or skip if complete) the run of `cfg` in `run_dir`; returns the directory."""
+def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = None, quiet: bool = False,
+          nan_at_step: int | None = None) -> Path:
+    """Run (or resume, or skip if complete) the run of `cfg` in `run_dir`; returns the directory.
+
+    An OSError (a full disk, a lost mount) stops the run with status failed and the error as its reason,
+    raised as TrainingFailed; the checkpoints written before it are untouched, so a resume continues.
+    `nan_at_step` is a test hook: the loss of that step becomes NaN, as in a diverging run.
+    """
     store = RunStore(run_dir)
+    try:
+        return _train(store, cfg, interrupt, quiet, nan_at_step)
+    except OSError as e:
+        reason = f"stopped by an OS error ({errno.errorcode.get(e.errno or 0, 'no errno')}): {e}"
+        if (store.path / "config.yaml").exists():
+            try:
+                where = {k: v for k, v in store.status().items() if k in ("step", "total_steps")}
+                store.write_status("failed", reason=reason, **where)
+            except OSError:  # the disk refuses even the status file: the caller still gets the reason
+                pass
+        raise TrainingFailed(reason) from e
+
+
+def _train(store: RunStore, cfg: RunConfig, interrupt: Interrupt | None, quiet: bool,
+           nan_at_step: int | None) -> Path:
     store.init(cfg)
     if store.status()["state"] == "completed":
         return store.path
@@ -126,11 +148,13 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
             mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, gen)
             with _autocast(cfg):
                 losses = compute_losses(model, cfg, batch.images, batch.tokens, mask, gen)
+            if nan_at_step == step + 1:  # fault injection (tests)
+                losses["total"] = losses["total"] * float("nan")
             values = {k: v.item() for k, v in losses.items()}
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 reason = f"non-finite loss at step {step + 1}: {bad}"
-                store.write_status("failed", step=step + 1, reason=reason)
+                store.write_status("failed", step=step + 1, total_steps=cfg.steps, reason=reason)
                 raise TrainingFailed(reason)
             losses["total"].backward()
             if cfg.train.grad_clip > 0:

@@ -7,7 +7,8 @@ the step it started from), so a resumed trial shows it resumed and a duplicate r
 Fault injection for reliability tests: a file `.fault_exit_after_step` holding N in a run directory
 makes the next execution of that trial stop its process with os._exit right after the checkpoint of
 step N (as a kill would); the file is consumed, so the retry runs normally. It works on every
-backend, since it travels with the run directory.
+backend, since it travels with the run directory. Likewise `.fault_nan_at_step` holding N makes the loss
+of step N NaN in the next execution (as a diverging run would), so the trial fails with step and reason.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sweeps.lock import TrialLock
 
 ATTEMPTS = "sweep_attempts.jsonl"
 FAULT_FILE = ".fault_exit_after_step"
+NAN_FAULT_FILE = ".fault_nan_at_step"
 FAULT_EXIT_CODE = 17
 
 
@@ -45,15 +47,24 @@ class TrialTask:
 def _train(cfg: RunConfig, run_dir: Path, until_step: int | None) -> None:
     from study.train import Interrupt, train
 
-    fault = run_dir / FAULT_FILE
-    if fault.exists():
-        step = int(fault.read_text())
-        fault.unlink()
-        train(cfg, run_dir, interrupt=Interrupt(after_step=step), quiet=True)
+    nan_at = _consume(run_dir / NAN_FAULT_FILE)
+    step = _consume(run_dir / FAULT_FILE)
+    if step is not None:
+        train(cfg, run_dir, interrupt=Interrupt(after_step=step), quiet=True, nan_at_step=nan_at)
         if RunStore(run_dir).status()["state"] != "completed":
             os._exit(FAULT_EXIT_CODE)
         return
-    train(cfg, run_dir, interrupt=Interrupt(after_step=until_step) if until_step else None, quiet=True)
+    train(cfg, run_dir, interrupt=Interrupt(after_step=until_step) if until_step else None, quiet=True,
+          nan_at_step=nan_at)
+
+
+def _consume(fault: Path) -> int | None:
+    """The step in a fault-injection file, which is removed (so a retry runs normally); None without one."""
+    if not fault.exists():
+        return None
+    step = int(fault.read_text())
+    fault.unlink()
+    return step
 
 
 def _noop(cfg: RunConfig, run_dir: Path, until_step: int | None) -> None:

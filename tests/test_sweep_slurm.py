@@ -51,12 +51,13 @@ def test_grid_completes_on_slurm(tmp_path):
 @pytest.mark.slow
 def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
     partition = require_slurm()
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 640})
+    # long enough that the job cannot finish within Slurm's KillWait grace after the requeue's SIGTERM
+    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 4800})
     (trial,) = expand(load_spec(str(grid), "smoke"))
     run = tmp_path / "runs" / trial.run_id
     (record,) = launch([TrialTask(str(run), trial.config.to_dict())],
                        SlurmOptions(partition=partition, mem_gb=2, time_min=5, wait=False))
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 400
     while RunStore(run).status().get("step", 0) < 10 or not RunStore(run).checkpoints():
         assert time.monotonic() < deadline, "the job did not reach its first checkpoint"
         time.sleep(0.05)

@@ -8,6 +8,7 @@ the next word.
 from __future__ import annotations
 
 import copy
+import pickle
 
 import torch
 from torch import nn
@@ -97,7 +98,7 @@ def load_encoder_weights(path: str) -> dict[str, torch.Tensor]:
     """An encoder state dict from a run checkpoint ('model' with 'encoder.' keys) or a bare state dict."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, pickle.UnpicklingError) as e:
         raise UserError(f"config key 'model.encoder_checkpoint': cannot load '{path}': {e.__class__.__name__}") \
             from None
     state = state.get("model", state)
