@@ -18,6 +18,14 @@ def test_world_is_deterministic_by_seed_and_index():
     assert not np.array_equal(a.sample(1)[0], other.sample(1)[0])
 
 
+def test_an_image_does_not_depend_on_its_batch():
+    world = World(load_config("tiny", ["data.max_objects=4", "data.image_size=32"]).data)
+    images, scenes = world.batch(np.arange(10, 74))
+    for i in (0, 17, 63):
+        image, scene = world.sample(10 + i)
+        assert np.array_equal(images[i], image) and scenes[i] == scene
+
+
 def test_scene_rules_and_image_range():
     cfg = load_config("tiny", ["data.max_objects=4", "data.image_size=32"]).data
     world = World(cfg)

@@ -88,14 +88,10 @@ def pad_tokens(token_lists: list[list[int]]) -> torch.Tensor:
     return tokens
 
 
-def collate(images: list[np.ndarray], token_lists: list[list[int]], scenes: list[Scene]) -> Batch:
-    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return Batch(pixels, pad_tokens(token_lists), scenes)
-
-
 def make_batch(world: World, indices: np.ndarray) -> Batch:
-    samples = [world.sample(int(i)) for i in indices]
-    return collate([s[0] for s in samples], [encode(s[1].caption) for s in samples], [s[1] for s in samples])
+    images, scenes = world.batch(indices)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    return Batch(pixels, pad_tokens([encode(sc.caption) for sc in scenes]), scenes)
 
 
 class TrainStream:

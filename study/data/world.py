@@ -23,6 +23,11 @@ RGB = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.25, 0.95],
 RADIUS = (0.12, 0.19)  # object radius as a fraction of the image side, by size
 HELD_OUT_START = 1 << 40  # training indices lie in [0, D) with D < 2**40; held-out ones from here
 
+# the uniforms each index draws, by role (one block, so every image costs one generator call)
+_N, _CELLS, _KINDS, _SIZES = 0, slice(1, 10), slice(10, 40), slice(40, 49)
+_JITTER, _COUNT, _ORDER, _KEEP, _BACKGROUND = slice(49, 67), 67, slice(68, 77), slice(77, 104), slice(104, 113)
+_DRAWS = 113
+
 
 @dataclass(frozen=True)
 class Obj:
@@ -50,70 +55,99 @@ def count_words(n: int) -> list[str]:
 
 
 class World:
-    """A deterministic procedural dataset of (image, caption, ground truth)."""
+    """A deterministic procedural dataset of (image, caption, ground truth).
+
+    Each index draws a fixed block of uniforms and one noise field from its own generator, keyed
+    by (world seed, index); images are then rendered for a whole batch at once with array
+    operations that treat every image alike, so an image does not depend on its batch.
+    """
 
     def __init__(self, cfg: DataConfig):
         self.cfg = cfg
-        s = cfg.image_size
-        grid = (np.arange(s, dtype=np.float32) + 0.5)
-        self.yy, self.xx = np.meshgrid(grid, grid, indexing="ij")
+        self.axis = np.arange(cfg.image_size, dtype=np.float32) + 0.5
+        self.yy, self.xx = np.meshgrid(self.axis, self.axis, indexing="ij")
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.cfg.world_seed, index])
+    def _draws(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.cfg.world_seed, index])
+        s = self.cfg.image_size
+        return rng.random(_DRAWS), rng.standard_normal((s, s), dtype=np.float32)
 
     def scene(self, index: int) -> Scene:
-        return self._draw(index, self._rng(index))[0]
+        return self._scene(index, self._draws(index)[0])
 
-    def _draw(self, index: int, rng: np.random.Generator) -> tuple[Scene, np.random.Generator]:
+    def _scene(self, index: int, u: np.ndarray) -> Scene:
         cfg = self.cfg
-        n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-        cells = rng.choice(9, size=n, replace=False)
-        kinds = rng.choice(len(SHAPES) * len(COLOURS), size=n, replace=False)  # distinct (shape, colour)
-        sizes = rng.integers(0, 2, size=n)
+        n = cfg.min_objects + min(int(u[_N] * (cfg.max_objects - cfg.min_objects + 1)),
+                                  cfg.max_objects - cfg.min_objects)
+        cells = np.argsort(u[_CELLS])[:n]
+        kinds = np.argsort(u[_KINDS])[:n]  # distinct (shape, colour) pairs
+        sizes = u[_SIZES][:n] < 0.5
         objects = tuple(Obj(int(k) // len(COLOURS), int(k) % len(COLOURS), int(z), int(c))
                         for k, z, c in zip(kinds, sizes, cells, strict=True))
-        return Scene(index, objects, self._caption(objects, rng)), rng
+        return Scene(index, objects, self._caption(objects, u))
 
-    def _caption(self, objects: tuple[Obj, ...], rng: np.random.Generator) -> tuple[str, ...]:
+    def _caption(self, objects: tuple[Obj, ...], u: np.ndarray) -> tuple[str, ...]:
         """Name round(coverage * n) objects (at least one), each attribute kept with p = coverage."""
         cov = self.cfg.caption_coverage
-        words = count_words(len(objects)) if rng.random() < cov else []
+        words = count_words(len(objects)) if u[_COUNT] < cov else []
         k = max(1, round(cov * len(objects)))
-        for i in rng.permutation(len(objects))[:k]:
-            keep = rng.random(3) < cov
-            words += objects[i].words(size=keep[0], colour=keep[1], location=keep[2])
+        keep = u[_KEEP].reshape(9, 3) < cov
+        for i in np.argsort(u[_ORDER][: len(objects)])[:k]:
+            words += objects[i].words(size=keep[i, 0], colour=keep[i, 1], location=keep[i, 2])
         return tuple(words)
 
     def sample(self, index: int) -> tuple[np.ndarray, Scene]:
         """The image (H, W, 3) float32 in [0, 1] and the scene of world index `index`."""
-        scene, rng = self._draw(index, self._rng(index))
-        return self._render(scene.objects, rng), scene
+        images, scenes = self.batch([index])
+        return images[0], scenes[0]
 
-    def _render(self, objects: tuple[Obj, ...], rng: np.random.Generator) -> np.ndarray:
-        s = self.cfg.image_size
-        image = self._background(rng)
-        cell = s / 3
-        jitter = rng.uniform(-0.12, 0.12, size=(len(objects), 2)) * cell
-        for obj, (jy, jx) in zip(objects, jitter, strict=True):
-            cy = (obj.cell // 3 + 0.5) * cell + jy
-            cx = (obj.cell % 3 + 0.5) * cell + jx
-            mask = shape_mask(obj.shape, self.yy - cy, self.xx - cx, RADIUS[obj.size] * s)
-            image[mask] = RGB[obj.colour]
-        return image
+    def batch(self, indices) -> tuple[np.ndarray, list[Scene]]:
+        """Images (B, H, W, 3) float32 in [0, 1] and scenes of the given world indices."""
+        draws = [self._draws(int(i)) for i in indices]
+        u = np.stack([d[0] for d in draws])
+        scenes = [self._scene(int(i), d[0]) for i, d in zip(indices, draws, strict=True)]
+        images = self._backgrounds(u, np.stack([d[1] for d in draws]))
+        self._paint(images, scenes, u)
+        return images, scenes
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
+    def _backgrounds(self, u: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """Grey with a faint tint, plus stripes of random frequency and per-pixel noise."""
-        s, amp = self.cfg.image_size, self.cfg.texture_strength
-        base = 0.45 + rng.uniform(-0.1, 0.1) + rng.uniform(-0.04, 0.04, size=3).astype(np.float32)
-        fy, fx = rng.uniform(0.8, 2.5, size=2) * rng.choice([-1, 1], size=2)
-        stripes = np.sin(fy * self.yy + fx * self.xx + rng.uniform(0, 2 * np.pi))
-        noise = rng.standard_normal((s, s), dtype=np.float32)
-        grey = amp * (0.25 * stripes + 0.25 * noise)
-        image = base[None, None, :] + grey[:, :, None]
-        return np.clip(image, 0.0, 1.0).astype(np.float32)
+        bg = u[:, _BACKGROUND]
+        base = (0.35 + 0.2 * bg[:, :1] + 0.08 * (bg[:, 1:4] - 0.5)).astype(np.float32)
+        signs = np.where(bg[:, 6:8] < 0.5, -1.0, 1.0)
+        freq = (0.8 + 1.7 * bg[:, 4:6]) * signs
+        rows = (freq[:, :1] * self.axis).astype(np.float32)
+        cols = (freq[:, 1:] * self.axis + 2 * np.pi * bg[:, 8:9]).astype(np.float32)
+        sin_r, cos_r, sin_c, cos_c = np.sin(rows), np.cos(rows), np.sin(cols), np.cos(cols)
+        stripes = sin_r[:, :, None] * cos_c[:, None, :] + cos_r[:, :, None] * sin_c[:, None, :]  # sin(rows + cols)
+        grey = (noise + stripes) * np.float32(0.25 * self.cfg.texture_strength)
+        images = grey[..., None] + base[:, None, None, :]
+        return np.clip(images, 0.0, 1.0, out=images)
+
+    def _paint(self, images: np.ndarray, scenes: list[Scene], u: np.ndarray) -> None:
+        """Draw objects in order (slot k of every image at once), each at its cell centre plus jitter."""
+        s = self.cfg.image_size
+        cell = s / 3
+        for k in range(max(len(sc.objects) for sc in scenes)):
+            owners = [b for b, sc in enumerate(scenes) if len(sc.objects) > k]
+            objs = [scenes[b].objects[k] for b in owners]
+            jitter = (u[owners][:, _JITTER][:, 2 * k: 2 * k + 2] - 0.5) * 0.24 * cell
+            cy = np.array([(o.cell // 3 + 0.5) * cell for o in objs]) + jitter[:, 0]
+            cx = np.array([(o.cell % 3 + 0.5) * cell for o in objs]) + jitter[:, 1]
+            dy = self.yy[None] - cy[:, None, None].astype(np.float32)
+            dx = self.xx[None] - cx[:, None, None].astype(np.float32)
+            radius = np.array([RADIUS[o.size] * s for o in objs], dtype=np.float32)[:, None, None]
+            mask = np.zeros(dy.shape, dtype=bool)
+            shapes = np.array([o.shape for o in objs])
+            for shape in np.unique(shapes):
+                sel = shapes == shape
+                mask[sel] = shape_mask(int(shape), dy[sel], dx[sel], radius[sel])
+            colours = RGB[[o.colour for o in objs]][:, None, None, :]
+            images[owners] = np.where(mask[..., None], colours, images[owners])
 
 
-def shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+def shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, r: float | np.ndarray) -> np.ndarray:
+    """Pixels inside the shape of radius r centred at offset (dy, dx) = 0 (r broadcasts)."""
     ay, ax = np.abs(dy), np.abs(dx)
     name = SHAPES[shape]
     if name == "circle":
