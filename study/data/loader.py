@@ -7,6 +7,7 @@ and resuming at a step needs nothing but the step.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -95,10 +96,13 @@ def make_batch(world: World, indices: np.ndarray) -> Batch:
 
 
 class TrainStream:
-    """Training batches from `start_step` on, rendered one batch ahead on a worker thread."""
+    """Training batches from `start_step` on, rendered one batch ahead on a worker thread when a core
+    is spare (on a machine whose every core runs torch, a render thread only slows the step down)."""
 
-    def __init__(self, cfg: RunConfig, start_step: int, prefetch: bool = True):
+    def __init__(self, cfg: RunConfig, start_step: int, prefetch: bool | None = None):
         self.cfg, self.world, self.step = cfg, World(cfg.data), start_step
+        if prefetch is None:
+            prefetch = (os.cpu_count() or 1) > torch.get_num_threads()
         self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
 
     def _render(self, step: int) -> Batch:
