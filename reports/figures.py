@@ -98,17 +98,22 @@ def scaling_curves(points: pl.DataFrame, fits: Mapping[str, scaling.ScalingFit],
     return _save(fig, stem)
 
 
+def _mean_bands(ax, frame: pl.DataFrame, x: str, colours: Mapping[str, Colour], marker_size: float) -> None:
+    """One line per arm (mean) with its 95% interval band; `frame`: arm, x, mean, lo, hi."""
+    for arm, g in frame.group_by("arm", maintain_order=True):
+        c = colours[arm[0]]
+        xs = g[x].to_numpy()
+        ax.plot(xs, g["mean"].to_numpy(), marker="o", ms=marker_size, color=c, label=arm[0])
+        ax.fill_between(xs, g["lo"].to_numpy(), g["hi"].to_numpy(), color=c, alpha=0.15, lw=0)
+
+
 def learning_curves(curves: pl.DataFrame, colours: Mapping[str, Colour], metric: str, stem: Path, title: str,
                     chance: float | None = None) -> Path:
     """Metric vs samples seen per arm: mean over seeds with a 95% interval band. `curves`: arm,
     samples_seen, mean, lo, hi (aggregate.curve_stats)."""
     fig, axs = _axes()
     ax = axs[0, 0]
-    for arm, g in curves.group_by("arm", maintain_order=True):
-        c = colours[arm[0]]
-        x = g["samples_seen"].to_numpy()
-        ax.plot(x, g["mean"].to_numpy(), marker="o", ms=3, color=c, label=arm[0])
-        ax.fill_between(x, g["lo"].to_numpy(), g["hi"].to_numpy(), color=c, alpha=0.15, lw=0)
+    _mean_bands(ax, curves, "samples_seen", colours, marker_size=3)
     _chance(ax, chance)
     ax.set(xlabel="training samples seen (images)", ylabel=metric_label(metric), title=title)
     _legend(ax)
@@ -161,11 +166,7 @@ def rollout_errors(stats: pl.DataFrame, colours: Mapping[str, Colour], stem: Pat
     `stats`: arm, k, mean, lo, hi."""
     fig, axs = _axes()
     ax = axs[0, 0]
-    for arm, g in stats.group_by("arm", maintain_order=True):
-        c = colours[arm[0]]
-        k = g["k"].to_numpy()
-        ax.plot(k, g["mean"].to_numpy(), marker="o", ms=4, color=c, label=arm[0])
-        ax.fill_between(k, g["lo"].to_numpy(), g["hi"].to_numpy(), color=c, alpha=0.15, lw=0)
+    _mean_bands(ax, stats, "k", colours, marker_size=4)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="rollout step k (visual tokens generated free-running)",
            ylabel="rollout error (1 - cosine similarity)", title=title)

@@ -12,31 +12,9 @@ import polars as pl
 
 from analysis import scaling
 from study.errors import UserError
+from unihetero.commands.argtypes import nonnegative_int, positive_float, positive_int
 
 INPUT_HINT = {"power": "D", "bounded": "D", "chinchilla": "N then D"}
-
-
-def _int_at_least(lo: int):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-
-    return parse
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,23 +42,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--drop-highest",
-        type=_int_at_least(0),
+        type=nonnegative_int,
         default=0,
         metavar="K",
         help="drop the K rows with the largest y",
     )
     p.add_argument(
         "--bootstrap",
-        type=_int_at_least(0),
+        type=nonnegative_int,
         default=0,
         metavar="B",
         help="bootstrap resamples (0: no intervals)",
     )
     p.add_argument(
-        "--starts", type=_int_at_least(1), default=None, help="random subset of the start grid (default: all)"
+        "--starts", type=positive_int, default=None, help="random subset of the start grid (default: all)"
     )
-    p.add_argument("--workers", type=_int_at_least(1), default=1, help="processes for the fits")
-    p.add_argument("--huber-delta", type=_positive_float, default=1e-3, metavar="D")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes for the fits")
+    p.add_argument("--huber-delta", type=positive_float, default=1e-3, metavar="D")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the fit as JSON")
     p.set_defaults(func=run)

@@ -11,22 +11,13 @@ from pathlib import Path
 
 from study.errors import UserError
 from sweeps.spec import GRID_DIR, SCALES, GridSpec, load_spec
-from unihetero.commands.sweep import add_backend_args, backend_options, positive_int
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+from unihetero.commands.argtypes import nonnegative_int, positive_int
+from unihetero.commands.sweep import add_backend_args, backend_options
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="report directory (default: RUNS_DIR/report)")
-    p.add_argument("--bootstrap", type=_nonnegative_int, default=100, metavar="B",
+    p.add_argument("--bootstrap", type=nonnegative_int, default=100, metavar="B",
                    help="bootstrap resamples per scaling-law fit (0: no intervals; default 100)")
     p.add_argument("--boot-starts", type=positive_int, default=4, metavar="S",
                    help="random grid starts per bootstrap refit (default 4; more for a final report)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from study.errors import UserError
 from sweeps.spec import NAME_RE
-from unihetero.commands.sweep import nonnegative_float, positive_int
+from unihetero.commands.argtypes import nonnegative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:

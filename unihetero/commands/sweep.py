@@ -9,31 +9,12 @@ from typing import TYPE_CHECKING
 from study.errors import UserError
 from sweeps.spec import SCALES, GridSpec, Trial, expand, load_spec
 from sweeps.status import collect, counts_line, format_table, status_table
+from unihetero.commands.argtypes import nonnegative_float, positive_int
 
 if TYPE_CHECKING:
     from sweeps.backends.local import LocalOptions
     from sweeps.backends.raytune import RayOptions
     from sweeps.backends.slurm import SlurmOptions
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def _grid_args(p: argparse.ArgumentParser, runs_dir: bool) -> None:
