@@ -36,7 +36,7 @@ def opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | Non
 @dataclass
 class ModelConfig:
     size: str = opt("small", "named size preset that fills every dimension left unset",
-                    choices=("tiny", "small", "medium", "base"))
+                    choices=("tiny", "small", "medium", "base", "large"))
     patch_size: int = opt(4, "ViT patch side in pixels (must divide data.image_size)", ge=1)
     enc_width: int | None = opt(None, "vision encoder width (from size)", ge=8)
     enc_depth: int | None = opt(None, "vision encoder blocks (from size)", ge=1)
@@ -155,6 +155,7 @@ SIZES: dict[str, dict[str, int]] = {
     "small": dict(enc_width=128, enc_depth=2, width=128, depth=4, heads=4),
     "medium": dict(enc_width=192, enc_depth=3, width=256, depth=6, heads=4),
     "base": dict(enc_width=384, enc_depth=6, width=512, depth=8, heads=8),
+    "large": dict(enc_width=384, enc_depth=6, width=1024, depth=12, heads=16),  # ~150M LLM: GPU benchmarks
 }
 
 

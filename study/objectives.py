@@ -26,11 +26,12 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torc
     return (pred - target).pow(2).mean(-1)
 
 
-def generation_positions(mask: torch.Tensor | None, loss_on: str, batch: int, num_visual: int) -> torch.Tensor:
+def generation_positions(mask: torch.Tensor | None, loss_on: str, batch: int, num_visual: int,
+                         device: torch.device) -> torch.Tensor:
     """Boolean (B, V-1): which next-token targets (visual tokens 1..V-1) carry generation loss."""
     if loss_on == "masked" and mask is not None:
         return mask[:, 1:]
-    return torch.ones(batch, num_visual - 1, dtype=torch.bool, device=mask.device if mask is not None else None)
+    return torch.ones(batch, num_visual - 1, dtype=torch.bool, device=device)
 
 
 def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, tokens: torch.Tensor,
@@ -42,7 +43,7 @@ def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, to
     v = model.num_visual
     losses = {"caption": caption_loss(model.text_logits(hidden, v), tokens)}
     total = o.understanding_weight * losses["caption"]
-    where = generation_positions(mask, cfg.masking.loss_on, images.shape[0], v)
+    where = generation_positions(mask, cfg.masking.loss_on, images.shape[0], v, images.device)
     h_next = hidden[:, : v - 1][where]  # hidden state at i predicts visual token i + 1
     if model.semantic_head is not None:
         target = model.semantic_targets(enc, embeds)[:, 1:][where]
