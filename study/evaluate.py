@@ -46,7 +46,7 @@ def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_di
     _, embeds = model.encode(batch.images)
     hidden, _ = model(embeds, batch.tokens)
     out: dict = {"caption_loss": float(caption_loss(model.text_logits(hidden, model.num_visual), batch.tokens))}
-    out.update(zero_shot(model, cfg, batch.images, batch.scenes))
+    out.update(zero_shot(model, cfg, embeds, batch.scenes))
     probe = make_batch(world, held_out_indices(n, cfg.eval.probe_images))
     out.update(linear_probe(model, cfg, probe.images, probe.scenes))
     gen_images = batch.images[:GENERATION_IMAGES]
@@ -60,7 +60,7 @@ def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_di
         if cfg.eval.inference_scaling:
             fwd = forward_flops(cfg, 0)
             per_token = (fwd["llm"] + fwd.get("lm_head", 0.0)) / model.num_visual
-            scaling["views"] = masked_view_scaling(model, cfg, batch.images, batch.scenes, gen, per_token)
+            scaling["views"] = masked_view_scaling(model, cfg, embeds, batch.scenes, gen, per_token)
             if model.pixel_head is not None:
                 scaling["diffusion_steps"] = diffusion_rows
         atomic_write(Path(run_dir) / "inference_scaling.json", json.dumps(scaling, indent=1).encode())

@@ -8,6 +8,7 @@ with exactly the weights and metrics of one that never stopped.
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import sys
 import time
@@ -18,6 +19,7 @@ import torch
 
 from study.config import RunConfig
 from study.data.loader import TrainStream
+from study.data.tokenizer import PAD_ID
 from study.evaluate import evaluate
 from study.masking import sample_mask
 from study.model.flops import train_flops_per_sample
@@ -140,6 +142,7 @@ def _train(store: RunStore, cfg: RunConfig, interrupt: Interrupt | None, quiet: 
         _evaluate(store, model, cfg, 0, final=False)  # the randomly initialised floor
     model.train()
     stream = TrainStream(cfg, start)
+    flops_per_sample = functools.cache(lambda caption_tokens: train_flops_per_sample(cfg, caption_tokens))
     progress = None if quiet else Progress(cfg.steps, cfg.train.log_every)
     tick = time.perf_counter()
     try:
@@ -166,8 +169,8 @@ def _train(store: RunStore, cfg: RunConfig, interrupt: Interrupt | None, quiet: 
             for k, v in values.items():
                 acc["sum"][k] = acc["sum"].get(k, 0.0) + v
             acc["count"] += 1
-            acc["tokens"] += int((batch.tokens != 0).sum()) + model.num_visual * batch.images.shape[0]
-            acc["flops"] += batch.images.shape[0] * train_flops_per_sample(cfg, batch.tokens.shape[1])
+            acc["tokens"] += int((batch.tokens != PAD_ID).sum()) + model.num_visual * batch.images.shape[0]
+            acc["flops"] += batch.images.shape[0] * flops_per_sample(batch.tokens.shape[1])
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.steps:
                 now = time.perf_counter()

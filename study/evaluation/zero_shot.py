@@ -109,9 +109,9 @@ def summarise(acc: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def zero_shot(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
+def zero_shot(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
+    """Zero-shot accuracies of the images whose visual input embeddings are `embeds`."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
-    _, embeds = model.encode(images)
     out = summarise(accuracy_by_attribute(candidate_scores(model, embeds, q), q), "zs_acc")
     out.update({f"chance/{a}": c for a, c in chance_levels(cfg).items()})
     out["chance"] = float(np.mean([out[f"chance/{a}"] for a in ATTRIBUTES]))
@@ -119,11 +119,10 @@ def zero_shot(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes:
 
 
 @torch.no_grad()
-def masked_view_scaling(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene],
+def masked_view_scaling(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes: list[Scene],
                         generator: torch.Generator, flops_per_token: float) -> list[dict]:
     """Accuracy when candidate scores are averaged over K randomly masked views, for each K."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
-    _, embeds = model.encode(images)
     ratio = torch.full((embeds.shape[0],), cfg.eval.view_mask_ratio, dtype=torch.float64)
     views = [candidate_scores(model, model.mask_inputs(embeds, random_mask(ratio, embeds.shape[1], generator)), q)
              for _ in range(max(cfg.eval.views))]
