@@ -20,7 +20,6 @@ import polars as pl
 from analysis import stats
 from analysis.runs import SEED, D, config_columns
 
-N_BOOT = 2000
 MIN_PAIRS = 3
 NO_CLAIM = "no claim"
 COMPARISON_SCHEMA = {"arm": pl.String, "baseline": pl.String, "metric": pl.String, "n": pl.Int64,
@@ -35,21 +34,28 @@ def finite(df: pl.DataFrame, metric: str) -> pl.DataFrame:
     return df.filter(pl.col(metric).is_not_null() & pl.col(metric).cast(pl.Float64).is_finite())
 
 
-def seed_stats(runs: pl.DataFrame, metric: str, by: Sequence[str] = ("arm", D), n_boot: int = N_BOOT) -> pl.DataFrame:
-    """One row per group of `by`: n, mean, std and the 95% bootstrap interval of the mean of `metric` over
+def mean_intervals(df: pl.DataFrame, value: str, by: Sequence[str], extra: Sequence[pl.Expr] = ()) -> pl.DataFrame:
+    """One row per group of `by` (first-seen order): n, mean, std and the 95% Student-t interval of the mean
+    of `value` (null from a single value). With 3-5 seeds a percentile bootstrap is far too narrow."""
+    v = pl.col(value).cast(pl.Float64)
+    groups = df.group_by(by, maintain_order=True).agg(pl.len().alias("n"), v.mean().alias("mean"),
+                                                      v.std().fill_null(0.0).alias("std"), *extra)
+    n = groups["n"].to_numpy()
+    quantile = np.where(n > 1, stats.t_quantile(np.maximum(n - 1, 1)), np.nan)
+    half = pl.Series(quantile * groups["std"].to_numpy() / np.sqrt(n)).fill_nan(None)
+    return groups.with_columns((pl.col("mean") - half).alias("lo"), (pl.col("mean") + half).alias("hi"))
+
+
+def seed_stats(runs: pl.DataFrame, metric: str, by: Sequence[str] = ("arm", D)) -> pl.DataFrame:
+    """One row per group of `by`: n, mean, std and the 95% Student-t interval of the mean of `metric` over
     the group's runs (its seeds), plus the seeds used."""
     by = [c for c in by if c in runs.columns]
-    rows = []
-    for keys, group in finite(runs, metric).group_by(by, maintain_order=True):
-        ci = stats.mean_ci(group[metric].to_numpy(), n_boot=n_boot)
-        seeds = sorted(group[SEED].to_list()) if SEED in group.columns else []
-        rows.append({**dict(zip(by, keys, strict=True)), "metric": metric, "n": ci.n, "mean": ci.mean,
-                     "std": ci.std, "lo": ci.lo, "hi": ci.hi, "seeds": " ".join(map(str, seeds))})
-    if not rows:
-        return pl.DataFrame(schema={**{c: runs.schema[c] for c in by}, "metric": pl.String, "n": pl.Int64,
-                                    "mean": pl.Float64, "std": pl.Float64, "lo": pl.Float64, "hi": pl.Float64,
-                                    "seeds": pl.String})
-    return pl.DataFrame(rows).sort(by)
+    seeds = (pl.col(SEED).sort().cast(pl.String).str.join(" ") if SEED in runs.columns
+             else pl.lit("")).alias("seeds")
+    if metric not in runs.columns:
+        runs = runs.with_columns(pl.lit(None, dtype=pl.Float64).alias(metric))
+    table = mean_intervals(finite(runs, metric), metric, by, [seeds])
+    return table.select(*by, pl.lit(metric).alias("metric"), "n", "mean", "std", "lo", "hi", "seeds").sort(by)
 
 
 def _is_treatment(key: str, treatment: Sequence[str]) -> bool:
@@ -125,22 +131,14 @@ def compare_to_baselines(runs: pl.DataFrame, metric: str, is_baseline: pl.Expr, 
     return pl.DataFrame(rows, schema=COMPARISON_SCHEMA)
 
 
-CURVE_STATS_SCHEMA = {"arm": pl.String, "samples_seen": pl.Int64, "n": pl.Int64, "mean": pl.Float64,
-                      "lo": pl.Float64, "hi": pl.Float64}
-
-
-def curve_stats(curves: pl.LazyFrame, runs: pl.DataFrame, metric: str, source: str = "eval",
-                n_boot: int = 500) -> pl.DataFrame:
+def curve_stats(curves: pl.LazyFrame, runs: pl.DataFrame, metric: str, source: str = "eval") -> pl.DataFrame:
     """Mean learning curve of `metric` per arm of `runs` (columns run_id, arm): at each samples_seen, the
-    mean over the arm's runs and its 95% bootstrap interval (rows of CURVE_STATS_SCHEMA)."""
+    mean over the arm's runs and its 95% Student-t interval (columns arm, samples_seen, n, mean, lo, hi)."""
     points = (curves.filter((pl.col("metric") == metric) & (pl.col("source") == source)
                             & pl.col("samples_seen").is_not_null() & pl.col("value").is_finite())
               .join(runs.lazy().select("run_id", "arm"), on="run_id").collect())
-    rows = []
-    for (arm, seen), group in points.group_by(["arm", "samples_seen"], maintain_order=True):
-        ci = stats.mean_ci(group["value"].to_numpy(), n_boot=n_boot)
-        rows.append({"arm": arm, "samples_seen": seen, "n": ci.n, "mean": ci.mean, "lo": ci.lo, "hi": ci.hi})
-    return pl.DataFrame(rows, schema=CURVE_STATS_SCHEMA).sort("arm", "samples_seen")
+    table = mean_intervals(points, "value", ["arm", "samples_seen"])
+    return table.select("arm", "samples_seen", "n", "mean", "lo", "hi").sort("arm", "samples_seen")
 
 
 def values_at(curves: pl.LazyFrame, runs: pl.DataFrame, metric: str, samples_seen: int,

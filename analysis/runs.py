@@ -16,10 +16,13 @@ skipped with a warning, which is also kept in the run's `notes`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+import multiprocessing
+import os
 import re
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from study.config import from_dict
+from analysis.records import KEYS, long_curves, per_run, read_records
+from study.config import RunConfig, from_dict
 from study.runstore import RunStore
 
 SECTIONS = ("model", "data", "objective", "masking", "train", "eval")
@@ -36,6 +40,8 @@ D = "data.unique_samples"
 SAMPLES = "train.samples_seen"
 PRIMARY = "zs_acc"  # mean zero-shot accuracy over size, colour, shape and location
 RUN_FILES = ("config.yaml", "status.json", "eval.jsonl", "metrics.jsonl")
+PARALLEL_CONFIGS = 1000  # runs from which configs are read by several processes
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 RUN_ID_RE = re.compile(r"[0-9a-f]{12}")
 BASE_COLUMNS = {"run_id": pl.String, "path": pl.String, "state": pl.String, "usable": pl.Boolean,
                 "reason": pl.String, "notes": pl.String, "step": pl.Int64, "total_steps": pl.Int64}
@@ -74,48 +80,51 @@ def _numeric(value: Any) -> float | None:
 
 
 def _metrics(record: dict) -> dict[str, float]:
-    """Numeric metrics of an eval or metrics record (booleans and bookkeeping left out)."""
-    out = {}
-    for key, value in record.items():
-        v = _numeric(value)
-        if v is not None and key not in ("step", "samples_seen", "final"):
-            out[key] = v
-    return out
+    """Numeric metrics of a record (booleans and bookkeeping left out)."""
+    return {k: float(v) for k, v in record.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in KEYS}
 
 
-def _flat_config(values: dict) -> dict[str, Any]:
+def _flat_config(cfg: RunConfig) -> dict[str, Any]:
     flat = {}
-    for section, fields in values.items():
-        for key, value in fields.items():
-            flat[f"{section}.{key}"] = json.dumps(value) if isinstance(value, list | dict) else value
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            flat[f"{section.name}.{f.name}"] = json.dumps(value) if isinstance(value, list | dict) else value
     return flat
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    """Flattened, validated config; raises ValueError with a one-line reason."""
+def _read_config(path: Path) -> dict[str, Any] | str:
+    """Flattened, validated config, or a one-line reason why there is none."""
     if not path.is_file():
-        raise ValueError("no config.yaml")
+        return "no config.yaml"
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_bytes(), Loader=YAML_LOADER)
         if not isinstance(values, dict):
             raise ValueError("not a mapping")
-        return _flat_config(from_dict(values).to_dict())
+        return _flat_config(from_dict(values))
     except Exception as e:  # any garbage: the run is listed with the reason, never a crash
-        raise ValueError(f"unreadable config.yaml ({e.__class__.__name__}: {str(e).splitlines()[0][:160]})") from None
+        return f"unreadable config.yaml ({e.__class__.__name__}: {str(e).splitlines()[0][:160]})"
 
 
-def _curve_rows(run_id: str, source: str, records: list[dict]) -> list[tuple]:
-    """Long rows of records; a repeated step (re-evaluation) keeps its last record."""
-    latest: dict[tuple[int, str], tuple] = {}
-    for r in records:
-        step = r.get("step")
-        if not isinstance(step, int) or isinstance(step, bool):
-            continue
-        seen = r.get("samples_seen")
-        seen = seen if isinstance(seen, int) and not isinstance(seen, bool) else None
-        for metric, value in _metrics(r).items():
-            latest[(step, metric)] = (run_id, source, step, seen, metric, value)
-    return list(latest.values())
+def _read_config_chunk(paths: list[Path]) -> list[dict[str, Any] | str]:
+    return [_read_config(p / "config.yaml") for p in paths]
+
+
+def _read_configs(paths: list[Path]) -> list[dict[str, Any] | str]:
+    """Every run's config; parsing and validating YAML is the slow part of loading many runs, so large sets
+    are split over forked processes (before this process starts any Polars threads)."""
+    workers = min(os.cpu_count() or 1, 8)
+    if len(paths) < PARALLEL_CONFIGS or workers < 2:
+        return _read_config_chunk(paths)
+    chunks = [paths[i::workers] for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(pool.map(_read_config_chunk, chunks))
+    out: list[dict[str, Any] | str] = [""] * len(paths)
+    for i, part in enumerate(parts):
+        out[i::workers] = part
+    return out
 
 
 def _inference_rows(run_id: str, path: Path, notes: list[str]) -> list[tuple]:
@@ -126,7 +135,8 @@ def _inference_rows(run_id: str, path: Path, notes: list[str]) -> list[tuple]:
         rows = []
         for sweep in ("views", "diffusion_steps"):
             for rec in data.get(sweep, []):
-                flops = _numeric(rec.get("inference_flops_per_image"))
+                flops = rec.get("inference_flops_per_image")
+                flops = float(flops) if isinstance(flops, int | float) and not isinstance(flops, bool) else None
                 rows += [(run_id, sweep, int(rec[sweep]), flops, m, v) for m, v in _metrics(rec).items()
                          if m not in (sweep, "inference_flops_per_image")]
         return rows
@@ -135,11 +145,11 @@ def _inference_rows(run_id: str, path: Path, notes: list[str]) -> list[tuple]:
         return []
 
 
-def _state(status: dict, final: dict | None) -> tuple[str, bool, str]:
+def _state(status: dict, has_final: bool) -> tuple[str, bool, str]:
     """(state, usable, reason) of a run with a valid config."""
     state = str(status.get("state", "unknown"))
     if state == "completed":
-        return (state, True, "") if final is not None else (state, False, "completed but no final evaluation")
+        return (state, True, "") if has_final else (state, False, "completed but no final evaluation")
     if state == "failed":
         return state, False, f"failed: {status.get('reason', 'no reason recorded')}"
     if state == "unknown":
@@ -149,45 +159,33 @@ def _state(status: dict, final: dict | None) -> tuple[str, bool, str]:
     return state, False, f"not finished ({state}{at})"
 
 
-def _read_run(path: Path) -> tuple[dict, list[tuple], list[tuple]]:
-    """(runs row, curve rows, inference rows) of one run directory."""
-    run_id, notes = path.name, []
+def _run_row(path: Path, config: dict[str, Any] | str, notes: list[str], finals: set[str],
+             status_finals: list[dict]) -> tuple[dict, bool]:
+    """The runs row of one directory (config, state, reason; metrics are joined later) and whether its
+    config is valid. A run whose eval.jsonl has no final record but whose status.json has final metrics
+    adds them to `status_finals`."""
+    run_id = path.name
     row: dict[str, Any] = {"run_id": run_id, "path": str(path)}
+    config_error = config if isinstance(config, str) else ""
+    row |= config if isinstance(config, dict) else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            row |= _read_config(path / "config.yaml")
-            config_error = ""
-        except ValueError as e:
-            config_error = str(e)
-        store = RunStore(path)
-        status = store.status()
-        evals, metrics = store.records("eval.jsonl"), store.records("metrics.jsonl")
+        status = RunStore(path).status()
     for w in caught:
         notes.append(str(w.message).replace(str(path) + "/", ""))
         warnings.warn(str(w.message), stacklevel=3)
-
-    finals = [r for r in evals if r.get("final") is True]
-    final = finals[-1] if finals else None
-    if final is None and isinstance(status.get("final"), dict):
-        final = status["final"]
+    has_final = run_id in finals
+    if not has_final and isinstance(status.get("final"), dict):
+        status_finals.append({"run_id": run_id, **_metrics(status["final"])})
         notes.append("final metrics taken from status.json (no final record in eval.jsonl)")
-    floor = next((r for r in evals if r.get("step") == 0), None)
-    state, usable, reason = _state(status, final)
+        has_final = True
+    state, usable, reason = _state(status, has_final)
     if config_error:
         usable, reason = False, config_error
     row |= {"state": state, "usable": usable, "reason": reason,
             "step": status.get("step") if isinstance(status.get("step"), int) else None,
             "total_steps": status.get("total_steps") if isinstance(status.get("total_steps"), int) else None}
-    row |= _metrics(final or {})
-    row |= {f"floor/{k}": v for k, v in _metrics(floor or {}).items()}
-    if usable and not math.isfinite(row.get(PRIMARY, math.nan)):
-        row |= {"usable": False, "reason": f"final {PRIMARY} missing or not finite"}
-    inference = _inference_rows(run_id, path / "inference_scaling.json", notes)
-    row["notes"] = "; ".join(notes)
-    if config_error:
-        return row, [], []
-    return row, _curve_rows(run_id, "eval", evals) + _curve_rows(run_id, "train", metrics), inference
+    return row, not config_error
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -196,16 +194,28 @@ def _is_run_dir(path: Path) -> bool:
     return bool(RUN_ID_RE.fullmatch(path.name)) or any((path / f).exists() for f in RUN_FILES)
 
 
-def _frame(rows: list[dict]) -> pl.DataFrame:
+def _non_null(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(c for c in df.columns if c == "run_id" or df[c].null_count() < df.height)
+
+
+def _frame(rows: list[dict], finals: pl.DataFrame, floors: pl.DataFrame) -> pl.DataFrame:
     """The runs frame with base columns first, then config, final metrics and floor metrics."""
     if not rows:
         return pl.DataFrame(schema=BASE_COLUMNS)
     df = pl.DataFrame(rows, infer_schema_length=None)
     config = sorted(config_columns(df), key=lambda c: SECTIONS.index(c.split(".", 1)[0]))
-    floor = [c for c in df.columns if c.startswith("floor/")]
-    final = [c for c in df.columns if c not in BASE_COLUMNS and c not in config and c not in floor]
-    return df.select(*BASE_COLUMNS, *config, *sorted(final), *sorted(floor)).with_columns(
+    floors = floors.rename({c: f"floor/{c}" for c in floors.columns if c != "run_id"})
+    df = df.join(finals, on="run_id", how="left").join(floors, on="run_id", how="left")
+    final = sorted(c for c in finals.columns if c != "run_id")
+    floor = sorted(c for c in floors.columns if c != "run_id")
+    df = df.select(*BASE_COLUMNS, *config, *final, *floor).with_columns(
         pl.col(c).cast(t) for c, t in BASE_COLUMNS.items())
+    if PRIMARY not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias(PRIMARY))
+    bad = pl.col("usable") & ~pl.col(PRIMARY).is_finite().fill_null(False)
+    return df.with_columns(pl.when(bad).then(False).otherwise(pl.col("usable")).alias("usable"),
+                           pl.when(bad).then(pl.lit(f"final {PRIMARY} missing or not finite"))
+                           .otherwise(pl.col("reason")).alias("reason"))
 
 
 def load_runs(runs_dir: Path | str) -> RunSet:
@@ -213,13 +223,24 @@ def load_runs(runs_dir: Path | str) -> RunSet:
     skipped). A missing `runs_dir` gives empty frames."""
     runs_dir = Path(runs_dir)
     paths = sorted(p for p in runs_dir.iterdir() if _is_run_dir(p)) if runs_dir.is_dir() else []
-    rows, curves, inference = [], [], []
-    for path in paths:
-        row, curve, inf = _read_run(path)
+    notes: dict[str, list[str]] = {p.name: [] for p in paths}
+    configs = _read_configs(paths)
+    evals = read_records({p.name: p / "eval.jsonl" for p in paths}, notes)
+    metrics = read_records({p.name: p / "metrics.jsonl" for p in paths}, notes)
+    finals = per_run(evals, pl.col("final"), last=True)
+    rows, valid, status_finals, inference = [], [], [], []
+    have_final = set(finals["run_id"].to_list())
+    for path, config in zip(paths, configs, strict=True):
+        row, ok = _run_row(path, config, notes[path.name], have_final, status_finals)
+        inference += _inference_rows(path.name, path / "inference_scaling.json", notes[path.name]) if ok else []
+        row["notes"] = "; ".join(notes[path.name])
         rows.append(row)
-        curves += curve
-        inference += inf
-    return RunSet(_frame(rows), pl.LazyFrame(curves, schema=CURVE_SCHEMA, orient="row"),
+        valid += [path.name] if ok else []
+    finals = _non_null(pl.concat([finals, pl.DataFrame(status_finals)], how="diagonal_relaxed")
+                       if status_finals else finals)
+    floors = _non_null(per_run(evals, pl.col("step") == 0, last=False))
+    curves = pl.concat([long_curves(evals, "eval"), long_curves(metrics, "train")])
+    return RunSet(_frame(rows, finals, floors), curves.filter(pl.col("run_id").is_in(valid)),
                   pl.DataFrame(inference, schema=INFERENCE_SCHEMA, orient="row"))
 
 

@@ -45,11 +45,16 @@ def _bootstrap_mean_ci(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> 
     return float(lo), float(hi)
 
 
+def t_quantile(dof: np.ndarray | int) -> np.ndarray:
+    """The two-sided 95% Student-t quantile for `dof` degrees of freedom."""
+    return stats.t.ppf(0.5 + LEVEL / 2, dof)
+
+
 def _t_mean_ci(x: np.ndarray) -> tuple[float, float]:
     """Student-t interval of the mean of x: the percentile bootstrap is far too narrow for 3-5 values."""
     if len(x) < 2:
         return -np.inf, np.inf
-    half = stats.t.ppf(0.5 + LEVEL / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    half = t_quantile(len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean() - half), float(x.mean() + half)
 
 

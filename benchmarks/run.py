@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import data_throughput, dispatch, fitting, hardware, memory, train_step
+from benchmarks import analysis_speed, data_throughput, dispatch, fitting, hardware, memory, train_step
 from benchmarks.common import RESULTS, machine
 
 
@@ -35,6 +35,12 @@ def table(results: dict) -> str:
         if "overhead_per_trial_s" in row:
             lines.append(f"| dispatch overhead, {name} | {row['overhead_per_trial_s']:.2f} s/trial | no-op trial | "
                          f"- | - | - |")
+    a = results["analysis"]
+    lines.append(f"| analysis: load + aggregate {a['runs']:,} runs x {a['evals_per_run']} evals | "
+                 f"{a['toolkit_load_aggregate_s']:.1f} s | {a['pandas_load_aggregate_s']:.1f} s (pandas) | "
+                 f"{a['speedup_vs_pandas']:.1f}x | >= 3x | {'yes' if a['speedup_vs_pandas'] >= 3 else 'no'} |")
+    lines.append(f"| analysis: whole report without figures, {a['runs']:,} runs | {a['report_without_figures_s']:.1f} s"
+                 f" | - | - | < 20 s | {'yes' if a['report_without_figures_s'] < 20 else 'no'} |")
     f = results["fitting"]
     lines.append(f"| bootstrap ({f['bootstrap_resamples']} resamples), {f['workers']} workers vs serial | "
                  f"{f['bootstrap_parallel_s']:.0f} s | {f['bootstrap_serial_s']:.0f} s | {f['speedup']:.2f}x | - | - |")
@@ -43,7 +49,8 @@ def table(results: dict) -> str:
 
 def main() -> None:
     results = {"train_step": train_step.main(), "hardware": hardware.main(), "data": data_throughput.main(),
-               "memory": memory.main(), "dispatch": dispatch.main([]), "fitting": fitting.main("1000")}
+               "memory": memory.main(), "dispatch": dispatch.main([]), "analysis": analysis_speed.main(),
+               "fitting": fitting.main("1000")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{machine()}.json").write_text(json.dumps(results, indent=1))
     (RESULTS / f"{machine()}.md").write_text(f"# Benchmarks on {machine()}\n\n{table(results)}\n")

@@ -67,10 +67,12 @@ def _summary(verdicts: list[pl.DataFrame]) -> Section:
     return section
 
 
-def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings = FIT, workers: int = 1) -> Path:
+def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings = FIT, workers: int = 1,
+                 draw_figures: bool = True) -> Path:
     """Write the report of `runs_dir` into `out_dir` (its figures/ and tables/ replaced); returns report.html.
     `fit`: bootstrap settings of the scaling-law fits (each fit costs about n_boot * boot_starts L-BFGS runs of
-    5-15 ms: raise them for a final report); `workers`: processes for the fits."""
+    5-15 ms: raise them for a final report); `workers`: processes for the fits; `draw_figures` False writes
+    the tables and text only."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     runs, grids = load_runs(runs_dir), read_grids(runs_dir)
     order = list(STUDIES)
@@ -82,7 +84,7 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
     colours = figures.palette(a for g, _ in studies for a in g.members.sort("trial")["arm"].to_list())
     for sub in ("figures", "tables"):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
-    fig_dir = out_dir / "figures"
+    fig_dir = out_dir / "figures" if draw_figures else None
 
     sections, verdicts = [], []
     for grid, study in studies:

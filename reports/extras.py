@@ -17,13 +17,14 @@ from analysis.aggregate import (
     curve_stats,
     judge,
     matched_baseline,
+    mean_intervals,
     seed_stats,
     values_at,
     with_pair_key,
 )
 from analysis.runs import PRIMARY, D
 from reports import figures
-from reports.render import Figure, Section, Table, fmt, fmt_ci
+from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import Context, Study, comparison_result, verdict_row
 
 INCONCLUSIVE = "inconclusive at this scale"
@@ -84,10 +85,10 @@ def learning_curves(ctx: Context, study: Study, section: Section) -> list[dict]:
     curves = ctx.in_arm_order(curve_stats(ctx.curves, ctx.runs, PRIMARY))
     if curves.is_empty():
         return []
-    png = figures.learning_curves(curves, ctx.colours, PRIMARY, ctx.stem("learning"),
-                                  f"{study.title}: learning curves", ctx.chance())
-    section.figures.append(Figure(f"{PRIMARY} vs training samples seen per arm (mean over seeds, 95% CI band); "
-                                  "paper Figure 4 compares these curves", png))
+    ctx.figure(section, "learning", f"{PRIMARY} vs training samples seen per arm (mean over seeds, 95% CI band); "
+               "paper Figure 4 compares these curves",
+               lambda stem: figures.learning_curves(curves, ctx.colours, PRIMARY, stem,
+                                                    f"{study.title}: learning curves", ctx.chance()))
     return [crossover_row(ctx, study, ctx.runs, arm, base) for arm, base in _claimed_arms(ctx, study)]
 
 
@@ -104,8 +105,8 @@ def decoded_images(ctx: Context, study: Study, section: Section) -> list[dict]:
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             warnings.warn(f"{path}/samples.npz unreadable ({e.__class__.__name__}), left out", stacklevel=2)
     if samples:
-        png = figures.decoded_images(samples, ctx.stem("decoded"), "held-out images and pixel-decoder output")
-        section.figures.append(Figure("Held-out originals (top) and decoded images (bottom) per pixel arm", png))
+        ctx.figure(section, "decoded", "Held-out originals (top) and decoded images (bottom) per pixel arm",
+                   lambda stem: figures.decoded_images(samples, stem, "held-out images and pixel-decoder output"))
     return []
 
 
@@ -136,11 +137,11 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
         fits = {arm: f for (arm, m), f in all_fits.items() if m == metric}
         fit_rows += _fit_rows(fits, metric)
         points = ctx.in_arm_order(seed_stats(ctx.runs, metric, ["arm", D]))
-        png = figures.scaling_curves(points, fits, ctx.colours, metric, ctx.stem(f"scaling_{metric}"),
-                                     f"{study.title}: {metric} vs unique data",
-                                     ctx.chance() if metric == PRIMARY else None)
-        section.figures.append(Figure(f"{metric} vs unique samples D: seed means (95% CI), fitted law "
-                                      f"({utilization.form_for(metric)}) with bootstrap band", png))
+        ctx.figure(section, f"scaling_{metric}", f"{metric} vs unique samples D: seed means (95% CI), fitted law "
+                   f"({utilization.form_for(metric)}) with bootstrap band",
+                   lambda stem, points=points, fits=fits, metric=metric: figures.scaling_curves(
+                       points, fits, ctx.colours, metric, stem, f"{study.title}: {metric} vs unique data",
+                       ctx.chance() if metric == PRIMARY else None))
         for arm, base in _claimed_arms(ctx, study):
             if arm not in fits or base not in fits:
                 continue
@@ -200,9 +201,9 @@ def masking_histograms(ctx: Context, study: Study, section: Section) -> list[dic
         panels.setdefault(p.tobytes(), ([], p))[0].append(arm[0])
     draws = {" = ".join(arms): p for arms, p in panels.values()}
     colours = {label: ctx.colours[label.split(" = ")[0]] for label in draws}
-    png = figures.masking_histograms(draws, colours, ctx.stem("masking"), "masking probability per arm")
-    section.figures.append(Figure("Masking probabilities drawn by each arm's distribution (20,000 draws; arms "
-                                  "with the same distribution share a panel)", png))
+    ctx.figure(section, "masking", "Masking probabilities drawn by each arm's distribution (20,000 draws; arms "
+               "with the same distribution share a panel)",
+               lambda stem: figures.masking_histograms(draws, colours, stem, "masking probability per arm"))
     return []
 
 
@@ -214,9 +215,9 @@ def rollout(ctx: Context, study: Study, section: Section) -> list[dict]:
     long = ctx.in_arm_order(pl.concat(parts)) if parts else pl.DataFrame()
     if long.is_empty():
         return []
-    png = figures.rollout_errors(long, ctx.colours, ctx.stem("rollout"), "rollout error by step")
-    section.figures.append(Figure("Free-running rollout error (1 - cosine to the true next representation) by "
-                                  "step, mean over seeds with 95% CI", png))
+    ctx.figure(section, "rollout", "Free-running rollout error (1 - cosine to the true next representation) by "
+               "step, mean over seeds with 95% CI",
+               lambda stem: figures.rollout_errors(long, ctx.colours, stem, "rollout error by step"))
     section.tables.append(Table(f"{ctx.grid.key}_rollout", "Rollout error by step", long))
     return []
 
@@ -230,14 +231,10 @@ def inference_scaling(ctx: Context, study: Study, section: Section) -> list[dict
     if inf.is_empty():
         section.text.append("No inference_scaling.json in these runs (eval.inference_scaling off?).")
         return []
-    rows, verdicts = [], []
-    for (arm, sweep, setting, metric), g in inf.sort("trial", "sweep", "setting").group_by(
-            ["arm", "sweep", "setting", "metric"], maintain_order=True):
-        ci = stats.mean_ci(g["value"].to_numpy())
-        rows.append({"arm": arm, "sweep": sweep, "setting": setting, "metric": metric,
-                     "inference_flops": g["inference_flops"].mean(), "n": ci.n, "mean": ci.mean, "lo": ci.lo,
-                     "hi": ci.hi})
-    table = pl.DataFrame(rows)
+    verdicts = []
+    table = mean_intervals(inf.sort("trial", "sweep", "setting"), "value", ["arm", "sweep", "setting", "metric"],
+                           [pl.col("inference_flops").mean()])
+    table = table.select("arm", "sweep", "setting", "metric", "inference_flops", "n", "mean", "lo", "hi")
     for (arm, sweep, metric), g in inf.group_by(["arm", "sweep", "metric"], maintain_order=True):
         lo_s, hi_s = g["setting"].min(), g["setting"].max()
         wide = g.filter(pl.col("setting") == hi_s).select("run_id", pl.col("value").alias("a")).join(
@@ -250,9 +247,9 @@ def inference_scaling(ctx: Context, study: Study, section: Section) -> list[dict
                                     c.mean_diff, c.lo, c.hi, c.p_value,
                                     comparison_result(c.mean_diff, c.lo, c.hi, c.p_value, c.n),
                                     judge(c.lo, c.hi, c.n, +1)))
-    png = figures.inference_scaling(table, ctx.colours, ctx.stem("inference"), "inference-time scaling")
-    section.figures.append(Figure("Metric vs inference FLOPs per image (labels: K views or diffusion steps), "
-                                  "mean over seeds with 95% CI", png))
+    ctx.figure(section, "inference", "Metric vs inference FLOPs per image (labels: K views or diffusion steps), "
+               "mean over seeds with 95% CI",
+               lambda stem: figures.inference_scaling(table, ctx.colours, stem, "inference-time scaling"))
     shown = table.select("arm", "sweep", "setting", "metric", pl.col("inference_flops").map_elements(
         lambda x: fmt(x, 3), return_dtype=pl.String), "n", pl.struct("mean", "lo", "hi").map_elements(
         lambda s: fmt_ci(s["mean"], s["lo"], s["hi"]), return_dtype=pl.String).alias("mean [95% CI]"))

@@ -35,12 +35,14 @@ class Context:
     curves: pl.LazyFrame
     inference: pl.DataFrame
     colours: dict
-    fig_dir: Path
+    fig_dir: Path | None  # None: tables only, no figures drawn
     fit: FitSettings  # of the scaling-law fits
     workers: int  # processes for the scaling-law fits
 
-    def stem(self, name: str) -> Path:
-        return self.fig_dir / f"{self.grid.key}_{name}"
+    def figure(self, section: Section, name: str, caption: str, draw: Callable[[Path], Path]) -> None:
+        """Add the figure that `draw(stem)` writes (PNG path returned) to `section`, unless figures are off."""
+        if self.fig_dir is not None:
+            section.figures.append(Figure(caption, draw(self.fig_dir / f"{self.grid.key}_{name}")))
 
     def chance(self, metric: str = PRIMARY) -> float | None:
         """Mean chance level of the primary accuracy over the runs (None for other metrics)."""
@@ -182,7 +184,7 @@ def _ablation_figure(ctx: Context, study: Study, section: Section) -> None:
     if stats.is_empty():
         return
     base = ctx.runs.filter(study.baseline)["arm"].unique().to_list()
-    png = figures.ablation_bars(stats, ctx.colours, PRIMARY, ctx.stem("bars"), study.title,
-                                baseline=base[0] if len(base) == 1 else None, chance=ctx.chance())
-    section.figures.append(Figure(f"{study.title}: {PRIMARY} per arm, mean over seeds with 95% CI", png))
+    ctx.figure(section, "bars", f"{study.title}: {PRIMARY} per arm, mean over seeds with 95% CI",
+               lambda stem: figures.ablation_bars(stats, ctx.colours, PRIMARY, stem, study.title,
+                                                  baseline=base[0] if len(base) == 1 else None, chance=ctx.chance()))
 

@@ -23,6 +23,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                    help="random grid starts per bootstrap refit (default 4; more for a final report)")
     p.add_argument("--fit-workers", type=positive_int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="processes for the scaling-law fits (default: cores, at most 4)")
+    p.add_argument("--no-figures", action="store_true", help="tables and text only (no PNG/SVG figures)")
 
 
 def _grid_names() -> list[str]:
@@ -51,7 +52,8 @@ def _write_report(runs_dir: Path, out: str | None, args: argparse.Namespace) -> 
 
     start = time.perf_counter()
     fit = FitSettings(n_boot=args.bootstrap, boot_starts=args.boot_starts, starts=FIT.starts)
-    html = build_report(runs_dir, Path(out) if out else runs_dir / "report", fit=fit, workers=args.fit_workers)
+    html = build_report(runs_dir, Path(out) if out else runs_dir / "report", fit=fit, workers=args.fit_workers,
+                        draw_figures=not args.no_figures)
     print(f"report: {html} and {html.with_suffix('.md')} ({time.perf_counter() - start:.1f} s)")
 
 
