@@ -7,6 +7,7 @@ choice the paper leaves open is a field here (never a hidden constant), so it ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -46,23 +47,45 @@ class ModelConfig:
     mlp_ratio: float = opt(2.667, "SwiGLU hidden width / model width", gt=0)
     visual_attention: str = opt("causal", "attention among visual tokens",
                                 choices=("causal", "bidirectional"))
-    attention: str = opt("sdpa", "attention kernel", choices=("sdpa", "reference"))
+    attention: str = opt("sdpa", "attention kernel: torch SDPA, xformers memory-efficient (CUDA only) or a plain "
+                                 "reference", choices=("sdpa", "xformers", "reference"))
     encoder_checkpoint: str = opt("", "load the vision encoder from this checkpoint file ('' = random init)")
     freeze_encoder: bool = opt(False, "keep the vision encoder's weights fixed")
+    backbone: str = opt("mini", "components: mini (built-in ViT and LLM, sized by model.size) or hf (pretrained "
+                                "transformers backbones from local directories; needs data.source=shards)",
+                        choices=("mini", "hf"))
+    vision_path: str = opt("", "hf: directory of a DINOv2 or SigLIP vision model (transformers format)")
+    vision_layer: int = opt(-1, "hf: vision hidden layer whose patch tokens are the features (-1 = last block, "
+                                "-2 = the one before; 0 = the patch embeddings)", ge=-64, le=64)
+    llm_path: str = opt("", "hf: directory of a causal LM (Qwen2/Llama style) and its tokenizer")
+    vae_path: str = opt("", "hf with a pixel target: directory of a KL VAE (diffusers AutoencoderKL), frozen; "
+                            "its latents are the pixel target")
+    vae_latent_patch: int = opt(1, "hf: side of the latent patch that is one visual token's pixel target", ge=1,
+                                le=8)
 
 
 @dataclass
 class DataConfig:
     world_seed: int = opt(0, "seed of the procedural world (images are a function of seed and index)", ge=0,
                           le=2**63 - 1)
-    image_size: int = opt(32, "image side in pixels", ge=8, le=256)
+    image_size: int = opt(32, "image side in pixels (hf backbone: the vision encoder's own size is used)", ge=8,
+                          le=256)
     min_objects: int = opt(1, "fewest objects per image", ge=1, le=9)
     max_objects: int = opt(4, "most objects per image (distinct 3x3 cells)", ge=1, le=9)
     caption_coverage: float = opt(0.5, "fraction of objects and of their attributes a caption names",
                                   gt=0, le=1)
     texture_strength: float = opt(0.3, "amplitude of the meaningless background texture", ge=0, le=1)
-    unique_samples: int = opt(100_000, "D: training uses world indices [0, D), repeated in epochs", ge=1,
-                              le=2**40)
+    unique_samples: int = opt(100_000, "D: training uses world indices [0, D) (shards: the first D samples in "
+                                       "index order), repeated in epochs", ge=1, le=2**40)
+    source: str = opt("world", "data: the miniature world, or WebDataset shards of (image, caption) pairs",
+                      choices=("world", "shards"))
+    shards: str = opt("", "shards: directory holding index.json and the tar shards it lists")
+    held_out_shards: int = opt(1, "shards: the last k shards of the index are held out for evaluation", ge=1)
+    shuffle_buffer: int = opt(1000, "shards: samples in each reader's shuffle buffer (1 = shard order)", ge=1)
+    workers: int = opt(0, "shards: DataLoader worker processes per rank (0 = read in the training process)", ge=0,
+                       le=64)
+    max_caption_tokens: int = opt(64, "shards with the hf backbone: captions are cut to this many tokens, "
+                                      "start and end included", ge=3)
 
 
 @dataclass
@@ -114,6 +137,14 @@ class TrainConfig:
     checkpoint_every: int = opt(200, "steps between checkpoints (0 = only at the end)", ge=0)
     log_every: int = opt(10, "steps between metric records", ge=1)
     threads: int = opt(0, "torch intra-op threads (0 = torch default)", ge=0)
+    device: str = opt("auto", "where to train: auto (this rank's GPU when CUDA is available, else cpu), cpu or cuda",
+                      choices=("auto", "cpu", "cuda"))
+    parallel: str = opt("ddp", "several ranks (torchrun, Slurm tasks): ddp replicates the model, fsdp shards it "
+                               "(fully_shard per block); none allows only one process", choices=("none", "ddp", "fsdp"))
+    grad_accum: int = opt(1, "micro-batches per step on each rank (each is batch_size / (ranks x grad_accum) "
+                             "images)", ge=1)
+    activation_checkpointing: bool = opt(False, "recompute each transformer block's activations in backward")
+    compile: bool = opt(False, "torch.compile each transformer block")
 
 
 @dataclass
@@ -146,8 +177,23 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def run_id(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Hash of the values that differ from the schema's defaults: a field added later with a default keeps
+        every existing run id (changing a default is a breaking change)."""
+        blob = json.dumps(non_defaults(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def non_defaults(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """The resolved config's values that differ from their field defaults, by section."""
+    out: dict[str, dict[str, Any]] = {}
+    for section in dataclasses.fields(cfg):
+        values = getattr(cfg, section.name)
+        defaults = type(values)()
+        changed = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)
+                   if getattr(values, f.name) != getattr(defaults, f.name)}
+        if changed:
+            out[section.name] = changed
+    return out
 
 
 SIZES: dict[str, dict[str, int]] = {
@@ -223,11 +269,16 @@ def _check_range(key: str, value: Any, meta: dict) -> None:
                 raise UserError(f"config key '{key}': {v!r} out of range (allowed: {sym} {bound})")
 
 
+@functools.cache
+def _schema(cls: type) -> tuple[dict[str, dataclasses.Field], dict[str, Any]]:
+    """A config dataclass's fields and resolved type hints (resolving them is slow: done once per class)."""
+    return {f.name: f for f in dataclasses.fields(cls)}, typing.get_type_hints(cls)
+
+
 def _build(cls: type, values: dict, prefix: str) -> Any:
     if not isinstance(values, dict):
         raise UserError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    fields, hints = _schema(cls)
     for key in values:
         if key not in fields:
             raise UserError(f"unknown config key '{prefix}{key}' (allowed: {', '.join(fields)})")
@@ -264,6 +315,7 @@ def _validate_whole(cfg: RunConfig) -> None:
         if getattr(m, name) % m.heads:
             raise UserError(f"config key 'model.{name}': {getattr(m, name)} is not divisible by "
                             f"model.heads {m.heads}")
+    _validate_sources(cfg)
     if k.low > k.high:
         raise UserError(f"config key 'masking.low': {k.low} exceeds masking.high {k.high}")
     if not cfg.eval.views or not cfg.eval.diffusion_steps:
@@ -276,6 +328,28 @@ def _validate_whole(cfg: RunConfig) -> None:
         if not (layer.startswith("llm.") and idx.isdigit() and int(idx) < m.depth):
             raise UserError(f"config key 'eval.probe_layer': {layer!r} is not encoder, projector, llm.mid, "
                             f"llm.final or llm.<k> with k < model.depth ({m.depth})")
+
+
+def _validate_sources(cfg: RunConfig) -> None:
+    """Backbone and data source choices that go together (paths are checked when a run starts)."""
+    m, d = cfg.model, cfg.data
+    if d.source == "shards" and not d.shards:
+        raise UserError("config key 'data.shards': data.source=shards needs the shard directory")
+    if m.backbone == "mini":
+        return
+    if d.source != "shards":
+        raise UserError("config key 'model.backbone': hf reads its data from shards (set data.source=shards)")
+    needed = ["vision_path", "llm_path"] + (["vae_path"] if "pixel" in cfg.objective.parts() else [])
+    for key in needed:
+        if not getattr(m, key):
+            raise UserError(f"config key 'model.{key}': the hf backbone needs this directory")
+    if m.visual_attention != "causal":
+        raise UserError("config key 'model.visual_attention': hf LLMs run with causal attention only")
+    if m.attention not in ("sdpa", "reference"):
+        raise UserError(f"config key 'model.attention': {m.attention!r} is not available for hf backbones "
+                        "(allowed: sdpa, reference)")
+    if m.encoder_checkpoint:
+        raise UserError("config key 'model.encoder_checkpoint': applies to the mini backbone only")
 
 
 def from_dict(values: dict) -> RunConfig:

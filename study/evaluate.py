@@ -1,9 +1,16 @@
-"""Evaluation of one model on the held-out range: understanding, generation, inference scaling.
+"""Evaluation of one model on held-out data: understanding, generation, inference scaling.
 
-Understanding: held-out caption loss, zero-shot attribute accuracy (with chance levels), linear
-probes. Generation: semantic or pixel metrics beside trivial predictors. At the final evaluation,
-inference-time scaling (masked-view ensembles; diffusion sampling steps) is written to
-`inference_scaling.json` and decoded images to `samples.npz` in the run directory.
+Which metrics exist depends on `data.source`:
+
+- world (held-out world indices, exact ground truth): understanding as held-out caption loss, zero-shot
+  attribute accuracy (with chance levels) and linear probes; generation as semantic or pixel metrics
+  beside trivial predictors. At the final evaluation, inference-time scaling (masked-view ensembles;
+  diffusion sampling steps) is written to `inference_scaling.json` and decoded images to `samples.npz`
+  in the run directory.
+- shards (the held-out shards, captions only; `study.evaluation.heldout`): held-out caption loss, the
+  semantic and pixel losses and semantic metrics where the objective has them, and data counts
+  (evaluated samples, corrupt training samples skipped). No attribute questions, probes or
+  inference-scaling files: there is no ground truth to ask about.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from study.config import RunConfig
 from study.data.loader import held_out_indices, make_batch
 from study.data.world import World
 from study.evaluation.generation import pixel_metrics, semantic_metrics
+from study.evaluation.heldout import heldout_metrics
 from study.evaluation.probe import linear_probe
 from study.evaluation.zero_shot import masked_view_scaling, zero_shot
 from study.model.flops import forward_flops
@@ -40,7 +48,18 @@ def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_di
     """All metrics at `step` as a flat dict (random-init floor when step == 0)."""
     was_training = model.training
     model.eval()
-    world, gen = World(cfg.data), eval_generator(cfg, step)
+    gen = eval_generator(cfg, step)
+    if cfg.data.source == "shards":
+        out = heldout_metrics(model, cfg, step, gen, run_dir)
+    else:
+        out = _world_metrics(model, cfg, gen, final, run_dir)
+    model.train(was_training)
+    return out
+
+
+def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, final: bool,
+                   run_dir: Path | None) -> dict:
+    world = World(cfg.data)
     n = cfg.eval.num_images
     batch = make_batch(world, held_out_indices(0, n))
     _, embeds = model.encode(batch.images)
@@ -67,7 +86,6 @@ def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_di
         if model.pixel_head is not None:
             _save_decoded(Path(run_dir) / "samples.npz", gen_images[:DECODED_IMAGES],
                           unpatchify(decoded[:DECODED_IMAGES], cfg.model.patch_size))
-    model.train(was_training)
     return out
 
 

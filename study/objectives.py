@@ -8,12 +8,11 @@ import torch.nn.functional as F
 from study.config import RunConfig
 from study.data.tokenizer import PAD_ID
 from study.model.unified import UnifiedModel
-from study.model.vit import patchify
 
 
-def caption_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def caption_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int = PAD_ID) -> torch.Tensor:
     """Mean CE of predicting tokens[1:] from text positions; padding is ignored."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), ignore_index=PAD_ID)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), ignore_index=pad_id)
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -41,7 +40,7 @@ def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, to
     enc, embeds = model.encode(images)
     hidden, _ = model(model.mask_inputs(embeds, mask), tokens)
     v = model.num_visual
-    losses = {"caption": caption_loss(model.text_logits(hidden, v), tokens)}
+    losses = {"caption": caption_loss(model.text_logits(hidden, v), tokens, model.pad_id)}
     total = o.understanding_weight * losses["caption"]
     where = generation_positions(mask, cfg.masking.loss_on, images.shape[0], v, images.device)
     h_next = hidden[:, : v - 1][where]  # hidden state at i predicts visual token i + 1
@@ -51,7 +50,7 @@ def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, to
         losses["semantic"] = per_token.sum() / max(1, per_token.numel())
         total = total + o.semantic_weight * losses["semantic"]
     if model.pixel_head is not None:
-        target = patchify(images * 2 - 1, cfg.model.patch_size)[:, 1:][where]
+        target = model.pixel_targets(images)[:, 1:][where]
         cond = h_next if o.pixel_grad_to_llm else h_next.detach()
         if cond.shape[0] == 0:  # nothing masked in this batch under loss_on=masked
             losses["pixel"] = hidden.new_zeros(())

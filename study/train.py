@@ -3,6 +3,14 @@
 Every random draw is a function of (seed, step) or (world seed, index), and the checkpoint holds
 model, optimizer, scheduler, RNG and the log accumulators, so a run interrupted and resumed ends
 with exactly the weights and metrics of one that never stopped.
+
+Several ranks (torchrun; see study/distributed.py) and micro-batches (`train.grad_accum`) split the
+same global batch into shards of batch_size / (ranks x grad_accum) rows, rank r taking shards
+r x grad_accum ... Each loss is a mean over its own units (caption: non-pad next tokens; semantic and
+pixel: generation positions), so a shard's loss is weighted by its share of the global batch's units:
+the shards' weighted losses, and their gradients, add up to those of the whole batch, and a 2-rank run
+matches the 1-rank one within float rounding. Masks are drawn for the global batch; the diffusion
+head's noise is drawn per shard (same distribution, different draws). Logged losses are these global means.
 """
 
 from __future__ import annotations
@@ -12,20 +20,26 @@ import functools
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from study import distributed
 from study.config import RunConfig
-from study.data.loader import TrainStream
-from study.data.tokenizer import PAD_ID
+from study.data.loader import Batch, training_stream
+from study.distributed import Ranks
 from study.evaluate import evaluate
+from study.inputs import check_inputs
 from study.masking import sample_mask
 from study.model.flops import train_flops_per_sample
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses
+from study.objectives import compute_losses, generation_positions
 from study.runstore import RunStore
+
+LOSS_WEIGHTS = {"caption": "understanding_weight", "semantic": "semantic_weight", "pixel": "pixel_weight"}
 
 
 class TrainingFailed(Exception):
@@ -39,8 +53,8 @@ class Interrupt:
     after_step: int
 
 
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
+def step_generator(seed: int, step: int, stream: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 7 + stream)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
@@ -77,19 +91,118 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
-def _autocast(cfg: RunConfig) -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+def _autocast(cfg: RunConfig, device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
 
-def _checkpoint_state(model, opt, sched, step: int, acc: dict) -> dict:
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "rng": torch.get_rng_state(), "accumulators": acc}
+class LossModule(nn.Module):
+    """The losses as one forward: what DDP and FSDP wrap (a DDP wrapper would hide the model's methods)."""
+
+    def __init__(self, model: UnifiedModel, cfg: RunConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
+                generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        return compute_losses(self.model, self.cfg, images, tokens, mask, generator)
 
 
-def _evaluate(store: RunStore, model: UnifiedModel, cfg: RunConfig, step: int, final: bool) -> dict:
-    record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": final}
-    record.update(evaluate(model, cfg, step, final=final, run_dir=store.path))
-    store.append("eval.jsonl", record)
+def loss_units(model: UnifiedModel, cfg: RunConfig, tokens: torch.Tensor, mask: torch.Tensor | None) -> dict[str, int]:
+    """How many units each loss averages over in a batch: non-pad next tokens, generation positions."""
+    where = generation_positions(mask, cfg.masking.loss_on, tokens.shape[0], model.num_visual, tokens.device)
+    positions = int(where.sum())
+    return {"caption": int((tokens[:, 1:] != model.pad_id).sum()), "semantic": positions, "pixel": positions}
+
+
+def weighted_losses(losses: dict[str, torch.Tensor], shares: dict[str, float],
+                    cfg: RunConfig) -> dict[str, torch.Tensor]:
+    """Each loss times its shard's share of the batch's units, and 'total', their objective-weighted sum."""
+    out = {k: v * shares[k] for k, v in losses.items() if k != "total"}
+    out["total"] = sum(getattr(cfg.objective, LOSS_WEIGHTS[k]) * v for k, v in out.items())
+    return out
+
+
+def _to(device: torch.device, *tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if t is None else t.to(device, non_blocking=True) for t in tensors]
+
+
+def _rank_rows(cfg: RunConfig, ranks: Ranks, batch: Batch,
+               mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """This rank's images, tokens and mask rows. World batches are the global batch on every rank; shard
+    batches are this rank's already (batch_size / ranks samples, fewer after a corrupt one). The mask is
+    drawn for the global batch, each rank taking its block."""
+    per_rank = cfg.train.batch_size // ranks.world
+    start = ranks.rank * per_rank
+    images, tokens = batch.images, batch.tokens
+    if cfg.data.source != "shards":
+        images, tokens = images[start:start + per_rank], tokens[start:start + per_rank]
+    return images, tokens, None if mask is None else mask[start:start + images.shape[0]]
+
+
+def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: Ranks, batch: Batch, step: int,
+                flops_per_sample: Callable[[int], float],
+                nan_at_step: int | None) -> tuple[dict[str, float], dict[str, float]]:
+    """Forward and backward of this rank's micro-batches; the step's global mean losses and global counts
+    (tokens, flops and the units of each loss)."""
+    gen = step_generator(cfg.train.seed, step)
+    mask = sample_mask(cfg.masking, cfg.train.batch_size, model.num_visual, gen)
+    images, tokens, mask = _rank_rows(cfg, ranks, batch, mask)
+    n, accum = images.shape[0], cfg.train.grad_accum
+    local = loss_units(model, cfg, tokens, mask) | {
+        "tokens": int((tokens != model.pad_id).sum()) + model.num_visual * n,
+        "flops": n * flops_per_sample(tokens.shape[1])}
+    totals = distributed.global_sums(local, ranks)
+    bounds = [n * i // accum for i in range(accum + 1)]
+    sums: dict[str, torch.Tensor] = {}
+    for micro in range(accum):
+        part, shard = slice(bounds[micro], bounds[micro + 1]), ranks.rank * accum + micro
+        shard_mask = None if mask is None else mask[part]
+        units = loss_units(model, cfg, tokens[part], shard_mask)
+        shares = {k: units[k] / max(1, totals[k]) for k in units}
+        # a single CPU shard continues the mask generator, as the single-process run always did
+        noise = gen if ranks.world * accum == 1 and ranks.device.type == "cpu" else \
+            step_generator(cfg.train.seed, step, 1 + shard, ranks.device)
+        with distributed.gradient_sync(loss_fn, sync=micro == accum - 1):
+            with _autocast(cfg, ranks.device):
+                inputs = _to(ranks.device, images[part], tokens[part], shard_mask)
+                losses = weighted_losses(loss_fn(*inputs, noise), shares, cfg)
+            if nan_at_step == step + 1:  # fault injection (tests)
+                losses["total"] = losses["total"] * float("nan")
+            (losses["total"] * ranks.world).backward()  # DDP and FSDP average gradients over ranks
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0) + v.detach()
+    return distributed.global_sums(sums, ranks), totals
+
+
+def _checkpoint_state(model: UnifiedModel, opt: torch.optim.Optimizer, sched, step: int, acc: dict) -> dict:
+    """Full state dicts (gathered to rank 0 when sharded), so any number of ranks can resume; all ranks call it."""
+    return {"model": distributed.full_model_state(model), "optimizer": distributed.full_optimizer_state(model, opt),
+            "scheduler": sched.state_dict(), "step": step, "rng": torch.get_rng_state(), "accumulators": acc}
+
+
+def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks) -> UnifiedModel | None:
+    """The model rank 0 evaluates: the model itself on CPU; otherwise an unsharded CPU copy (gathering an FSDP
+    model takes every rank). The evaluation code builds its batches on CPU, so a GPU run evaluates there."""
+    if not distributed.is_sharded(model) and ranks.device.type == "cpu":
+        return model
+    state = distributed.full_model_state(model)
+    if not ranks.main:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        copy = UnifiedModel(cfg)
+    copy.load_state_dict({k: v.cpu() for k, v in state.items()})
+    return copy
+
+
+def _evaluate(store: RunStore, model: UnifiedModel, cfg: RunConfig, ranks: Ranks, step: int, final: bool) -> dict:
+    """Evaluate on rank 0 while the others wait; rank 0's record ({} on the others)."""
+    eval_model = _eval_model(model, cfg, ranks)
+    record = {}
+    if ranks.main:
+        record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": final}
+        record.update(evaluate(eval_model, cfg, step, final=final, run_dir=store.path))
+        store.append("eval.jsonl", record)
+    distributed.barrier(ranks)
     return record
 
 
@@ -97,13 +210,16 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
           nan_at_step: int | None = None) -> Path:
     """Run (or resume, or skip if complete) the run of `cfg` in `run_dir`; returns the directory.
 
+    Under torchrun (or any env:// rendezvous) every rank calls this; rank 0 writes the run files.
     An OSError (a full disk, a lost mount) stops the run with status failed and the error as its reason,
     raised as TrainingFailed; the checkpoints written before it are untouched, so a resume continues.
     `nan_at_step` is a test hook: the loss of that step becomes NaN, as in a diverging run.
     """
-    store = RunStore(run_dir)
+    check_inputs(cfg)  # a missing backbone or shard directory fails before anything is written
+    ranks, started = distributed.setup(cfg)
+    store = RunStore(run_dir) if ranks.main else distributed.FollowerStore(run_dir)
     try:
-        return _train(store, cfg, interrupt, quiet, nan_at_step)
+        return _train(store, cfg, ranks, interrupt, quiet, nan_at_step)
     except OSError as e:
         reason = f"stopped by an OS error ({errno.errorcode.get(e.errno or 0, 'no errno')}): {e}"
         if (store.path / "config.yaml").exists():
@@ -113,55 +229,51 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
             except OSError:  # the disk refuses even the status file: the caller still gets the reason
                 pass
         raise TrainingFailed(reason) from e
+    finally:
+        distributed.teardown(started)
 
 
-def _train(store: RunStore, cfg: RunConfig, interrupt: Interrupt | None, quiet: bool,
+def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt | None, quiet: bool,
            nan_at_step: int | None) -> Path:
     store.init(cfg)
+    distributed.barrier(ranks)  # the run directory exists before any rank reads it
     if store.status()["state"] == "completed":
         return store.path
     store.remove_partial_writes()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    model = UnifiedModel(cfg)
+    model = UnifiedModel(cfg).to(ranks.device)
+    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     start, acc = 0, {"sum": {}, "count": 0, "tokens": 0, "flops": 0.0}
     state = store.load_latest_checkpoint()
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        distributed.load_state(model, opt, state["model"], state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start, acc = state["step"], state["accumulators"]
     for name in ("metrics.jsonl", "eval.jsonl"):  # records after the checkpoint are redone; all, without one
         store.truncate_records(name, start if state is not None else -1)
-    store.write_status("running", step=start, total_steps=cfg.steps)
+    store.write_status("running", step=start, total_steps=cfg.steps, world_size=ranks.world)
     if start == 0:
-        _evaluate(store, model, cfg, 0, final=False)  # the randomly initialised floor
+        _evaluate(store, model, cfg, ranks, 0, final=False)  # the randomly initialised floor
     model.train()
-    stream = TrainStream(cfg, start)
+    stream = training_stream(cfg, start, store.path)
     flops_per_sample = functools.cache(lambda caption_tokens: train_flops_per_sample(cfg, caption_tokens))
-    progress = None if quiet else Progress(cfg.steps, cfg.train.log_every)
+    progress = None if quiet or not ranks.main else Progress(cfg.steps, cfg.train.log_every)
     tick = time.perf_counter()
     try:
         for step, batch in zip(range(start, cfg.steps), stream, strict=False):
-            gen = step_generator(cfg.train.seed, step)
-            mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, gen)
-            with _autocast(cfg):
-                losses = compute_losses(model, cfg, batch.images, batch.tokens, mask, gen)
-            if nan_at_step == step + 1:  # fault injection (tests)
-                losses["total"] = losses["total"] * float("nan")
-            values = {k: v.item() for k, v in losses.items()}
+            values, counts = _train_step(loss_fn, model, cfg, ranks, batch, step, flops_per_sample, nan_at_step)
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 reason = f"non-finite loss at step {step + 1}: {bad}"
                 store.write_status("failed", step=step + 1, total_steps=cfg.steps, reason=reason)
                 raise TrainingFailed(reason)
-            losses["total"].backward()
             if cfg.train.grad_clip > 0:
-                values["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip).item()
+                values["grad_norm"] = distributed.clip_grad_norm(model, cfg.train.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -169,8 +281,8 @@ def _train(store: RunStore, cfg: RunConfig, interrupt: Interrupt | None, quiet: 
             for k, v in values.items():
                 acc["sum"][k] = acc["sum"].get(k, 0.0) + v
             acc["count"] += 1
-            acc["tokens"] += int((batch.tokens != PAD_ID).sum()) + model.num_visual * batch.images.shape[0]
-            acc["flops"] += batch.images.shape[0] * flops_per_sample(batch.tokens.shape[1])
+            acc["tokens"] += int(counts["tokens"])
+            acc["flops"] += counts["flops"]
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.steps:
                 now = time.perf_counter()
@@ -180,18 +292,18 @@ def _train(store: RunStore, cfg: RunConfig, interrupt: Interrupt | None, quiet: 
                     progress.update(done, record)
                 acc["sum"], acc["count"], tick = {}, 0, now
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
-                _evaluate(store, model, cfg, done, final=False)
+                _evaluate(store, model, cfg, ranks, done, final=False)
                 model.train()
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.steps:
                 store.save_checkpoint(done, _checkpoint_state(model, opt, sched, done, acc))
-                store.write_status("running", step=done, total_steps=cfg.steps)
+                store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world)
                 if interrupt and interrupt.after_step == done:
                     return store.path
     finally:
         stream.close()
-    final = _evaluate(store, model, cfg, cfg.steps, final=True)
+    final = _evaluate(store, model, cfg, ranks, cfg.steps, final=True)
     store.save_checkpoint(cfg.steps, _checkpoint_state(model, opt, sched, cfg.steps, acc))
-    store.write_status("completed", step=cfg.steps, total_steps=cfg.steps,
+    store.write_status("completed", step=cfg.steps, total_steps=cfg.steps, world_size=ranks.world,
                        final={k: v for k, v in final.items() if isinstance(v, (int, float))})
     return store.path
 

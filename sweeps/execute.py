@@ -9,6 +9,11 @@ makes the next execution of that trial stop its process with os._exit right afte
 step N (as a kill would); the file is consumed, so the retry runs normally. It works on every
 backend, since it travels with the run directory. Likewise `.fault_nan_at_step` holding N makes the loss
 of step N NaN in the next execution (as a diverging run would), so the trial fails with step and reason.
+
+A trial of several processes (`execute_on_ranks`: the tasks of a Slurm job, the workers of a Ray
+trial) runs `execute_trial` on rank 0, which holds the lock, decides and writes the run files, and
+`follow_trial` on the others, which train beside it with the arguments rank 0 shares (or do nothing
+when it does not train).
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
 
 from study.config import RunConfig, from_dict
+from study.distributed import backend
 from study.errors import UserError
 from study.runstore import RunStore
 from sweeps.lock import TrialLock
@@ -44,18 +53,37 @@ class TrialTask:
     lock_timeout_s: float = 60.0
 
 
-def _train(cfg: RunConfig, run_dir: Path, until_step: int | None) -> None:
+Share = Callable[[Any], Any]  # rank 0 passes a value to every rank of the trial; all get rank 0's value back
+
+
+def alone(value: Any) -> Any:
+    """The Share of a trial of one process."""
+    return value
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """How every rank of a trial calls `train`; decided on rank 0, where the fault files are consumed."""
+
+    stop_after: int | None  # stop after the checkpoint of this step
+    nan_at_step: int | None
+    exit_if_stopped: bool  # fault injection: the process dies if the run stopped before completing
+
+
+def run_training(cfg: RunConfig, run_dir: Path, args: TrainArgs) -> None:
     from study.train import Interrupt, train
 
+    train(cfg, run_dir, interrupt=Interrupt(after_step=args.stop_after) if args.stop_after else None, quiet=True,
+          nan_at_step=args.nan_at_step)
+    if args.exit_if_stopped and RunStore(run_dir).status()["state"] != "completed":
+        os._exit(FAULT_EXIT_CODE)
+
+
+def _train(cfg: RunConfig, run_dir: Path, until_step: int | None, share: Share) -> None:
     nan_at = _consume(run_dir / NAN_FAULT_FILE)
-    step = _consume(run_dir / FAULT_FILE)
-    if step is not None:
-        train(cfg, run_dir, interrupt=Interrupt(after_step=step), quiet=True, nan_at_step=nan_at)
-        if RunStore(run_dir).status()["state"] != "completed":
-            os._exit(FAULT_EXIT_CODE)
-        return
-    train(cfg, run_dir, interrupt=Interrupt(after_step=until_step) if until_step else None, quiet=True,
-          nan_at_step=nan_at)
+    fault_step = _consume(run_dir / FAULT_FILE)
+    args = TrainArgs(fault_step or until_step, nan_at, fault_step is not None)
+    run_training(cfg, run_dir, share(args))
 
 
 def _consume(fault: Path) -> int | None:
@@ -67,11 +95,11 @@ def _consume(fault: Path) -> int | None:
     return step
 
 
-def _noop(cfg: RunConfig, run_dir: Path, until_step: int | None) -> None:
+def _noop(cfg: RunConfig, run_dir: Path, until_step: int | None, share: Share) -> None:
     RunStore(run_dir).write_status("completed", step=0, total_steps=0, noop=True)
 
 
-RUNNERS: dict[str, Callable[[RunConfig, Path, int | None], None]] = {"train": _train, "noop": _noop}
+RUNNERS: dict[str, Callable[[RunConfig, Path, int | None, Share], None]] = {"train": _train, "noop": _noop}
 
 
 def _record(store: RunStore, outcome: str, seconds: float = 0.0, **extra: object) -> dict:
@@ -84,9 +112,10 @@ def _record(store: RunStore, outcome: str, seconds: float = 0.0, **extra: object
     return record
 
 
-def execute_trial(task: TrialTask, owner_tag: str | None = None) -> dict:
+def execute_trial(task: TrialTask, owner_tag: str | None = None, share: Share = alone) -> dict:
     """Run one trial exactly once: skip it if another process holds it, if it is completed, or if it
-    failed (unless `retry_failed`); otherwise train (creating or resuming the run).
+    failed (unless `retry_failed`); otherwise train (creating or resuming the run). On rank 0 of a
+    multi-process trial, `share` hands the training arguments to the other ranks.
 
     Outcomes: ran, locked (someone else runs it), done (completed before), failed-before, error
     (the run directory is unusable; nothing written).
@@ -111,9 +140,53 @@ def execute_trial(task: TrialTask, owner_tag: str | None = None) -> dict:
                                 "from_step": state.get("step", 0)})
         start = time.perf_counter()
         try:
-            RUNNERS[task.runner](cfg, store.path, task.until_step)
+            RUNNERS[task.runner](cfg, store.path, task.until_step, share)
         except Exception as e:  # any crash of one trial is recorded; the sweep goes on
             if store.status()["state"] != "failed":  # TrainingFailed already wrote its reason
                 last = traceback.format_exception_only(e)[-1].strip()
                 store.write_status("failed", reason=f"crashed: {last}")
         return _record(store, "ran", time.perf_counter() - start)
+
+
+def follow_trial(task: TrialTask, share: Share) -> dict:
+    """A rank other than 0 of a multi-process trial: train beside rank 0 when it does, with its arguments."""
+    args = share(None)
+    if args is not None:
+        run_training(from_dict(task.config), Path(task.run_dir), args)
+    return {"run_id": Path(task.run_dir).name, "run_dir": task.run_dir, "outcome": "ran" if args else "idle"}
+
+
+def execute_on_ranks(task: TrialTask, owner_tag: str | None = None) -> dict:
+    """Execute a trial on every process of an env:// group (RANK, WORLD_SIZE, MASTER_ADDR/PORT): rank 0
+    executes it and returns its record; the others follow it. One process: plain `execute_trial`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return execute_trial(task, owner_tag=owner_tag)
+    dist.init_process_group(backend(), init_method="env://")
+    try:
+        if dist.get_rank() == 0:
+            return _lead(task, owner_tag)
+        return follow_trial(task, share=_broadcast) | {"rank": dist.get_rank()}
+    finally:
+        dist.destroy_process_group()
+
+
+def _broadcast(value: Any) -> Any:
+    """Rank 0's `value` on every rank."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _lead(task: TrialTask, owner_tag: str | None) -> dict:
+    """Rank 0: execute the trial, sharing its training arguments; None to the others when it does not train."""
+    shared: list[Any] = []
+
+    def share(value: Any) -> Any:
+        shared.append(value)
+        return _broadcast(value)
+
+    try:
+        return execute_trial(task, owner_tag=owner_tag, share=share)
+    finally:
+        if not shared:  # locked, done, failed before, or unusable: nothing for the followers to do
+            _broadcast(None)

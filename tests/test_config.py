@@ -12,6 +12,25 @@ def test_presets_resolve_and_hash_stably():
     assert load_config("cpu-small").model.width == 128
 
 
+def test_run_id_ignores_fields_at_their_default():
+    """A field added to the schema with a default leaves every existing run id unchanged."""
+    import dataclasses
+
+    from study import config
+
+    cfg = load_config("tiny", ["objective.target=semantic_input"])
+    before = cfg.run_id()
+
+    @dataclasses.dataclass
+    class TrainWithNewField(config.TrainConfig):
+        new_knob: int = config.opt(7, "a field added in a later version")
+
+    cfg.train = TrainWithNewField(**dataclasses.asdict(cfg.train))
+    assert cfg.run_id() == before
+    cfg.train.new_knob = 8
+    assert cfg.run_id() != before
+
+
 def test_yaml_file_can_start_from_a_preset(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("preset: tiny\nobjective:\n  target: pixel\n")

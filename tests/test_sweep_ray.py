@@ -59,3 +59,19 @@ def test_search_runs_its_segments_as_ray_tasks(tmp_path, ray_instance):
         segments = attempts(tmp_path / "runs" / t.user_attrs["run_id"])
         assert [s["from_step"] for s in segments] == [0, 5]  # two segments: to the eval at 5, then to the end
         assert all(s["pid"] != os.getpid() for s in segments)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_trial_of_two_ranks_trains_one_run_with_ddp(tmp_path, ray_instance):
+    from sweeps.backends.raytune import RayOptions, launch
+    from sweeps.execute import TrialTask
+    from sweeps.spec import expand, load_spec
+
+    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 96, "train.threads": 1})
+    (trial,) = expand(load_spec(str(grid), "smoke"))
+    run = tmp_path / "runs" / trial.run_id
+    (record,) = launch([TrialTask(str(run), trial.config.to_dict())], RayOptions(cpus_per_trial=2, ranks_per_trial=2))
+    assert record["outcome"] == "ran" and record["state"] == "completed", record
+    assert RunStore(run).status()["world_size"] == 2
+    assert len(attempts(run)) == 1  # rank 0 alone owns the trial and writes its files

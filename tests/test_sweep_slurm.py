@@ -73,3 +73,20 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert RunStore(run).records("eval.jsonl") == RunStore(reference).records("eval.jsonl")
     assert _deterministic(RunStore(run).records("metrics.jsonl")) == \
         _deterministic(RunStore(reference).records("metrics.jsonl"))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_job_of_two_tasks_trains_one_run_with_ddp(tmp_path):
+    partition = require_slurm()
+    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 96, "train.threads": 1})
+    (trial,) = expand(load_spec(str(grid), "smoke"))
+    run = tmp_path / "runs" / trial.run_id
+    (record,) = launch([TrialTask(str(run), trial.config.to_dict())],
+                       SlurmOptions(partition=partition, mem_gb=2, time_min=5, tasks_per_node=2))
+    assert record["outcome"] == "ran" and record["state"] == "completed", record
+    status = RunStore(run).status()
+    assert status["world_size"] == 2 and status["backend_job_id"] == f"slurm:{record['job_id']}"
+    assert len(attempts(run)) == 1  # task 0 alone owns the trial and writes its files
+    assert [m["step"] for m in RunStore(run).records("metrics.jsonl")][-1] == trial.config.steps
+    assert [e["step"] for e in RunStore(run).records("eval.jsonl")] == [0, trial.config.steps]

@@ -13,6 +13,8 @@ COMMAND_MODULES = (
     "unihetero.commands.sweep",
     "unihetero.commands.search",
     "unihetero.commands.report",
+    "unihetero.commands.data",
+    "unihetero.commands.hf",
 )
 
 

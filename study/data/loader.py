@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,13 +78,14 @@ def held_out_indices(start: int, count: int) -> np.ndarray:
 class Batch:
     images: torch.Tensor  # (B, 3, H, W) in [0, 1]
     tokens: torch.Tensor  # (B, L) caption ids, <bos> ... <eos>, right-padded with <pad>
-    scenes: list[Scene]
+    scenes: list[Scene]   # ground truth (world batches only)
+    errors: list[dict] = field(default_factory=list)  # corrupt samples left out (shard batches only)
 
 
-def pad_tokens(token_lists: list[list[int]]) -> torch.Tensor:
-    """Right-pad id lists with <pad> into a (B, L) tensor."""
+def pad_tokens(token_lists: list[list[int]], pad_id: int = PAD_ID) -> torch.Tensor:
+    """Right-pad id lists with `pad_id` into a (B, L) tensor."""
     length = max(len(t) for t in token_lists)
-    tokens = torch.full((len(token_lists), length), PAD_ID, dtype=torch.long)
+    tokens = torch.full((len(token_lists), length), pad_id, dtype=torch.long)
     for row, ids in enumerate(token_lists):
         tokens[row, : len(ids)] = torch.tensor(ids)
     return tokens
@@ -122,3 +124,13 @@ class TrainStream:
     def close(self) -> None:
         if self.pool:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def training_stream(cfg: RunConfig, start_step: int, run_dir: Path | str):
+    """The run's training batches from `start_step` on: rendered from the world, or read from shards
+    (`study.data.shards.ShardStream`, which records corrupt samples in the run directory)."""
+    if cfg.data.source == "shards":
+        from study.data.shards import ShardStream
+
+        return ShardStream(cfg, start_step, Path(run_dir))
+    return TrainStream(cfg, start_step)

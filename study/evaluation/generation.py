@@ -15,15 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from study.config import RunConfig
-from study.data.tokenizer import BOS_ID
 from study.masking import random_mask
 from study.model.flops import diffusion_sample_flops
 from study.model.unified import UnifiedModel
 from study.model.vit import patchify
 
 
-def _bos(n: int) -> torch.Tensor:
-    return torch.full((n, 1), BOS_ID, dtype=torch.long)
+def _bos(model: UnifiedModel, n: int) -> torch.Tensor:
+    return torch.full((n, 1), model.bos_id, dtype=torch.long)
 
 
 def _scored_positions(model: UnifiedModel, embeds: torch.Tensor, gen: torch.Generator):
@@ -32,7 +31,7 @@ def _scored_positions(model: UnifiedModel, embeds: torch.Tensor, gen: torch.Gene
     mask = None
     if model.visual_attention == "bidirectional":
         mask = random_mask(torch.full((b,), 0.5, dtype=torch.float64), v, gen)
-    hidden, _ = model(model.mask_inputs(embeds, mask), _bos(b))
+    hidden, _ = model(model.mask_inputs(embeds, mask), _bos(model, b))
     where = mask[:, 1:] if mask is not None else torch.ones(b, v - 1, dtype=torch.bool)
     return hidden[:, : v - 1], where
 
@@ -77,7 +76,7 @@ def rollout_errors(model: UnifiedModel, cfg: RunConfig, enc, embeds, targets) ->
     inputs = embeds[:, :start]
     out = {}
     for k in range(1, steps + 1):
-        hidden, _ = model(inputs, _bos(inputs.shape[0]))
+        hidden, _ = model(inputs, _bos(model, inputs.shape[0]))
         pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
         out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), targets[:, start + k - 1].float(),
                                                                  dim=-1).mean())

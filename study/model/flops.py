@@ -1,32 +1,66 @@
 """Analytic FLOPs of every component (matmuls and attention; 2 FLOPs per multiply-add).
 
 Training counts forward + backward (3x forward) for every component that gets gradients, and the
-forward alone for a frozen encoder. The counts are per sample.
+forward alone for a frozen encoder. The counts are per sample. Dimensions come from the config (mini
+backbone) or from the backbones' own config files (hf; the frozen VAE that makes pixel targets is not
+counted).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from study.config import RunConfig
 from study.data.tokenizer import VOCAB
 
 
-def _transformer(tokens: int, width: int, depth: int, mlp_ratio: float) -> float:
-    hidden = int(width * mlp_ratio)
-    per_block = tokens * (2 * 4 * width * width + 2 * 3 * width * hidden) + 2 * 2 * tokens * tokens * width
+@dataclass(frozen=True)
+class Dims:
+    """The dimensions FLOPs depend on."""
+
+    tokens: int      # visual tokens per image
+    enc_in: int      # encoder input features per token (patch pixels x 3)
+    enc_width: int
+    enc_depth: int
+    enc_hidden: int  # encoder MLP hidden width
+    enc_mats: int    # encoder MLP matrices: 3 for SwiGLU, 2 for a plain MLP
+    width: int
+    depth: int
+    hidden: int      # LLM MLP hidden width (SwiGLU)
+    kv_width: int    # LLM key/value width (below `width` under grouped-query attention)
+    vocab: int
+    target: int      # pixel target features per token
+
+
+def model_dims(cfg: RunConfig) -> Dims:
+    m = cfg.model
+    if m.backbone == "hf":
+        from study.model.hf import backbone_dims
+
+        return backbone_dims(m.vision_path, m.llm_path, m.vae_path if "pixel" in cfg.objective.parts() else "",
+                             m.vae_latent_patch)
+    patch_dim = m.patch_size ** 2 * 3
+    return Dims((cfg.data.image_size // m.patch_size) ** 2, patch_dim, m.enc_width, m.enc_depth,
+                int(m.enc_width * m.mlp_ratio), 3, m.width, m.depth, int(m.width * m.mlp_ratio), m.width, len(VOCAB),
+                patch_dim)
+
+
+def _transformer(tokens: int, width: int, depth: int, hidden: int, mats: int = 3, kv_width: int | None = None) -> float:
+    kv = width if kv_width is None else kv_width
+    per_block = tokens * (2 * (2 * width * width + 2 * width * kv) + 2 * mats * width * hidden) \
+        + 2 * 2 * tokens * tokens * width
     return depth * per_block
 
 
 def forward_flops(cfg: RunConfig, caption_tokens: int) -> dict[str, float]:
     """Forward FLOPs per sample, by component, for a caption of `caption_tokens` tokens."""
-    m, o = cfg.model, cfg.objective
-    v = (cfg.data.image_size // m.patch_size) ** 2
-    patch_dim = m.patch_size ** 2 * 3
-    ew, w = m.enc_width, m.width
+    o, d = cfg.objective, model_dims(cfg)
+    v, ew, w = d.tokens, d.enc_width, d.width
     flops = {
-        "encoder": 2 * v * patch_dim * ew + _transformer(v, ew, m.enc_depth, m.mlp_ratio),
+        "encoder": 2 * v * d.enc_in * ew + _transformer(v, ew, d.enc_depth, d.enc_hidden, d.enc_mats),
         "projector": 2 * v * (ew * w + w * w),
-        "llm": _transformer(v + caption_tokens, w, m.depth, m.mlp_ratio),
-        "lm_head": 2 * caption_tokens * w * len(VOCAB),
+        "llm": _transformer(v + caption_tokens, w, d.depth, d.hidden, 3, d.kv_width),
+        "lm_head": 2 * caption_tokens * w * d.vocab,
     }
     parts = o.parts()
     if "semantic_input" in parts or "semantic_encoder" in parts:
@@ -35,10 +69,10 @@ def forward_flops(cfg: RunConfig, caption_tokens: int) -> dict[str, float]:
     if "pixel" in parts:
         if o.pixel_head == "diffusion":
             dw = o.diffusion_width
-            per_draw = 2 * (2 * patch_dim * dw + 2 * dw * dw + w * dw + o.diffusion_depth * (2 * dw * dw + 3 * dw * dw))
+            per_draw = 2 * (2 * d.target * dw + 2 * dw * dw + w * dw + o.diffusion_depth * (2 * dw * dw + 3 * dw * dw))
             flops["pixel_head"] = (v - 1) * per_draw * o.diffusion_batch_mul
         else:
-            flops["pixel_head"] = 2 * (v - 1) * (w * w + w * patch_dim)
+            flops["pixel_head"] = 2 * (v - 1) * (w * w + w * d.target)
     return flops
 
 

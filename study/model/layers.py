@@ -1,12 +1,19 @@
-"""Transformer building blocks shared by the vision encoder and the LLM: RMSNorm, RoPE, SwiGLU."""
+"""Transformer building blocks shared by the vision encoder and the LLM: RMSNorm, RoPE, SwiGLU, attention.
+
+Attention kernels (`model.attention`): `sdpa` (torch's scaled_dot_product_attention), `xformers`
+(memory-efficient attention; CUDA only) and `reference` (plain softmax attention, for testing the others).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from study.errors import UserError
 
 
 class RMSNorm(nn.Module):
@@ -42,6 +49,54 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return scores.softmax(dim=-1) @ v
 
 
+def xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                       causal: bool) -> torch.Tensor:
+    """xformers' memory-efficient attention on SDPA's (B, heads, T, head_dim) layout, same mask semantics."""
+    import xformers.ops as xops
+
+    bias = xops.LowerTriangularMask() if causal else None if mask is None else additive_bias(mask, q)
+    out = xops.memory_efficient_attention(*(x.transpose(1, 2) for x in (q, k, v)), attn_bias=bias)
+    return out.transpose(1, 2)
+
+
+def additive_bias(mask: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(B, heads, T, T) bias of q's dtype: 0 where `mask` allows, -inf elsewhere; rows padded to a multiple
+    of 8 elements in memory, as xformers requires of a bias tensor."""
+    b, h, t, _ = q.shape
+    n = mask.shape[-1]
+    bias = q.new_zeros(b, h, t, -(-n // 8) * 8)[..., :n]
+    return bias.masked_fill_(~mask, float("-inf"))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+              kernel: str) -> torch.Tensor:
+    """Softmax attention by `kernel`: `mask` is boolean (True where allowed); `causal` with no mask is
+    plain causal attention; neither is full attention."""
+    if kernel == "xformers":
+        return xformers_attention(q, k, v, mask, causal)
+    if kernel == "reference":
+        if causal:
+            mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        return reference_attention(q, k, v, mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+
+
+def xformers_problem(device: torch.device) -> str | None:
+    """Why xformers attention cannot run on `device`, or None when it can."""
+    if importlib.util.find_spec("xformers") is None:
+        return "xformers is not installed"
+    if device.type != "cuda":
+        return f"xformers has no kernels for device {device.type}"
+    return None
+
+
+def check_attention_kernel(kernel: str, device: torch.device) -> None:
+    """A one-line UserError when the `model.attention` kernel cannot run on `device`."""
+    problem = xformers_problem(device) if kernel == "xformers" else None
+    if problem:
+        raise UserError(f"config key 'model.attention': xformers cannot run here ({problem}); use sdpa or reference")
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, kernel: str = "sdpa"):
         super().__init__()
@@ -55,12 +110,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if self.kernel == "reference":
-            if causal:
-                mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            y = reference_attention(q, k, v, mask)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
+        y = attention(q, k, v, mask, causal, self.kernel)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
 

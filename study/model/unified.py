@@ -2,7 +2,9 @@
 
 Sequence layout: [visual tokens][caption tokens]. Hidden state at visual position i is what the
 generation heads read to predict visual token i + 1 (semantics or pixels); text positions predict
-the next word.
+the next word. The encoder and the LLM are the miniature ones (`model.backbone=mini`) or pretrained
+transformers backbones (`hf`, see `study.model.hf`), behind one interface; so is the pixel target
+(image patches, or KL-VAE latent patches).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import torch
 from torch import nn
 
 from study.config import RunConfig
-from study.data.tokenizer import VOCAB, max_caption_tokens
+from study.data.tokenizer import BOS_ID, PAD_ID, VOCAB, max_caption_tokens
 from study.errors import UserError
 from study.model.diffloss import DiffusionHead
 from study.model.layers import init_weights
 from study.model.llm import DecoderLM
-from study.model.vit import VisionEncoder
+from study.model.vit import VisionEncoder, patchify
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -31,27 +33,42 @@ class UnifiedModel(nn.Module):
         super().__init__()
         m, o = cfg.model, cfg.objective
         self.visual_attention = m.visual_attention
-        self.encoder = VisionEncoder(cfg.data.image_size, m.patch_size, m.enc_width, m.enc_depth, m.heads,
-                                     m.mlp_ratio, m.attention)
+        self.pad_id, self.bos_id = PAD_ID, BOS_ID
+        if m.backbone == "hf":
+            self._build_hf(cfg)
+        else:
+            self.encoder = VisionEncoder(cfg.data.image_size, m.patch_size, m.enc_width, m.enc_depth, m.heads,
+                                         m.mlp_ratio, m.attention)
         self.num_visual = self.encoder.num_tokens
+        enc_width = m.enc_width if m.backbone == "mini" else self.encoder.width
+        self.patch_size, self.latents = m.patch_size, None
         self.patch_dim = m.patch_size * m.patch_size * 3
-        self.projector = mlp(m.enc_width, m.width, m.width)
-        self.mask_embedding = nn.Parameter(torch.zeros(m.width))
-        max_len = self.num_visual + max_caption_tokens(cfg.data.max_objects)
-        self.llm = DecoderLM(len(VOCAB), m.width, m.depth, m.heads, m.mlp_ratio, max_len, m.attention)
+        width = m.width if m.backbone == "mini" else self.llm.width
+        self.projector = mlp(enc_width, width, width)
+        self.mask_embedding = nn.Parameter(torch.zeros(width))
+        if m.backbone == "mini":
+            max_len = self.num_visual + max_caption_tokens(cfg.data.max_objects)
+            self.llm = DecoderLM(len(VOCAB), m.width, m.depth, m.heads, m.mlp_ratio, max_len, m.attention)
         parts = o.parts()
         self.semantic_target = next((p for p in parts if p.startswith("semantic")), None)
         self.semantic_head = None
         if self.semantic_target:
-            dim = m.width if self.semantic_target == "semantic_input" else m.enc_width
-            self.semantic_head = mlp(m.width, m.width, dim)
-        init_weights(self)
+            dim = width if self.semantic_target == "semantic_input" else enc_width
+            self.semantic_head = mlp(width, width, dim)
+        for part in (self,) if m.backbone == "mini" else (self.projector, self.semantic_head):
+            if part is not None:  # pretrained backbones keep their weights
+                init_weights(part)
         nn.init.normal_(self.mask_embedding, std=0.02)
         self.pixel_head: nn.Module | None = None
         if "pixel" in parts:
-            self.pixel_head = (DiffusionHead(self.patch_dim, m.width, o.diffusion_width, o.diffusion_depth,
+            if m.backbone == "hf":
+                from study.model.hf import LatentTarget
+
+                self.latents = LatentTarget(m.vae_path, int(round(self.num_visual ** 0.5)), m.vae_latent_patch)
+                self.patch_dim = self.latents.dim
+            self.pixel_head = (DiffusionHead(self.patch_dim, width, o.diffusion_width, o.diffusion_depth,
                                              o.diffusion_timesteps)
-                               if o.pixel_head == "diffusion" else mlp(m.width, m.width, self.patch_dim))
+                               if o.pixel_head == "diffusion" else mlp(width, width, self.patch_dim))
         self.ema_projector = None
         if self.semantic_target == "semantic_input" and o.target_ema > 0:
             self.ema_projector = copy.deepcopy(self.projector).requires_grad_(False)
@@ -59,6 +76,19 @@ class UnifiedModel(nn.Module):
             self.encoder.load_state_dict(load_encoder_weights(m.encoder_checkpoint))
         if m.freeze_encoder:
             self.encoder.requires_grad_(False)
+
+    def _build_hf(self, cfg: RunConfig) -> None:
+        from study.model import hf
+
+        m = cfg.model
+        self.encoder = hf.VisionEncoder(m.vision_path, m.vision_layer)
+        self.llm = hf.CausalLM(m.llm_path, m.attention)
+        tokenizer = hf.load_tokenizer(m.llm_path)
+        vocab = self.llm.tok_embed.num_embeddings
+        if len(tokenizer) > vocab:
+            raise UserError(f"config key 'model.llm_path': the tokenizer of '{m.llm_path}' has {len(tokenizer)} "
+                            f"tokens, the model's embedding only {vocab}")
+        self.pad_id, self.bos_id, _ = hf.special_ids(tokenizer)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Vision-encoder outputs (B, V, enc_width) and LLM input embeddings (B, V, width)."""
@@ -77,6 +107,12 @@ class UnifiedModel(nn.Module):
 
     def text_logits(self, hidden: torch.Tensor, num_visual: int) -> torch.Tensor:
         return self.llm.lm_head(hidden[:, num_visual:])
+
+    def pixel_targets(self, images: torch.Tensor) -> torch.Tensor:
+        """What the pixel head predicts per visual token (B, V, patch_dim): patches in [-1, 1], or VAE latents."""
+        if self.latents is not None:
+            return self.latents(images)
+        return patchify(images * 2 - 1, self.patch_size)
 
     def semantic_targets(self, enc: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """What the semantic head regresses, detached: input embeddings (maybe via EMA) or encoder outputs."""

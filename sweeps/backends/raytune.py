@@ -4,17 +4,26 @@ Each launch is a fresh Tune experiment: the run directories, not Tune's own stat
 skip completed trials and resume partial ones, so Tuner.restore adds nothing. A trial whose worker
 dies (or that raises) is retried up to `max_failures` times; the retry takes over the dead attempt's
 lock (same owner tag) and resumes the run from its last checkpoint.
+
+A trial may ask for several GPUs (`gpus_per_trial`) and CPUs (`cpus_per_trial`); it then trains with
+`ranks_per_trial` processes (default: one per GPU), started torchrun-style on the trial's node as one
+env:// group (rank 0 owns the trial, the others follow; see sweeps.execute.execute_on_ranks). All ranks
+of a trial run on one node: a trial spanning nodes needs Slurm (or Ray Train), which this backend does
+not use.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
+import socket
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps.execute import TrialTask, execute_trial
+from sweeps.execute import TrialTask, execute_on_ranks, execute_trial
 
 
 @dataclass(frozen=True)
@@ -24,17 +33,39 @@ class RayOptions:
     max_failures: int = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    ranks_per_trial: int = 0  # training processes per trial (0: one per GPU of gpus_per_trial, at least one)
     num_cpus: int | None = None  # size of a local instance (None: all cores)
     storage: str = ""  # Tune's experiment folder (default: RUNS_DIR/.ray)
     name: str = "sweep"
+
+
+def ranks_per_trial(options: RayOptions) -> int:
+    return options.ranks_per_trial or max(1, int(options.gpus_per_trial))
 
 
 def _trainable(config: dict) -> None:
     from ray import tune
 
     tag = f"ray:{tune.get_context().get_experiment_name()}/{tune.get_context().get_trial_id()}"
-    record = execute_trial(TrialTask(**config["task"]), owner_tag=tag)
+    task, ranks = TrialTask(**config["task"]), config["ranks"]
+    record = execute_trial(task, owner_tag=tag) if ranks == 1 else _on_local_ranks(task, tag, ranks)
     tune.report({k: v for k, v in record.items() if v is not None})
+
+
+def _on_local_ranks(task: TrialTask, tag: str, ranks: int) -> dict:
+    """The trial on `ranks` spawned processes of this node, one env:// group (as torchrun); rank 0's record."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ProcessPoolExecutor(ranks, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_rank, task, tag, rank, ranks, port) for rank in range(ranks)]
+        return [f.result() for f in futures][0]
+
+
+def _rank(task: TrialTask, tag: str, rank: int, world: int, port: int) -> dict:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    return execute_on_ranks(task, owner_tag=tag)
 
 
 def connect(options: RayOptions) -> bool:
@@ -62,7 +93,8 @@ def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
         resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
         tuner = tune.Tuner(
             tune.with_resources(_trainable, resources),
-            param_space={"task": tune.grid_search([dataclasses.asdict(t) for t in tasks])},
+            param_space={"task": tune.grid_search([dataclasses.asdict(t) for t in tasks]),
+                         "ranks": ranks_per_trial(options)},
             tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=True,
                                         trial_dirname_creator=lambda trial: trial.trial_id),
             run_config=tune.RunConfig(name=f"{options.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",

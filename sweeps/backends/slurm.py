@@ -4,6 +4,10 @@ On timeout or preemption submitit calls `SlurmTrial.checkpoint`, which resubmits
 requeued job (same Slurm job id, so it may take over its own earlier lock) calls `train` again, which
 resumes from the run's last checkpoint. A plain `scontrol requeue` restarts the job from its original
 pickle, which resumes the same way. The job state comes from squeue (sacct may be unavailable).
+
+A job of several tasks (nodes x tasks_per_node, one task per GPU) trains its trial with DDP or FSDP:
+every task joins one process group, rendezvous from Slurm's variables (`distributed_env`); task 0
+holds the trial lock, decides whether to train and writes the run files; the others follow it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import submitit
 
-from sweeps.execute import TrialTask, execute_trial
+from sweeps.execute import TrialTask, execute_on_ranks
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
                 "DEADLINE", "PREEMPTED"}
@@ -53,7 +57,7 @@ def first_host(nodelist: str) -> str:
 
 def distributed_env(environ: Mapping[str, str]) -> dict[str, str]:
     """torch.distributed's environment (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) from Slurm's."""
-    job = int(environ.get("SLURM_ARRAY_JOB_ID", environ.get("SLURM_JOB_ID", "0")))
+    job = int(environ.get("SLURM_JOB_ID", "0"))  # one per array element, so elements on a node differ
     nodelist = environ.get("SLURM_JOB_NODELIST", environ.get("SLURM_NODELIST", "localhost"))
     return {"MASTER_ADDR": first_host(nodelist),
             "MASTER_PORT": environ.get("MASTER_PORT", str(20000 + job % 20000)),
@@ -66,11 +70,8 @@ class SlurmTrial(submitit.helpers.Checkpointable):
     """The job body; `checkpoint` (inherited) resubmits the same trial when Slurm stops the job."""
 
     def __call__(self, task: TrialTask) -> dict:
-        env = distributed_env(os.environ)
-        os.environ.update(env)
-        if env["RANK"] != "0":  # study.train is single-process today: only rank 0 owns and trains the trial
-            return {"run_dir": task.run_dir, "outcome": "idle-rank", "rank": int(env["RANK"])}
-        return execute_trial(task, owner_tag=f"slurm:{os.environ.get('SLURM_JOB_ID', '')}")
+        os.environ.update(distributed_env(os.environ))
+        return execute_on_ranks(task, owner_tag=f"slurm:{os.environ.get('SLURM_JOB_ID', '')}")
 
 
 def _executor(options: SlurmOptions, folder: Path) -> submitit.AutoExecutor:
@@ -105,7 +106,7 @@ def _result(job: submitit.Job, task: TrialTask) -> dict:
         return {"run_dir": task.run_dir, "job_id": job.job_id, "outcome": "error",
                 "reason": f"job {job.job_id} ended without a result (see its log in {job.paths.folder})"}
     try:
-        return job.result() | {"job_id": job.job_id}
+        return job.task(0).result() | {"job_id": job.job_id}  # task 0 holds the trial
     except Exception as e:  # the job raised: its error is in the job's log
         return {"run_dir": task.run_dir, "job_id": job.job_id, "outcome": "error", "reason": str(e)[-500:]}
 

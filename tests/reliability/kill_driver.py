@@ -34,13 +34,13 @@ def arm(event: str, step: int) -> None:
         # the counter starts at the resumed step: the driver is told the absolute step
         calls[0] = -10**9
         train_module.compute_losses = losses
-        real_stream = train_module.TrainStream
+        real_stream = train_module.training_stream
 
         def stream(cfg, start, *a, **k):
             calls[0] = start
             return real_stream(cfg, start, *a, **k)
 
-        train_module.TrainStream = stream
+        train_module.training_stream = stream
     elif event == "checkpoint":
         real_save = runstore.torch.save
 

@@ -1,0 +1,196 @@
+"""Several processes training one run: torchrun-style env:// rendezvous, DDP or FSDP2, full checkpoints.
+
+Every rank reads RANK, WORLD_SIZE and LOCAL_RANK (MASTER_ADDR/PORT for the rendezvous), as torchrun and
+the Slurm and Ray backends set them; without them the run is one process and nothing here does anything. Only
+rank 0 writes run files; checkpoints hold full (unsharded) state dicts gathered to rank 0, so a run
+resumes on any number of ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.checkpoint import checkpoint
+
+from study.config import RunConfig
+from study.errors import UserError
+from study.model.layers import check_attention_kernel
+from study.runstore import RunStore
+
+BLOCK_LISTS = ("blocks", "layers", "layer")  # names of the block lists: ours, transformers' models
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def backend() -> str:
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`train.device` as a device; auto is this rank's GPU when CUDA is available."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("config key 'train.device': cuda asked for but no CUDA device is available; use cpu or auto")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def check(cfg: RunConfig, world: int, device: torch.device) -> None:
+    """What only the runtime can check (ranks, device), as one-line errors before anything is written."""
+    t = cfg.train
+    if world > 1 and t.parallel == "none":
+        raise UserError(f"config key 'train.parallel': none trains one process but WORLD_SIZE is {world}; "
+                        "use ddp or fsdp")
+    if t.batch_size % (world * t.grad_accum):
+        raise UserError(f"config key 'train.batch_size': {t.batch_size} is not divisible by {world} ranks x "
+                        f"train.grad_accum {t.grad_accum}")
+    check_attention_kernel(cfg.model.attention, device)
+
+
+def setup(cfg: RunConfig) -> tuple[Ranks, bool]:
+    """This process's rank, world size and device; joins the process group unless the caller already did.
+    Returns the ranks and whether this call started the group (and so must end it)."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    device = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    check(cfg, world, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    started = world > 1 and not dist.is_initialized()
+    if started:
+        dist.init_process_group(backend(), init_method="env://", rank=rank, world_size=world)
+    return Ranks(rank, world, device), started
+
+
+def teardown(started: bool) -> None:
+    if started and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        dist.barrier()
+
+
+def global_sums(values: dict[str, torch.Tensor | float], ranks: Ranks) -> dict[str, float]:
+    """Each scalar summed over ranks (one all-reduce, in float64: counts stay exact), as plain floats."""
+    if ranks.world == 1:
+        return {k: float(v) for k, v in values.items()}
+    stacked = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
+    dist.all_reduce(stacked)
+    return dict(zip(values, stacked.tolist(), strict=True))
+
+
+class FollowerStore(RunStore):
+    """The run store as a rank other than 0 sees it: it reads, and every write is left to rank 0."""
+
+    def init(self, cfg: RunConfig) -> None:
+        pass
+
+    def write_status(self, state: str, **fields: Any) -> None:
+        pass
+
+    def append(self, name: str, record: dict) -> None:
+        pass
+
+    def truncate_records(self, name: str, after_step: int) -> None:
+        pass
+
+    def remove_partial_writes(self) -> None:
+        pass
+
+    def save_checkpoint(self, step: int, state: dict) -> None:
+        pass
+
+
+def transformer_blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of the vision encoder and the LLM (ModuleLists named in BLOCK_LISTS)."""
+    return [block for part in (model.encoder, model.llm) for name, module in part.named_modules()
+            if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] in BLOCK_LISTS for block in module]
+
+
+def parallelize(loss_fn: nn.Module, model: nn.Module, cfg: RunConfig, ranks: Ranks) -> nn.Module:
+    """Per block: activation checkpointing, then torch.compile; across ranks: DDP, or FSDP2 with each block
+    its own group and `loss_fn` the root (the losses use embeddings and heads outside `model.forward`, so
+    they are gathered by the root's forward). Returns the module to call for the losses."""
+    t = cfg.train
+    for block in transformer_blocks(model):
+        if t.activation_checkpointing:  # the forward is recomputed in backward; parameter names unchanged
+            block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+        if t.compile:
+            block.compile()
+    if ranks.world == 1:
+        return loss_fn
+    if t.parallel == "fsdp":
+        for block in transformer_blocks(model):
+            fully_shard(block)
+        return fully_shard(loss_fn)
+    device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
+    # a loss may leave parameters unused in a step (the pixel head of a shard with nothing masked)
+    return DistributedDataParallel(loss_fn, device_ids=device_ids, find_unused_parameters=True)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def gradient_sync(loss_fn: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Reduce gradients across ranks only when `sync` (the last micro-batch of a step)."""
+    if isinstance(loss_fn, FSDPModule):
+        loss_fn.set_requires_gradient_sync(sync)
+    if isinstance(loss_fn, DistributedDataParallel) and not sync:
+        return loss_fn.no_sync()
+    return contextlib.nullcontext()
+
+
+def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
+    return (norm.full_tensor() if isinstance(norm, DTensor) else norm).item()
+
+
+def full_model_state(model: nn.Module) -> dict:
+    """The full model state dict on rank 0 (empty elsewhere); every rank must call it."""
+    return get_model_state_dict(model, options=FULL)
+
+
+def full_optimizer_state(model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """The full optimizer state dict, parameters by name, on rank 0 (empty elsewhere); every rank must call it."""
+    return get_optimizer_state_dict(model, opt, options=FULL)
+
+
+def load_state(model: nn.Module, opt: torch.optim.Optimizer, model_state: dict, opt_state: dict) -> None:
+    """Load full state dicts on every rank (each keeps its shard). Parameters that never had a gradient have
+    no optimizer state, hence strict=False for the optimizer."""
+    set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True))
+    if all(isinstance(i, int) for group in opt_state["param_groups"] for i in group["params"]):  # older format
+        opt.load_state_dict(opt_state)
+        return
+    set_optimizer_state_dict(model, opt, opt_state, options=StateDictOptions(full_state_dict=True, strict=False))

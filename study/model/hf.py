@@ -1,0 +1,169 @@
+"""Pretrained backbones from local directories (transformers, diffusers), behind the miniature model's interfaces.
+
+- `VisionEncoder`: a DINOv2 or SigLIP vision model; images in [0, 1] are normalised with the encoder's own
+  mean and std; features are the patch tokens of one hidden layer (the CLS token dropped where there is one).
+- `CausalLM`: a Qwen2/Llama-style causal LM fed through `inputs_embeds`, with `tok_embed` and `lm_head` as
+  in the miniature `DecoderLM`.
+- `LatentTarget`: a frozen KL VAE whose latents, patchified to one vector per visual token, are the pixel
+  target.
+
+Everything loads with `local_files_only=True`; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.errors import UserError
+from study.model.flops import Dims
+from study.model.vit import patchify
+
+VISION_MODELS = {"dinov2": ("Dinov2Model", 1), "siglip_vision_model": ("SiglipVisionModel", 0),
+                 "siglip": ("SiglipVisionModel", 0)}  # model_type -> (class, prefix tokens before the patches)
+ATTENTION = {"sdpa": "sdpa", "reference": "eager"}
+
+
+def _load(key: str, path: str, loader, *args, **kwargs):
+    """Call `loader(path, ...)` locally; a failure is one UserError naming the config key and the path."""
+    try:
+        return loader(path, *args, local_files_only=True, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        reason = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        raise UserError(f"config key 'model.{key}': cannot load '{path}': {reason}") from None
+
+
+def vision_spec(path: str) -> tuple[int, list[float], list[float]]:
+    """(image side, mean, std) of a vision checkpoint: its preprocessor config, else its model config."""
+    from transformers import AutoConfig
+
+    config = _load("vision_path", path, AutoConfig.from_pretrained)
+    config = getattr(config, "vision_config", config)
+    proc_file = Path(path) / "preprocessor_config.json"
+    proc = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
+    size = proc.get("crop_size") if proc.get("do_center_crop", "crop_size" in proc) else proc.get("size")
+    if isinstance(size, dict):
+        size = size.get("height", size.get("shortest_edge"))
+    return int(size or config.image_size), proc.get("image_mean", [0.5] * 3), proc.get("image_std", [0.5] * 3)
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, path: str, layer: int):
+        super().__init__()
+        import transformers
+        from transformers import AutoConfig
+
+        config = _load("vision_path", path, AutoConfig.from_pretrained)
+        if config.model_type not in VISION_MODELS:
+            raise UserError(f"config key 'model.vision_path': '{path}' holds a {config.model_type!r} model "
+                            f"(allowed: {', '.join(VISION_MODELS)})")
+        cls_name, self.prefix = VISION_MODELS[config.model_type]
+        self.model = _load("vision_path", path, getattr(transformers, cls_name).from_pretrained, dtype=torch.float32)
+        vc = self.model.config
+        if not -(vc.num_hidden_layers + 1) <= layer <= vc.num_hidden_layers:
+            raise UserError(f"config key 'model.vision_layer': {layer} is outside the {vc.num_hidden_layers} "
+                            f"layers of '{path}'")
+        self.layer, self.width = layer, vc.hidden_size
+        self.image_size, mean, std = vision_spec(path)
+        self.num_tokens = (self.image_size // vc.patch_size) ** 2
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> patch tokens (B, V, width) of the chosen layer (before any final norm)."""
+        out = self.model(pixel_values=(images - self.mean) / self.std, output_hidden_states=True)
+        return out.hidden_states[self.layer][:, self.prefix:]
+
+
+class CausalLM(nn.Module):
+    def __init__(self, path: str, attention: str):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        self.lm = _load("llm_path", path, AutoModelForCausalLM.from_pretrained, dtype=torch.float32,
+                        attn_implementation=ATTENTION[attention])
+        self.width = self.lm.config.hidden_size
+
+    @property
+    def tok_embed(self) -> nn.Module:
+        return self.lm.get_input_embeddings()
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
+    def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str,
+                keep_layers: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final normed hidden states (B, T, D) and, if asked, each block's output (the last one normed)."""
+        out = self.lm.get_decoder()(inputs_embeds=x, output_hidden_states=keep_layers, use_cache=False)
+        return out.last_hidden_state, list(out.hidden_states[1:]) if keep_layers else []
+
+
+class LatentTarget(nn.Module):
+    """Frozen KL-VAE latents of the image, one latent patch per visual token, in raster order."""
+
+    def __init__(self, path: str, grid: int, patch: int):
+        super().__init__()
+        from diffusers import AutoencoderKL
+
+        self.vae = _load("vae_path", path, AutoencoderKL.from_pretrained, low_cpu_mem_usage=False)
+        self.vae.requires_grad_(False).eval()
+        c = self.vae.config
+        self.patch, self.scale, self.shift = patch, c.scaling_factor, c.shift_factor or 0.0
+        self.size = grid * patch * 2 ** (len(c.block_out_channels) - 1)  # input side whose latent grid fits
+        self.dim = c.latent_channels * patch * patch
+
+    def train(self, mode: bool = True) -> LatentTarget:
+        return super().train(False)  # frozen: always in eval mode
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> (B, V, dim): the posterior mean, shifted and scaled as in diffusion use."""
+        x = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", antialias=True)
+        latents = self.vae.encode(x * 2 - 1).latent_dist.mean
+        return patchify((latents - self.shift) * self.scale, self.patch)
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """(pad, start, end) ids; the start is <bos> where the tokenizer has one, else <eos> (Qwen style). Without a
+    pad token <eos> pads, and the end of a caption is then not scored."""
+    end = tokenizer.eos_token_id
+    if end is None:
+        raise UserError("config key 'model.llm_path': the tokenizer has no end-of-text token")
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    return pad, start, end
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return _load("llm_path", path, AutoTokenizer.from_pretrained)
+
+
+@functools.cache
+def backbone_dims(vision_path: str, llm_path: str, vae_path: str, latent_patch: int) -> Dims:
+    """FLOPs-relevant dimensions read from the backbones' config files (no weights are loaded)."""
+    from transformers import AutoConfig
+
+    vc = _load("vision_path", vision_path, AutoConfig.from_pretrained)
+    vc, lc = getattr(vc, "vision_config", vc), _load("llm_path", llm_path, AutoConfig.from_pretrained)
+    swiglu = getattr(vc, "use_swiglu_ffn", False)
+    head = lc.hidden_size // lc.num_attention_heads
+    target = 0
+    if vae_path:
+        try:
+            target = json.loads((Path(vae_path) / "config.json").read_text())["latent_channels"] * latent_patch ** 2
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"config key 'model.vae_path': cannot read '{vae_path}/config.json': "
+                            f"{e.__class__.__name__}") from None
+    return Dims((vision_spec(vision_path)[0] // vc.patch_size) ** 2, vc.patch_size ** 2 * 3, vc.hidden_size,
+                vc.num_hidden_layers, int(vc.hidden_size * vc.mlp_ratio) if hasattr(vc, "mlp_ratio")  # DINOv2
+                else vc.intermediate_size, 3 if swiglu else 2, lc.hidden_size, lc.num_hidden_layers,
+                lc.intermediate_size, head * getattr(lc, "num_key_value_heads", lc.num_attention_heads),
+                lc.vocab_size, target)

@@ -1,0 +1,154 @@
+"""Several ranks (gloo on CPU) and micro-batches train like one process with the same global batch.
+
+Tolerances: per-step losses and grad norms within LOSS_TOL; final weights within WEIGHT_TOL, 30x less
+than one Adam step at the tiny preset's lr (3e-3). Observed: ~1e-6 and ~4e-6. The objective is
+semantic_input + pixel (MSE head) with per-sample masking and loss on masked positions, so shards
+hold unequal numbers of caption tokens and generation positions; the diffusion head is left out
+because its noise is drawn per shard.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from study.config import RunConfig
+from study.data.loader import held_out_indices, make_batch
+from study.data.world import World
+from study.errors import UserError
+from study.masking import sample_mask
+from study.model.unified import UnifiedModel
+from study.objectives import compute_losses
+from study.runstore import RunStore
+from study.train import Interrupt, loss_units, train, weighted_losses
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).parents[1]
+OVERRIDES = ("objective.target=semantic_input+pixel", "objective.pixel_head=mse", "masking.distribution=truncnorm",
+             "masking.per=sample", "masking.loss_on=masked", "train.samples_seen=96", "train.checkpoint_every=3",
+             "train.log_every=1", "train.threads=1", "eval.num_images=4", "eval.probe_images=20",
+             "eval.inference_scaling=false")
+LOSS_TOL = 1e-5
+WEIGHT_TOL = 1e-4
+COMPARED = ("loss/caption", "loss/semantic", "loss/pixel", "loss/total", "grad_norm")
+
+
+def _config(*extra: str) -> RunConfig:
+    return tiny_config(*OVERRIDES, *extra)
+
+
+def _assert_same_training(run: Path, reference: Path) -> None:
+    a, b = RunStore(run).records("metrics.jsonl"), RunStore(reference).records("metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 7))
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["tokens_seen"] == rb["tokens_seen"]
+        for key in COMPARED:
+            assert ra[key] == pytest.approx(rb[key], abs=LOSS_TOL), (ra["step"], key)
+    wa, wb = RunStore(run).load_latest_checkpoint()["model"], RunStore(reference).load_latest_checkpoint()["model"]
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=WEIGHT_TOL, rtol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The 1-rank run everything is compared with."""
+    return train(_config(), tmp_path_factory.mktemp("one") / "run", quiet=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str, stop_after: int | None) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    train(cfg, run_dir, interrupt=Interrupt(stop_after) if stop_after else None, quiet=True)
+
+
+def _spawn(cfg: RunConfig, run_dir: Path, stop_after: int | None = None, world: int = 2) -> Path:
+    mp.spawn(_rank_worker, args=(world, _free_port(), cfg, str(run_dir), stop_after), nprocs=world)
+    return run_dir
+
+
+def test_shard_losses_add_up_to_the_batch_losses():
+    cfg = _config()
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg)
+    batch = make_batch(World(cfg.data), held_out_indices(0, 8))
+    mask = sample_mask(cfg.masking, 8, model.num_visual, torch.Generator().manual_seed(1))
+    whole = compute_losses(model, cfg, batch.images, batch.tokens, mask, None)
+    totals = loss_units(model, cfg, batch.tokens, mask)
+    parts, units = [], []
+    for rows in (slice(0, 4), slice(4, 8)):
+        units.append(loss_units(model, cfg, batch.tokens[rows], mask[rows]))
+        shares = {k: units[-1][k] / totals[k] for k in totals}
+        parts.append(weighted_losses(compute_losses(model, cfg, batch.images[rows], batch.tokens[rows],
+                                                    mask[rows], None), shares, cfg))
+    assert units[0]["caption"] != units[1]["caption"] and units[0]["pixel"] != units[1]["pixel"]  # unequal shards
+    for key in whole:
+        torch.testing.assert_close(parts[0][key] + parts[1][key], whole[key], atol=1e-6, rtol=1e-6)
+    plain_mean = (parts[0]["caption"] / (units[0]["caption"] / totals["caption"]) +
+                  parts[1]["caption"] / (units[1]["caption"] / totals["caption"])) / 2
+    assert abs(plain_mean - whole["caption"]) > 1e-4  # averaging shard means would not match
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_match_one_rank(reference, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "unihetero.cli", "train", "tiny", *OVERRIDES, "--runs-dir", str(tmp_path), "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = tmp_path.iterdir()
+    _assert_same_training(run, reference)
+    status = RunStore(run).status()
+    assert status["state"] == "completed" and status["world_size"] == 2
+    # rank 0 alone writes: one record per evaluation, as in the 1-rank run
+    assert [e["step"] for e in RunStore(run).records("eval.jsonl")] == [0, 6]
+
+
+@pytest.mark.slow
+def test_fsdp_two_ranks_match_one_rank(reference, tmp_path):
+    run = _spawn(_config("train.parallel=fsdp"), tmp_path / "fsdp")
+    _assert_same_training(run, reference)
+    assert RunStore(run).status()["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_checkpoint_of_two_ranks_resumes_on_one(reference, tmp_path):
+    run = _spawn(_config(), tmp_path / "run", stop_after=3)
+    assert RunStore(run).status()["state"] == "running" and RunStore(run).status()["world_size"] == 2
+    assert [p.name for p in RunStore(run).checkpoints()] == ["step_00000003.pt"]
+    train(_config(), run, quiet=True)  # the same run, now one process
+    assert RunStore(run).status()["world_size"] == 1
+    _assert_same_training(run, reference)
+
+
+@pytest.mark.parametrize("override", ["train.grad_accum=2", "train.grad_accum=4",
+                                      "train.activation_checkpointing=true"])
+def test_one_rank_variants_match(reference, tmp_path, override):
+    run = train(_config(override), tmp_path / "run", quiet=True)
+    _assert_same_training(run, reference)
+
+
+@pytest.mark.parametrize(("overrides", "env", "message"), [
+    (["train.grad_accum=3"], {}, "'train.batch_size': 16 is not divisible by 1 ranks x train.grad_accum 3"),
+    (["train.parallel=none"], {"WORLD_SIZE": "2"}, "'train.parallel': none trains one process"),
+    (["train.device=cuda"], {}, "'train.device': cuda asked for but no CUDA device"),
+])
+def test_runtime_config_errors_come_before_anything_is_written(tmp_path, monkeypatch, overrides, env, message):
+    if "train.device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=message):
+        train(_config(*overrides), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
