@@ -5,7 +5,7 @@ for generation targets): same seed, same data scale, same everything else. Every
 pairs, so seed-to-seed variation common to both arms cancels.
 
 The verdict on a claimed direction comes from the 95% interval of the mean paired difference
-(`analysis.stats.verdict`), and needs at least MIN_PAIRS pairs: with fewer, a bootstrap interval is
+(`analysis.stats.verdict`), and needs at least MIN_PAIRS pairs: with fewer, an interval is
 degenerate and the verdict is "inconclusive at this scale".
 """
 

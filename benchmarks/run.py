@@ -4,6 +4,8 @@ benchmarks/results/<machine>.json and a Markdown table benchmarks/results/<machi
 from __future__ import annotations
 
 import json
+import sys
+import time
 
 from benchmarks import analysis_speed, data_throughput, dispatch, fitting, hardware, memory, train_step
 from benchmarks.common import RESULTS, machine
@@ -47,15 +49,30 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    results = {"train_step": train_step.main(), "hardware": hardware.main(), "data": data_throughput.main(),
-               "memory": memory.main(), "dispatch": dispatch.main([]), "analysis": analysis_speed.main(),
-               "fitting": fitting.main("1000")}
+BENCHMARKS = {"train_step": train_step.main, "hardware": hardware.main, "data": data_throughput.main,
+              "memory": memory.main, "dispatch": lambda: dispatch.main([]), "analysis": analysis_speed.main,
+              "fitting": lambda: fitting.main("1000")}
+
+
+def main(names: list[str]) -> None:
+    """Run the named benchmarks (all by default) and merge them into this machine's results; each section
+    records when it was measured, and the table says so when sections come from different runs."""
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)} (allowed: {', '.join(BENCHMARKS)})")
+    path = RESULTS / f"{machine()}.json"
+    results = json.loads(path.read_text()) if path.exists() and names else {}
+    measured = results.setdefault("measured_at", {})
+    for name in names or list(BENCHMARKS):
+        results[name] = BENCHMARKS[name]()
+        measured[name] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{machine()}.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / f"{machine()}.md").write_text(f"# Benchmarks on {machine()}\n\n{table(results)}\n")
+    path.write_text(json.dumps(results, indent=1))
+    dates = "; ".join(f"{k}: {v}" for k, v in measured.items())
+    (RESULTS / f"{machine()}.md").write_text(f"# Benchmarks on {machine()}\n\n{table(results)}\n\n"
+                                             f"Measured ({dates}).\n")
     print(table(results))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

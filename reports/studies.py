@@ -115,7 +115,7 @@ def _arm_table(ctx: Context, study: Study) -> Table:
         row = cells.setdefault(tuple(r[c] for c in by), {c: r[c] for c in by} | {"seeds": r["seeds"]})
         row[f"{r['metric']} [95% CI]"] = fmt_ci(r["mean"], r["lo"], r["hi"])
     shown = ctx.in_arm_order(pl.DataFrame(list(cells.values()))) if cells else pl.DataFrame({"arm": []})
-    return Table(f"{ctx.grid.key}_arms", "Seed statistics per arm (mean over seeds, 95% bootstrap CI)", long, shown)
+    return Table(f"{ctx.grid.key}_arms", "Seed statistics per arm (mean over seeds, 95% Student-t CI)", long, shown)
 
 
 def _comparisons(ctx: Context, study: Study) -> pl.DataFrame:
