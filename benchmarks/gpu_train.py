@@ -23,8 +23,16 @@ from study.train import build_optimizer
 
 PRESETS = {"miniature (cpu-small, 1.3M)": ["train.batch_size=256"],
            "large (~150M LLM)": ["model.size=large", "train.batch_size=64"]}
-KERNELS = ("sdpa", "reference")  # xformers: not installed on the lent machine (no network); see notes
+KERNELS = ("sdpa", "xformers", "reference")  # a kernel that cannot run here is a row with its error
 WARMUP, STEPS = 5, 20
+
+
+def _xformers_version() -> str:
+    try:
+        import xformers
+    except ImportError:
+        return "not installed"
+    return xformers.__version__
 
 
 def bf16_peak(n: int = 8192) -> float:
@@ -91,7 +99,7 @@ def main(out_dir: str = "benchmarks/results") -> dict:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"card": torch.cuda.get_device_name(), "torch": torch.__version__, "bf16_matmul_peak_flops": peak,
-              "xformers": "not installed on the lent machine", "rows": rows}
+              "xformers": _xformers_version(), "rows": rows}
     path = Path(out_dir) / f"gpu-{card}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
