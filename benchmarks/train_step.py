@@ -25,7 +25,8 @@ from study.runstore import RunStore
 from study.train import build_optimizer, train
 
 OBJECTIVES = {"none": [], "semantic_input": ["objective.target=semantic_input"],
-              "pixel_diffusion": ["objective.target=pixel", "objective.pixel_head=diffusion"]}
+              "pixel_diffusion": ["objective.target=pixel", "objective.pixel_head=diffusion",
+                                  "objective.diffusion_width=256"]}
 STEPS, WARMUP, ROUNDS = 60, 10, 3
 
 

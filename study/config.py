@@ -100,7 +100,8 @@ class ObjectiveConfig:
     pixel_head: str = opt("diffusion", "pixel predictor", choices=("diffusion", "mse"))
     pixel_grad_to_llm: bool = opt(True, "pixel loss gradient reaches the LLM (false: a decoder on "
                                         "detached hidden states)")
-    diffusion_width: int = opt(128, "width of the per-token diffusion MLP", ge=8)
+    diffusion_width: int = opt(128, "width of the per-token diffusion MLP (at least the pixel target's values per "
+                                    "token: patch_size^2 x 3 for the mini backbone)", ge=8)
     diffusion_depth: int = opt(2, "residual AdaLN blocks in the diffusion MLP", ge=1)
     diffusion_timesteps: int = opt(1000, "DDPM training timesteps", ge=10)
     diffusion_batch_mul: int = opt(4, "noise draws per token per step", ge=1)
@@ -316,6 +317,10 @@ def _validate_whole(cfg: RunConfig) -> None:
             raise UserError(f"config key 'model.{name}': {getattr(m, name)} is not divisible by "
                             f"model.heads {m.heads}")
     _validate_sources(cfg)
+    patch_dim = m.patch_size ** 2 * 3
+    if m.backbone == "mini" and "pixel" in parts and o.pixel_head == "diffusion" and o.diffusion_width < patch_dim:
+        raise UserError(f"config key 'objective.diffusion_width': {o.diffusion_width} is narrower than the pixel "
+                        f"target ({m.patch_size}x{m.patch_size}x3 = {patch_dim} values per token); use >= {patch_dim}")
     if k.low > k.high:
         raise UserError(f"config key 'masking.low': {k.low} exceeds masking.high {k.high}")
     if not cfg.eval.views or not cfg.eval.diffusion_steps:

@@ -91,7 +91,10 @@ def setup(cfg: RunConfig) -> tuple[Ranks, bool]:
 
 
 def teardown(started: bool) -> None:
+    """Leave the process group together: a rank that destroys it while another still has collectives in
+    flight can abort at exit."""
     if started and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

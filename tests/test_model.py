@@ -66,3 +66,35 @@ def test_sdpa_matches_reference_attention_with_masks():
         tokens = torch.full((2, 3), BOS_ID)
         with torch.no_grad():
             assert torch.allclose(a(a.encode(images)[1], tokens)[0], b(b.encode(images)[1], tokens)[0], atol=1e-5)
+
+
+def test_diffusion_head_samples_what_it_learned():
+    """DDIM samples of a trained head land near deterministic targets (a sampler that only reproduces noise,
+    or a head too narrow to pass its input through, fails this)."""
+    from study.model.diffloss import DiffusionHead
+
+    torch.manual_seed(0)
+    cond = torch.randn(128, 8)
+    target = torch.tanh(cond @ torch.randn(8, 12))  # one target per condition, in [-1, 1]
+    head = DiffusionHead(12, 8, width=64, depth=2, timesteps=100, clip=1.0)
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        loss = head.loss(target, cond, 2, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sampled = head.sample(cond, 16, torch.Generator().manual_seed(1))
+    mean_predictor = (target - target.mean(0)).pow(2).mean()
+    assert (sampled - target).pow(2).mean() < 0.2 * mean_predictor
+
+
+def test_a_diffusion_head_narrower_than_its_pixel_target_is_a_config_error():
+    import pytest
+
+    from study.config import load_config
+    from study.errors import UserError
+
+    with pytest.raises(UserError, match="objective.diffusion_width"):
+        load_config("cpu-small", ["objective.target=pixel"])  # 8x8x3 = 192 values per token, width 128
+    assert load_config("cpu-small", ["objective.target=pixel", "objective.diffusion_width=256"])

@@ -35,9 +35,10 @@ class AdaLNBlock(nn.Module):
 
 
 class DiffusionHead(nn.Module):
-    def __init__(self, target_dim: int, cond_dim: int, width: int, depth: int, timesteps: int):
+    def __init__(self, target_dim: int, cond_dim: int, width: int, depth: int, timesteps: int,
+                 clip: float | None = None):
         super().__init__()
-        self.timesteps = timesteps
+        self.timesteps, self.clip = timesteps, clip  # clip: bound of the targets' values (None: no clipping)
         self.input = nn.Linear(target_dim, width)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.cond = nn.Linear(cond_dim, width)
@@ -68,7 +69,8 @@ class DiffusionHead(nn.Module):
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Deterministic DDIM from Gaussian noise in `steps` steps."""
+        """Deterministic DDIM from Gaussian noise in `steps` steps; each step's estimate of the clean target is
+        clipped to the targets' bound when they have one (pixels in [-1, 1])."""
         dim = self.output.out_features
         x = torch.randn((cond.shape[0], dim), generator=generator, device=cond.device)
         ts = torch.linspace(self.timesteps - 1, 0, steps, device=cond.device).round().long()
@@ -76,6 +78,9 @@ class DiffusionHead(nn.Module):
             a = self.alpha_bar[t]
             eps = self.predict_noise(x, t.expand(x.shape[0]), cond).float()
             x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            if self.clip is not None:  # at high noise x0 = (x - ...) / sqrt(a) amplifies the error of eps
+                x0 = x0.clamp(-self.clip, self.clip)
+                eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
             a_next = self.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, device=x.device)
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
         return x

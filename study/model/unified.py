@@ -66,8 +66,11 @@ class UnifiedModel(nn.Module):
 
                 self.latents = LatentTarget(m.vae_path, int(round(self.num_visual ** 0.5)), m.vae_latent_patch)
                 self.patch_dim = self.latents.dim
+            # DDIM's first, high-noise steps need a bound on the clean target: patches lie in [-1, 1]; VAE latents
+            # (scaled to about unit variance) get a loose 5 that only stops those steps from exploding
+            pixel_bound = 1.0 if m.backbone == "mini" else 5.0
             self.pixel_head = (DiffusionHead(self.patch_dim, width, o.diffusion_width, o.diffusion_depth,
-                                             o.diffusion_timesteps)
+                                             o.diffusion_timesteps, clip=pixel_bound)
                                if o.pixel_head == "diffusion" else mlp(width, width, self.patch_dim))
         self.ema_projector = None
         if self.semantic_target == "semantic_input" and o.target_ema > 0:
