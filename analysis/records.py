@@ -102,13 +102,19 @@ def read_records(files: dict[str, Path], notes: dict[str, list[str]]) -> pl.Data
 
 
 def long_curves(records: pl.DataFrame, source: str) -> pl.LazyFrame:
-    """One row per run x step x metric; a repeated step (a re-evaluation) keeps its last record."""
+    """One row per run x step x metric; a repeated step (a re-evaluation) keeps its last record. Most runs
+    repeat no step, so the (costly) de-duplication runs only over the runs that do."""
     metrics = [c for c in records.columns if c not in KEYS and c != RUN]
-    return (records.lazy().filter(pl.col("step").is_not_null())
+    stepped = records.filter(pl.col("step").is_not_null())
+    repeats = stepped.filter(pl.struct(RUN, "step").is_duplicated())[RUN].unique()
+    long = (stepped.lazy()
             .unpivot(metrics, index=[RUN, "step", "samples_seen"], variable_name="metric", value_name="value")
-            .filter(pl.col("value").is_not_null())
-            .unique(subset=[RUN, "step", "metric"], keep="last", maintain_order=True)
-            .select(RUN, pl.lit(source).alias("source"), "step", "samples_seen", "metric", "value"))
+            .filter(pl.col("value").is_not_null()))
+    if len(repeats):
+        repeated = pl.col(RUN).is_in(repeats.implode())
+        long = pl.concat([long.filter(~repeated), long.filter(repeated).unique(
+            subset=[RUN, "step", "metric"], keep="last", maintain_order=True)])
+    return long.select(RUN, pl.lit(source).alias("source"), "step", "samples_seen", "metric", "value")
 
 
 def per_run(records: pl.DataFrame, which: pl.Expr, last: bool) -> pl.DataFrame:

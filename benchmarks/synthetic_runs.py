@@ -38,7 +38,8 @@ def write_runs(root: Path, runs: int, evals: int = 200, seed: int = 0) -> Path:
     trials = []
     for index in range(runs):
         arm = list(ARMS)[index % len(ARMS)]
-        cfg = load_config("cpu-small", [f"objective.target={ARMS[arm]}", f"train.seed={index // len(ARMS)}"])
+        cfg = load_config("cpu-small", [f"objective.target={ARMS[arm]}", f"train.seed={index // len(ARMS)}",
+                                        "objective.diffusion_width=256"])
         run_id = cfg.run_id()
         path = out / run_id
         path.mkdir(exist_ok=True)
