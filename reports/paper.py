@@ -36,7 +36,8 @@ def _gaussian_masking(cfg: dict) -> int:
 
 
 TEXT_ONLY = pl.col("objective.target") == "none"
-GENERATION = ("objective.target", "objective.pixel_grad_to_llm")
+# the pixel head (its width) is part of a generation arm, so pixel arms pair with text_only
+GENERATION = ("objective.target", "objective.pixel_grad_to_llm", "objective.diffusion_width")
 
 STUDIES = {s.grid: s for s in (
     Study(
