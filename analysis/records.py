@@ -26,7 +26,8 @@ class _Unclean(Exception):
     """A group of files that the one-pass parse cannot take as it is."""
 
 
-def _numeric(value: object) -> bool:
+def is_number(value: object) -> bool:
+    """An int or float that is not a bool (JSON's true/false would pass isinstance int)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -68,7 +69,7 @@ def _line_by_line(run_id: str, path: Path, notes: dict[str, list[str]]) -> pl.Da
         row = {RUN: run_id, "step": r.get("step") if _integer(r.get("step")) else None,
                "samples_seen": r.get("samples_seen") if _integer(r.get("samples_seen")) else None,
                "final": r.get("final") is True}
-        rows.append(row | {k: float(v) for k, v in r.items() if k not in KEYS and _numeric(v)})
+        rows.append(row | {k: float(v) for k, v in r.items() if k not in KEYS and is_number(v)})
     if not rows:
         return pl.DataFrame(schema={RUN: pl.String, **KEY_TYPES})
     return _typed(pl.DataFrame(rows, infer_schema_length=None))

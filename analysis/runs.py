@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 import yaml
 
-from analysis.records import KEYS, long_curves, per_run, read_records
+from analysis.records import KEYS, is_number, long_curves, per_run, read_records
 from study.config import RunConfig, from_dict
 from study.runstore import RunStore
 
@@ -73,16 +73,9 @@ def config_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c.split(".", 1)[0] in SECTIONS and "." in c]
 
 
-def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _metrics(record: dict) -> dict[str, float]:
     """Numeric metrics of a record (booleans and bookkeeping left out)."""
-    return {k: float(v) for k, v in record.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and k not in KEYS}
+    return {k: float(v) for k, v in record.items() if is_number(v) and k not in KEYS}
 
 
 def _flat_config(cfg: RunConfig) -> dict[str, Any]:
@@ -136,7 +129,7 @@ def _inference_rows(run_id: str, path: Path, notes: list[str]) -> list[tuple]:
         for sweep in ("views", "diffusion_steps"):
             for rec in data.get(sweep, []):
                 flops = rec.get("inference_flops_per_image")
-                flops = float(flops) if isinstance(flops, int | float) and not isinstance(flops, bool) else None
+                flops = float(flops) if is_number(flops) else None
                 rows += [(run_id, sweep, int(rec[sweep]), flops, m, v) for m, v in _metrics(rec).items()
                          if m not in (sweep, "inference_flops_per_image")]
         return rows

@@ -148,17 +148,18 @@ def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: 
     mask = sample_mask(cfg.masking, cfg.train.batch_size, model.num_visual, gen)
     images, tokens, mask = _rank_rows(cfg, ranks, batch, mask)
     n, accum = images.shape[0], cfg.train.grad_accum
-    local = loss_units(model, cfg, tokens, mask) | {
+    bounds = [n * i // accum for i in range(accum + 1)]
+    parts = [slice(bounds[i], bounds[i + 1]) for i in range(accum)]
+    units = [loss_units(model, cfg, tokens[part], None if mask is None else mask[part]) for part in parts]
+    local = {k: sum(u[k] for u in units) for k in units[0]} | {
         "tokens": int((tokens != model.pad_id).sum()) + model.num_visual * n,
         "flops": n * flops_per_sample(tokens.shape[1])}
     totals = distributed.global_sums(local, ranks)
-    bounds = [n * i // accum for i in range(accum + 1)]
     sums: dict[str, torch.Tensor] = {}
-    for micro in range(accum):
-        part, shard = slice(bounds[micro], bounds[micro + 1]), ranks.rank * accum + micro
+    for micro, part in enumerate(parts):
+        shard = ranks.rank * accum + micro
         shard_mask = None if mask is None else mask[part]
-        units = loss_units(model, cfg, tokens[part], shard_mask)
-        shares = {k: units[k] / max(1, totals[k]) for k in units}
+        shares = {k: units[micro][k] / max(1, totals[k]) for k in units[micro]}
         # a single CPU shard continues the mask generator, as the single-process run always did
         noise = gen if ranks.world * accum == 1 and ranks.device.type == "cpu" else \
             step_generator(cfg.train.seed, step, 1 + shard, ranks.device)
