@@ -3,7 +3,7 @@ import numpy as np
 from study.config import load_config
 from study.data.loader import KeyedPermutation, held_out_indices, training_indices
 from study.data.tokenizer import decode, encode
-from study.data.world import COLOURS, HELD_OUT_START, LOCATIONS, SIZES, World
+from study.data.world import _JITTER, COLOURS, HELD_OUT_START, LOCATIONS, RADIUS, RGB, SIZES, World, shape_mask
 
 
 def test_world_is_deterministic_by_seed_and_index():
@@ -116,3 +116,28 @@ def test_zero_shot_questions_have_exactly_one_true_candidate():
     assert set(accuracy_by_attribute(torch.tensor(~q.correct, dtype=torch.float32), q).values()) == {0.0}
     # ties are not counted as right
     assert set(accuracy_by_attribute(torch.zeros(len(q.correct)), q).values()) == {0.0}
+
+
+def _paint_one_by_one(world: World, image: np.ndarray, scene, u: np.ndarray) -> np.ndarray:
+    """The painting rule written plainly: each object of one image in turn, at its cell centre plus jitter."""
+    s = world.cfg.image_size
+    cell = s / 3
+    for k, obj in enumerate(scene.objects):
+        jitter = (u[_JITTER][2 * k: 2 * k + 2] - 0.5) * 0.24 * cell
+        cy = np.float32((obj.cell // 3 + 0.5) * cell + jitter[0])
+        cx = np.float32((obj.cell % 3 + 0.5) * cell + jitter[1])
+        inside = shape_mask(obj.shape, world.yy - cy, world.xx - cx, np.float32(RADIUS[obj.size] * s))
+        image[inside] = RGB[obj.colour]
+    return image
+
+
+def test_batched_painting_matches_painting_one_object_at_a_time():
+    cfg = load_config("tiny", ["data.max_objects=5", "data.min_objects=2", "data.image_size=48"]).data
+    world = World(cfg)
+    indices = np.concatenate([np.arange(40), held_out_indices(0, 24)])
+    images, scenes = world.batch(indices)
+    draws = [world._draws(int(i)) for i in indices]
+    backgrounds = world._backgrounds(np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws]))
+    assert len({len(sc.objects) for sc in scenes}) > 1
+    for b, scene in enumerate(scenes):
+        assert np.array_equal(images[b], _paint_one_by_one(world, backgrounds[b], scene, draws[b][0]))

@@ -85,10 +85,10 @@ class Batch:
 def pad_tokens(token_lists: list[list[int]], pad_id: int = PAD_ID) -> torch.Tensor:
     """Right-pad id lists with `pad_id` into a (B, L) tensor."""
     length = max(len(t) for t in token_lists)
-    tokens = torch.full((len(token_lists), length), pad_id, dtype=torch.long)
+    tokens = np.full((len(token_lists), length), pad_id, dtype=np.int64)
     for row, ids in enumerate(token_lists):
-        tokens[row, : len(ids)] = torch.tensor(ids)
-    return tokens
+        tokens[row, : len(ids)] = ids
+    return torch.from_numpy(tokens)
 
 
 def make_batch(world: World, indices: np.ndarray) -> Batch:

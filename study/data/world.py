@@ -73,18 +73,22 @@ class World:
         return rng.random(_DRAWS), rng.standard_normal((s, s), dtype=np.float32)
 
     def scene(self, index: int) -> Scene:
-        return self._scene(index, self._draws(index)[0])
+        return self._scenes([index], self._draws(index)[0][None])[0]
 
-    def _scene(self, index: int, u: np.ndarray) -> Scene:
+    def _scenes(self, indices, u: np.ndarray) -> list[Scene]:
+        """The scenes of a batch of indices from their uniforms (B, _DRAWS); row b depends on u[b] only."""
         cfg = self.cfg
-        n = cfg.min_objects + min(int(u[_N] * (cfg.max_objects - cfg.min_objects + 1)),
-                                  cfg.max_objects - cfg.min_objects)
-        cells = np.argsort(u[_CELLS])[:n]
-        kinds = np.argsort(u[_KINDS])[:n]  # distinct (shape, colour) pairs
-        sizes = u[_SIZES][:n] < 0.5
-        objects = tuple(Obj(int(k) // len(COLOURS), int(k) % len(COLOURS), int(z), int(c))
-                        for k, z, c in zip(kinds, sizes, cells, strict=True))
-        return Scene(index, objects, self._caption(objects, u))
+        span = cfg.max_objects - cfg.min_objects
+        counts = cfg.min_objects + np.minimum((u[:, _N] * (span + 1)).astype(int), span)
+        cells = np.argsort(u[:, _CELLS], axis=1)
+        kinds = np.argsort(u[:, _KINDS], axis=1)  # distinct (shape, colour) pairs
+        large = u[:, _SIZES] < 0.5
+        scenes = []
+        for b, (index, n) in enumerate(zip(indices, counts.tolist(), strict=True)):
+            objects = tuple(Obj(k // len(COLOURS), k % len(COLOURS), int(z), c)
+                            for k, z, c in zip(kinds[b, :n].tolist(), large[b, :n], cells[b, :n].tolist(), strict=True))
+            scenes.append(Scene(int(index), objects, self._caption(objects, u[b])))
+        return scenes
 
     def _caption(self, objects: tuple[Obj, ...], u: np.ndarray) -> tuple[str, ...]:
         """Name round(coverage * n) objects (at least one), each attribute kept with p = coverage."""
@@ -105,7 +109,7 @@ class World:
         """Images (B, H, W, 3) float32 in [0, 1] and scenes of the given world indices."""
         draws = [self._draws(int(i)) for i in indices]
         u = np.stack([d[0] for d in draws])
-        scenes = [self._scene(int(i), d[0]) for i, d in zip(indices, draws, strict=True)]
+        scenes = self._scenes(indices, u)
         images = self._backgrounds(u, np.stack([d[1] for d in draws]))
         self._paint(images, scenes, u)
         return images, scenes
@@ -129,22 +133,22 @@ class World:
         s = self.cfg.image_size
         cell = s / 3
         for k in range(max(len(sc.objects) for sc in scenes)):
-            owners = [b for b, sc in enumerate(scenes) if len(sc.objects) > k]
-            objs = [scenes[b].objects[k] for b in owners]
-            jitter = (u[owners][:, _JITTER][:, 2 * k: 2 * k + 2] - 0.5) * 0.24 * cell
-            cy = np.array([(o.cell // 3 + 0.5) * cell for o in objs]) + jitter[:, 0]
-            cx = np.array([(o.cell % 3 + 0.5) * cell for o in objs]) + jitter[:, 1]
+            owners = np.array([b for b, sc in enumerate(scenes) if len(sc.objects) > k])
+            cells, sizes, shapes, colours = np.array(
+                [(o.cell, o.size, o.shape, o.colour) for o in (scenes[b].objects[k] for b in owners)]).T
+            jitter = (u[owners, _JITTER.start + 2 * k: _JITTER.start + 2 * k + 2] - 0.5) * 0.24 * cell
+            cy = (cells // 3 + 0.5) * cell + jitter[:, 0]
+            cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
             dy = self.yy[None] - cy[:, None, None].astype(np.float32)
             dx = self.xx[None] - cx[:, None, None].astype(np.float32)
-            radius = np.array([RADIUS[o.size] * s for o in objs], dtype=np.float32)[:, None, None]
-            mask = np.zeros(dy.shape, dtype=bool)
-            shapes = np.array([o.shape for o in objs])
+            radius = (np.array(RADIUS)[sizes] * s).astype(np.float32)[:, None, None]
+            mask = np.zeros(images.shape[:3], dtype=bool)
             for shape in np.unique(shapes):
                 sel = shapes == shape
-                mask[sel] = shape_mask(int(shape), dy[sel], dx[sel], radius[sel])
-            colours = RGB[[o.colour for o in objs]][:, None, None, :]
-            images[owners] = np.where(mask[..., None], colours, images[owners])
-
+                mask[owners[sel]] = shape_mask(int(shape), dy[sel], dx[sel], radius[sel])
+            colour = np.zeros((len(images), 1, 1, 3), dtype=np.float32)
+            colour[owners, 0, 0] = RGB[colours]
+            np.copyto(images, colour, where=mask[..., None])
 
 def shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     """Pixels inside the shape of radius r centred at offset (dy, dx) = 0 (r broadcasts)."""
