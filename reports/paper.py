@@ -72,6 +72,12 @@ STUDIES = {s.grid: s for s in (
         treatment=("masking.",), baseline=pl.col("masking.distribution") == "none",
         measures=(Measure(PRIMARY, _gaussian_masking),), extras=(extras.masking_histograms,)),
     Study(
+        "masked_generation", "Generation under masking", "Takeaway 1, masked",
+        "[follow-up, ours; PROTOCOL.md] Takeaway 1 again with the paper's masking technique: semantic_input "
+        "trained under each masking distribution of the mask_distribution grid is claimed to beat text only.",
+        treatment=GENERATION + ("masking.",), baseline=TEXT_ONLY, measures=(Measure(PRIMARY, generation_claim),),
+        metrics=(PRIMARY, "caption_loss", "probe_acc/shape", "sem/cos")),
+    Study(
         "inference_scaling", "Inference-time scaling", "Inference scaling",
         "[paper names the technique; the rest is ours] Spending more inference compute gives better outputs: "
         "answers averaged over more masked views, more diffusion sampling steps for pixels.",

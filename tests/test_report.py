@@ -85,6 +85,20 @@ def _mask_distribution(runs: Path, rng: np.random.Generator) -> None:
     write_grid(runs, "mask_distribution", trials)
 
 
+def _masked_generation(runs: Path, rng: np.random.Generator) -> None:
+    """Masking turns semantic generation from a loss into a gain against text only."""
+    trials = []
+    for arm, over, delta in (("text_only", ["objective.target=none"], 0.0),
+                             ("semantic_input", ["objective.target=semantic_input"], -0.05),
+                             ("si+gauss", ["objective.target=semantic_input", "masking.distribution=gaussian",
+                                           "masking.mean=0.5"], 0.05)):
+        for seed in SEEDS:
+            p = write_run(runs, ["eval.num_images=13", *over, f"train.seed={seed}"],
+                          [0.25, 0.5 + delta + 0.01 * seed + rng.normal(0, 0.002)])
+            trials.append(({"arm": arm, "seed": seed}, p))
+    write_grid(runs, "masked_generation", trials)
+
+
 def _inference_scaling(runs: Path, rng: np.random.Generator) -> None:
     trials = []
     for arm, target in (("text_only", "none"), ("pixel_detached", "pixel")):
@@ -115,8 +129,8 @@ def _loss_weight(runs: Path, rng: np.random.Generator) -> None:
 def study_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("world") / "runs"
     rng = np.random.default_rng(0)
-    for make in (_generation_target, _data_scaling, _ar_target, _mask_distribution, _inference_scaling,
-                 _loss_weight):
+    for make in (_generation_target, _data_scaling, _ar_target, _mask_distribution, _masked_generation,
+                 _inference_scaling, _loss_weight):
         make(runs, rng)
     corrupt = write_run(runs, ["eval.num_images=12"], [0.25, 0.45])  # outside every grid, with a corrupt line
     with open(corrupt / "eval.jsonl", "a") as f:
@@ -183,6 +197,9 @@ def test_verdicts_follow_the_synthetic_effects(report: Path):
     assert _verdict(v, inference, "pixel_detached: diffusion_steps 4 vs 2", "psnr") == "reproduced"
     assert _verdict(v, inference, "text_only: views 4 vs 1", "zs_acc") == "reproduced"
     assert _verdict(v, "Masking distribution", "gauss vs none", "zs_acc") != "reproduced"
+    masked = "Generation under masking"
+    assert _verdict(v, masked, "semantic_input vs text_only", "zs_acc") == "not reproduced"
+    assert _verdict(v, masked, "si+gauss vs text_only", "zs_acc") == "reproduced"
     # no claim for the detached pixel decoder or the loss weight; uniform masking is not a Gaussian
     assert v.filter(pl.col("comparison").str.starts_with("pixel_detached vs")).is_empty()
     assert v.filter(pl.col("study") == "Generation loss weight").is_empty()
