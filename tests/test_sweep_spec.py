@@ -147,3 +147,12 @@ def test_spec_error_is_one_line_with_exit_2(tmp_path, capsys):
     assert main(["sweep", "plan", str(path), "--preset", "smoke"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: grid spec") and "line 10" in err
+
+
+def test_masked_generation_reuses_the_mask_distribution_runs():
+    """The follow-up trains only its text-only arm: every masked arm is a mask_distribution run."""
+    for scale in ("smoke", "cpu"):
+        masked = expand(load_spec("masked_generation", scale))
+        ids = {t.run_id for t in expand(load_spec("mask_distribution", scale))}
+        new = {t.axes["arm"] for t in masked if t.run_id not in ids}
+        assert new == {"text_only"}, (scale, new)
