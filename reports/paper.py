@@ -78,6 +78,13 @@ STUDIES = {s.grid: s for s in (
         treatment=GENERATION + ("masking.",), baseline=TEXT_ONLY, measures=(Measure(PRIMARY, generation_claim),),
         metrics=(PRIMARY, "caption_loss", "probe_acc/shape", "sem/cos")),
     Study(
+        "semantic_weight", "Generation under a lighter semantic loss", "Takeaway 1, lighter loss",
+        "[follow-up, ours; PROTOCOL.md] Takeaway 1 again with the semantic loss weighted 0.03 to 1.0 against "
+        "the caption loss: semantic_input at every weight is claimed to beat text only.",
+        treatment=GENERATION + ("objective.semantic_weight",), baseline=TEXT_ONLY,
+        measures=(Measure(PRIMARY, generation_claim),),
+        metrics=(PRIMARY, "caption_loss", "zs_acc/location", "sem/cos")),
+    Study(
         "inference_scaling", "Inference-time scaling", "Inference scaling",
         "[paper names the technique; the rest is ours] Spending more inference compute gives better outputs: "
         "answers averaged over more masked views, more diffusion sampling steps for pixels.",

@@ -85,18 +85,30 @@ def _mask_distribution(runs: Path, rng: np.random.Generator) -> None:
     write_grid(runs, "mask_distribution", trials)
 
 
-def _masked_generation(runs: Path, rng: np.random.Generator) -> None:
-    """Masking turns semantic generation from a loss into a gain against text only."""
+def _against_text_only(runs: Path, rng: np.random.Generator, grid: str, num_images: int,
+                       arms: tuple[tuple[str, list[str], float], ...]) -> None:
+    """A follow-up grid: text only and generation arms whose zs_acc differs from it by a known delta."""
     trials = []
-    for arm, over, delta in (("text_only", ["objective.target=none"], 0.0),
-                             ("semantic_input", ["objective.target=semantic_input"], -0.05),
-                             ("si+gauss", ["objective.target=semantic_input", "masking.distribution=gaussian",
-                                           "masking.mean=0.5"], 0.05)):
+    for arm, over, delta in (("text_only", ["objective.target=none"], 0.0), *arms):
         for seed in SEEDS:
-            p = write_run(runs, ["eval.num_images=13", *over, f"train.seed={seed}"],
+            p = write_run(runs, [f"eval.num_images={num_images}", *over, f"train.seed={seed}"],
                           [0.25, 0.5 + delta + 0.01 * seed + rng.normal(0, 0.002)])
             trials.append(({"arm": arm, "seed": seed}, p))
-    write_grid(runs, "masked_generation", trials)
+    write_grid(runs, grid, trials)
+
+
+def _masked_generation(runs: Path, rng: np.random.Generator) -> None:
+    """Masking turns semantic generation from a loss into a gain against text only."""
+    _against_text_only(runs, rng, "masked_generation", 13, (
+        ("semantic_input", ["objective.target=semantic_input"], -0.05),
+        ("si+gauss", ["objective.target=semantic_input", "masking.distribution=gaussian", "masking.mean=0.5"], 0.05)))
+
+
+def _semantic_weight(runs: Path, rng: np.random.Generator) -> None:
+    """A lighter semantic loss turns semantic generation from a loss into a gain against text only."""
+    _against_text_only(runs, rng, "semantic_weight", 14, (
+        ("semantic_w1", ["objective.target=semantic_input"], -0.05),
+        ("semantic_w.1", ["objective.target=semantic_input", "objective.semantic_weight=0.1"], 0.05)))
 
 
 def _inference_scaling(runs: Path, rng: np.random.Generator) -> None:
@@ -130,7 +142,7 @@ def study_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("world") / "runs"
     rng = np.random.default_rng(0)
     for make in (_generation_target, _data_scaling, _ar_target, _mask_distribution, _masked_generation,
-                 _inference_scaling, _loss_weight):
+                 _semantic_weight, _inference_scaling, _loss_weight):
         make(runs, rng)
     corrupt = write_run(runs, ["eval.num_images=12"], [0.25, 0.45])  # outside every grid, with a corrupt line
     with open(corrupt / "eval.jsonl", "a") as f:
@@ -200,6 +212,9 @@ def test_verdicts_follow_the_synthetic_effects(report: Path):
     masked = "Generation under masking"
     assert _verdict(v, masked, "semantic_input vs text_only", "zs_acc") == "not reproduced"
     assert _verdict(v, masked, "si+gauss vs text_only", "zs_acc") == "reproduced"
+    lighter = "Generation under a lighter semantic loss"
+    assert _verdict(v, lighter, "semantic_w1 vs text_only", "zs_acc") == "not reproduced"
+    assert _verdict(v, lighter, "semantic_w.1 vs text_only", "zs_acc") == "reproduced"
     # no claim for the detached pixel decoder or the loss weight; uniform masking is not a Gaussian
     assert v.filter(pl.col("comparison").str.starts_with("pixel_detached vs")).is_empty()
     assert v.filter(pl.col("study") == "Generation loss weight").is_empty()

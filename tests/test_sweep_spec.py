@@ -149,10 +149,15 @@ def test_spec_error_is_one_line_with_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and err.startswith("error: grid spec") and "line 10" in err
 
 
-def test_masked_generation_reuses_the_mask_distribution_runs():
-    """The follow-up trains only its text-only arm: every masked arm is a mask_distribution run."""
+@pytest.mark.parametrize("follow_up, source, reused_arms", [
+    ("masked_generation", "mask_distribution", {"semantic_input", "si+fixed", "si+uniform", "si+gauss_.5_.25_sample",
+                                                "si+gauss_.5_.25_batch", "si+gauss_.75_.25", "si+gauss_.5_.5",
+                                                "si+truncnorm_mar"}),
+    ("semantic_weight", "masked_generation", {"text_only", "semantic_w1"}),
+])
+def test_follow_ups_train_only_their_new_arms(follow_up: str, source: str, reused_arms: set[str]):
+    """A follow-up grid reuses its source grid's runs (same configs, same run ids) and trains only new arms."""
     for scale in ("smoke", "cpu"):
-        masked = expand(load_spec("masked_generation", scale))
-        ids = {t.run_id for t in expand(load_spec("mask_distribution", scale))}
-        new = {t.axes["arm"] for t in masked if t.run_id not in ids}
-        assert new == {"text_only"}, (scale, new)
+        ids = {t.run_id for t in expand(load_spec(source, scale))}
+        for t in expand(load_spec(follow_up, scale)):
+            assert (t.run_id in ids) == (t.axes["arm"] in reused_arms), (follow_up, scale, t.axes["arm"])
