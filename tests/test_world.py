@@ -97,6 +97,15 @@ def test_epochs_are_permutations_and_held_out_is_disjoint():
     assert held_out_indices(0, 5).min() >= HELD_OUT_START > 10**12
 
 
+def test_training_order_is_the_one_the_committed_runs_saw():
+    """The committed cpu runs (reports/results/cpu/runs) resume and reproduce only while the order stays
+    bit-identical: these indices were drawn by the code that trained them (the second pair straddles
+    the boundary of the first two epochs)."""
+    cfg = load_config("cpu-small", ["train.seed=1"])
+    assert training_indices(cfg, 0)[:4].tolist() == [81323, 57998, 15750, 52365]
+    assert training_indices(cfg, 1562)[30:34].tolist() == [28001, 75001, 74110, 42255]
+
+
 def test_keyed_permutation_is_a_bijection_for_awkward_sizes():
     for n in (1, 2, 3, 1000, 4097):
         p = KeyedPermutation(n, (0, 1))(np.arange(n))

@@ -20,16 +20,17 @@ from study.config import RunConfig
 from study.data.tokenizer import PAD_ID, encode
 from study.data.world import HELD_OUT_START, Scene, World
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLDEN, _MUL1, _MUL2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SHIFT1, _SHIFT2, _SHIFT3 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
 def _mix(x: np.ndarray, key: np.uint64) -> np.ndarray:
-    """A 64-bit avalanche hash (splitmix64 finaliser) of x xor key."""
-    with np.errstate(over="ignore"):
-        z = (x ^ key) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return (z ^ (z >> np.uint64(31))) & _MASK64
+    """A 64-bit avalanche hash (splitmix64 finaliser) of x xor key; x is an array, whose uint64
+    arithmetic wraps modulo 2**64 without a warning."""
+    z = (x ^ key) + _GOLDEN
+    z = (z ^ (z >> _SHIFT1)) * _MUL1
+    z = (z ^ (z >> _SHIFT2)) * _MUL2
+    return z ^ (z >> _SHIFT3)
 
 
 class KeyedPermutation:
@@ -38,16 +39,15 @@ class KeyedPermutation:
     def __init__(self, n: int, seed: tuple[int, ...], rounds: int = 4):
         self.n = n
         bits = max(2, (n - 1).bit_length())
-        self.half = (bits + 1) // 2
-        self.low_mask = np.uint64((1 << self.half) - 1)
+        self.half = np.uint64((bits + 1) // 2)
+        self.low_mask = np.uint64((1 << ((bits + 1) // 2)) - 1)
         self.keys = np.random.default_rng(list(seed)).integers(0, 2**63, size=rounds, dtype=np.uint64)
 
     def _feistel(self, x: np.ndarray) -> np.ndarray:
-        h = np.uint64(self.half)
-        left, right = x >> h, x & self.low_mask
+        left, right = x >> self.half, x & self.low_mask
         for key in self.keys:
             left, right = right, left ^ (_mix(right, key) & self.low_mask)
-        return (left << h) | right
+        return (left << self.half) | right
 
     def __call__(self, i: np.ndarray) -> np.ndarray:
         x = self._feistel(i.astype(np.uint64))
