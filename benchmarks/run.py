@@ -17,6 +17,10 @@ def table(results: dict) -> str:
         lines.append(f"| train step, {row['objective']} | {row['toolkit_samples_per_s']:.0f} samples/s | "
                      f"{row['reference_samples_per_s']:.0f} samples/s (hand loop) | {row['ratio']:.3f} | >= 0.95 | "
                      f"{'yes' if row['met'] else 'no'} |")
+    for row in results["train_step"]["rows"]:
+        if "loop_only_ratio" in row:
+            lines.append(f"| train loop alone (pre-rendered batches), {row['objective']} | - | hand loop | "
+                         f"{row['loop_only_ratio']:.3f} | - | - |")
     hw = results["hardware"]
     peaks = {k: v / 1e9 for k, v in hw["peaks_flops_per_s"].items()}
     for row in hw["rows"]:
