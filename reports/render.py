@@ -55,9 +55,11 @@ def fmt(x: float | None, digits: int = 3, sign: bool = False) -> str:
 
 
 def fmt_ci(mean: float | None, lo: float | None, hi: float | None, digits: int = 3, sign: bool = False) -> str:
-    """'0.512 [0.490, 0.531]'; no interval when it is missing or degenerate."""
+    """'0.512 [0.490, 0.531]'; no interval when it is missing or degenerate (a point, or unbounded on both
+    sides, as a t-interval of one pair is)."""
     point = fmt(mean, digits, sign)
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or lo == hi:
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or lo == hi \
+            or (math.isinf(lo) and math.isinf(hi)):
         return point
     return f"{point} [{fmt(lo, digits, sign)}, {fmt(hi, digits, sign)}]"
 

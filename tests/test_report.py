@@ -20,6 +20,7 @@ import pytest
 
 from analysis.utilization import FitSettings
 from reports.build import build_report
+from reports.render import fmt_ci
 from tests.test_analysis_runs import write_grid, write_run
 
 SEEDS = (0, 1, 2)
@@ -219,6 +220,13 @@ def test_verdicts_follow_the_synthetic_effects(report: Path):
     assert v.filter(pl.col("comparison").str.starts_with("pixel_detached vs")).is_empty()
     assert v.filter(pl.col("study") == "Generation loss weight").is_empty()
     assert v.filter(pl.col("comparison").str.starts_with("uniform")).is_empty()
+
+
+def test_intervals_are_printed_only_when_they_bound_something():
+    assert fmt_ci(0.5, 0.4, 0.6) == "0.5 [0.4, 0.6]"
+    assert fmt_ci(0.05, 0.01, float("inf")) == "0.05 [0.01, inf]"  # a one-sided bound still says something
+    assert fmt_ci(0.05, float("-inf"), float("inf"), sign=True) == "+0.05"  # one pair: no interval
+    assert fmt_ci(0.05, 0.05, 0.05) == "0.05"
 
 
 def test_report_lists_left_out_runs(report: Path):
