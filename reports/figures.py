@@ -49,7 +49,8 @@ def _save(fig: plt.Figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=DPI)
-    fig.savefig(stem.with_suffix(".svg"))
+    with matplotlib.rc_context({"svg.hashsalt": stem.name}):  # element ids from the name, not at random
+        fig.savefig(stem.with_suffix(".svg"), metadata={"Date": None})  # same figure, same bytes
     plt.close(fig)
     return stem.with_suffix(".png")
 

@@ -244,6 +244,8 @@ def test_report_is_deterministic(study_world: Path, report: Path, tmp_path: Path
         warnings.simplefilter("ignore")
         build_report(study_world, tmp_path, fit=FIT)
     assert (tmp_path / "report.md").read_text() == (report / "report.md").read_text()
+    svgs = sorted((report / "figures").glob("*.svg"))
+    assert svgs and all((tmp_path / "figures" / f.name).read_bytes() == f.read_bytes() for f in svgs)
 
 
 def test_report_of_an_empty_runs_dir(tmp_path: Path):
