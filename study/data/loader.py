@@ -39,8 +39,8 @@ class KeyedPermutation:
     def __init__(self, n: int, seed: tuple[int, ...], rounds: int = 4):
         self.n = n
         bits = max(2, (n - 1).bit_length())
-        self.half = np.uint64((bits + 1) // 2)
-        self.low_mask = np.uint64((1 << ((bits + 1) // 2)) - 1)
+        half = (bits + 1) // 2
+        self.half, self.low_mask = np.uint64(half), np.uint64((1 << half) - 1)
         self.keys = np.random.default_rng(list(seed)).integers(0, 2**63, size=rounds, dtype=np.uint64)
 
     def _feistel(self, x: np.ndarray) -> np.ndarray:
