@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from analysis import scaling
+from analysis.reference_data import CHINCHILLA_EPOCH_CSV as EPOCH_CSV
 from benchmarks.common import write_result
-
-EPOCH_CSV = Path(__file__).parents[1].parent / "shared/data/chinchilla_epoch_replication.csv"
 
 
 def epoch_points() -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,6 @@
 """Scaling-law fits: parameter recovery, interval coverage, the Epoch replication of Chinchilla, the CLI."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -9,9 +8,9 @@ import pytest
 from scipy.optimize import check_grad
 
 from analysis import scaling
+from analysis.reference_data import CHINCHILLA_EPOCH_CSV as EPOCH_CSV
 from unihetero.cli import main
 
-EPOCH_CSV = Path(__file__).parents[1].parent / "shared/data/chinchilla_epoch_replication.csv"
 D_AXIS = "D=Training FLOP/(6*Model Size)"
 
 POWER = {"A": 400.0, "alpha": 0.3, "E": 1.7}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from study.errors import UserError
@@ -19,10 +20,29 @@ COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as one line with exit code 2 (its default code)."""
+    """argparse that reports bad arguments as one line, from the (sub)command that met them, exit code 2.
+
+    Unknown arguments are reported by the deepest subcommand (argparse would report them from the top,
+    without naming the subcommand), with the closest valid option when one is close.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a subcommand: its own unknown arguments are its error
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggestion(extras)}")
+        return namespace, extras
+
+    def _suggestion(self, extras: list[str]) -> str:
+        options = [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+        for arg in extras:
+            if arg.startswith("--"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
 
     def error(self, message: str) -> None:  # noqa: D102
-        self.exit(2, f"unihetero {self.prog.split()[-1]}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

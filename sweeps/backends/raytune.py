@@ -14,21 +14,25 @@ not use.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeps.backends.ray_connect import join
 from sweeps.execute import TrialTask, execute_on_ranks, execute_trial
 
 
 @dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # HOST:PORT of a running cluster; None starts a local instance
+    connect_timeout_s: float = 30.0  # joining `address` fails with one line after this long
     max_concurrent: int | None = None
     max_failures: int = 2
     cpus_per_trial: float = 1.0
@@ -75,20 +79,32 @@ def connect(options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     if options.address:
-        ray.init(address=options.address, log_to_driver=False)
+        join(options.address, options.connect_timeout_s)
     else:
         ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
     return True
 
 
-def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
+@contextlib.contextmanager
+def session(options: RayOptions) -> Iterator[None]:
+    """Ray joined (or started) for the block, and shut down after it if this block started it; joining a
+    cluster that is absent or refuses this process fails here, before a grid writes anything."""
     import ray
+
+    started = connect(options)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
     from ray import tune
 
     if not tasks:
         return []
-    started = connect(options)
-    try:
+    with session(options):
         storage = Path(options.storage or Path(tasks[0].run_dir).parent / ".ray").resolve()
         resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
         tuner = tune.Tuner(
@@ -102,8 +118,4 @@ def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
                                       failure_config=tune.FailureConfig(max_failures=options.max_failures)),
         )
         results = tuner.fit()
-        return [r.metrics if r.error is None else {"outcome": "error", "reason": repr(r.error)}
-                for r in results]
-    finally:
-        if started:
-            ray.shutdown()
+    return [r.metrics if r.error is None else {"outcome": "error", "reason": repr(r.error)} for r in results]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from study.errors import UserError
 from sweeps.spec import SCALES, GridSpec, Trial, expand, load_spec
 from sweeps.status import collect, counts_line, format_table, status_table
-from unihetero.commands.argtypes import nonnegative_float, positive_int
+from unihetero.commands.argtypes import nonnegative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
     from sweeps.backends.local import LocalOptions
@@ -31,6 +31,8 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, default=1, help="local: processes (1: this one)")
     ray = p.add_argument_group("ray")
     ray.add_argument("--ray-address", help="HOST:PORT of a running Ray cluster (default: start a local one)")
+    ray.add_argument("--ray-timeout", type=positive_float, default=30.0,
+                     help="seconds to wait for the cluster at --ray-address before failing (default 30)")
     ray.add_argument("--max-concurrent", type=positive_int, help="most trials at once")
     ray.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
     ray.add_argument("--cpus-per-trial", type=nonnegative_float, default=1.0)
@@ -98,7 +100,8 @@ def backend_options(args: argparse.Namespace, spec: GridSpec) -> LocalOptions | 
     if args.backend == "ray":
         from sweeps.backends.raytune import RayOptions
 
-        return RayOptions(address=args.ray_address, max_concurrent=args.max_concurrent,
+        return RayOptions(address=args.ray_address, connect_timeout_s=args.ray_timeout,
+                          max_concurrent=args.max_concurrent,
                           max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
                           gpus_per_trial=args.gpus_per_trial, name=name)
     from sweeps.backends.slurm import SlurmOptions

@@ -1,0 +1,34 @@
+"""Argument errors: one line from the (sub)command that met them, never the program name twice, and the
+closest valid option for a misspelt one."""
+
+import pytest
+
+from unihetero.cli import main
+
+
+def cli_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_unknown_option_of_a_subcommand_names_it_and_suggests_the_close_one(capsys):
+    err = cli_error(capsys, ["sweep", "launch", "g", "--preset", "smoke", "--slurm-partition", "x"])
+    assert err == ("unihetero sweep launch: error: unrecognized arguments: --slurm-partition x "
+                   "(did you mean --partition?)")
+
+
+def test_unknown_option_without_a_close_match_gets_no_suggestion(capsys):
+    err = cli_error(capsys, ["sweep", "status", "g", "--preset", "smoke", "--zzzzzz"])
+    assert err == "unihetero sweep status: error: unrecognized arguments: --zzzzzz"
+
+
+def test_top_level_and_value_errors_name_the_program_once(capsys):
+    err = cli_error(capsys, ["no-such-command"])
+    assert err.startswith("unihetero: error: argument command: invalid choice: 'no-such-command'")
+    err = cli_error(capsys, ["sweep", "launch", "g", "--preset", "huge"])
+    assert err.startswith("unihetero sweep launch: error: argument --preset: invalid choice: 'huge'")
+    assert "unihetero unihetero" not in err
