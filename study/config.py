@@ -51,6 +51,9 @@ class ModelConfig:
                                  "reference", choices=("sdpa", "xformers", "reference"))
     encoder_checkpoint: str = opt("", "load the vision encoder from this checkpoint file ('' = random init)")
     freeze_encoder: bool = opt(False, "keep the vision encoder's weights fixed")
+    paired_init: bool = opt(False, "initialise encoder, projector and LLM before any head, so arms that differ only "
+                                   "in their heads start from identical shared weights at one seed (false: v1's "
+                                   "order, where a semantic head shifts every later draw)")
     backbone: str = opt("mini", "components: mini (built-in ViT and LLM, sized by model.size) or hf (pretrained "
                                 "transformers backbones from local directories; needs data.source=shards)",
                         choices=("mini", "hf"))
@@ -66,6 +69,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    world_version: int = opt(1, "miniature world: 1 (the v1 study's renderer) or 2 (calibrated objects and a "
+                                    "counter-based random stream rendered batch-wide)", choices=(1, 2))
     world_seed: int = opt(0, "seed of the procedural world (images are a function of seed and index)", ge=0,
                           le=2**63 - 1)
     image_size: int = opt(32, "image side in pixels (hf backbone: the vision encoder's own size is used)", ge=8,
@@ -90,12 +95,22 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
+    task: str = opt("vlm", "what the run trains: the VLM (vlm), or a vision encoder alone as a pretraining stage: "
+                           "image-text sigmoid contrastive (contrastive) or masked-feature self-distillation without "
+                           "captions (self_distill)", choices=("vlm", "contrastive", "self_distill"))
     target: str = opt("none", "generation target: none, or '+'-joined parts of " + ", ".join(TARGET_PARTS))
     understanding_weight: float = opt(1.0, "weight of caption next-token cross-entropy", ge=0)
     semantic_weight: float = opt(1.0, "weight of the semantic (input-embedding or encoder) loss", ge=0)
     semantic_loss: str = opt("cosine", "loss on semantic targets", choices=("mse", "cosine", "smooth_l1"))
     target_ema: float = opt(0.0, "EMA decay of the projector copy that defines semantic_input targets "
                                  "(0 = the live projector)", ge=0, le=0.99999)
+    target_projector: str = opt("", "semantic_input: a checkpoint (or run:<id>) whose projector, frozen, defines the "
+                                    "targets ('' = the live or EMA projector)")
+    target_norm: bool = opt(False, "normalise each semantic target token to zero mean and unit variance over its "
+                                   "features (no learned affine)")
+    semantic_grad_to_inputs: bool = opt(True, "the semantic loss's gradient reaches projector and encoder through "
+                                              "the LLM's inputs (false: it trains LLM and head on detached inputs, "
+                                              "in a second forward of the visual tokens)")
     pixel_weight: float = opt(1.0, "weight of the pixel loss", ge=0)
     pixel_head: str = opt("diffusion", "pixel predictor", choices=("diffusion", "mse"))
     pixel_grad_to_llm: bool = opt(True, "pixel loss gradient reaches the LLM (false: a decoder on "
@@ -122,6 +137,9 @@ class MaskingConfig:
     per: str = opt("batch", "one probability per batch or per sample", choices=("batch", "sample"))
     loss_on: str = opt("next", "generation loss on every next position or on masked ones only",
                        choices=("next", "masked"))
+    caption_on: str = opt("masked", "caption loss from the masked sequence, or from the clean one (a second forward) "
+                                    "while generation losses use the masked one (the same when nothing is masked)",
+                          choices=("masked", "clean"))
 
 
 @dataclass
@@ -132,6 +150,8 @@ class TrainConfig:
     lr: float = opt(1e-3, "peak AdamW learning rate", gt=0, le=1)
     min_lr_ratio: float = opt(0.1, "final learning rate / peak", ge=0, le=1)
     warmup_steps: int = opt(100, "linear warmup steps", ge=0)
+    warmup_fraction: float = opt(0.0, "warmup as a fraction of the run's steps (0 = use train.warmup_steps)", ge=0,
+                                 le=0.5)
     weight_decay: float = opt(0.05, "AdamW weight decay (matrices only)", ge=0)
     grad_clip: float = opt(1.0, "global gradient-norm clip (0 = off)", ge=0)
     precision: str = opt("fp32", "autocast precision", choices=("fp32", "bf16"))
@@ -173,6 +193,12 @@ class RunConfig:
     @property
     def steps(self) -> int:
         return math.ceil(self.train.samples_seen / self.train.batch_size)
+
+    @property
+    def warmup(self) -> int:
+        """Warmup steps: a fraction of the run, or train.warmup_steps."""
+        t = self.train
+        return round(t.warmup_fraction * self.steps) if t.warmup_fraction else t.warmup_steps
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -317,6 +343,7 @@ def _validate_whole(cfg: RunConfig) -> None:
             raise UserError(f"config key 'model.{name}': {getattr(m, name)} is not divisible by "
                             f"model.heads {m.heads}")
     _validate_sources(cfg)
+    _validate_v2(cfg)
     patch_dim = m.patch_size ** 2 * 3
     if m.backbone == "mini" and "pixel" in parts and o.pixel_head == "diffusion" and o.diffusion_width < patch_dim:
         raise UserError(f"config key 'objective.diffusion_width': {o.diffusion_width} is narrower than the pixel "
@@ -333,6 +360,23 @@ def _validate_whole(cfg: RunConfig) -> None:
         if not (layer.startswith("llm.") and idx.isdigit() and int(idx) < m.depth):
             raise UserError(f"config key 'eval.probe_layer': {layer!r} is not encoder, projector, llm.mid, "
                             f"llm.final or llm.<k> with k < model.depth ({m.depth})")
+
+
+def _validate_v2(cfg: RunConfig) -> None:
+    """Checks of the paper's-regime keys. A schedule shorter than its warmup is an error from world v2 on; v1
+    configs keep theirs, so the committed v1 runs (some of which never left warmup) stay valid."""
+    o = cfg.objective
+    if cfg.data.world_version >= 2 and cfg.steps < cfg.warmup:
+        raise UserError(f"config key 'train.warmup_steps': the run's {cfg.steps} steps (train.samples_seen "
+                        f"{cfg.train.samples_seen} / train.batch_size {cfg.train.batch_size}) are fewer than its "
+                        f"{cfg.warmup} warmup steps; lower the warmup or use train.warmup_fraction")
+    if o.target_projector and "semantic_input" not in o.parts():
+        raise UserError("config key 'objective.target_projector': applies to objective.target semantic_input only")
+    if o.target_projector and o.target_ema:
+        raise UserError("config key 'objective.target_projector': a frozen target projector takes no "
+                        "objective.target_ema")
+    if o.task != "vlm" and cfg.model.backbone != "mini":
+        raise UserError(f"config key 'objective.task': {o.task} pretrains the mini backbone's encoder only")
 
 
 def _validate_sources(cfg: RunConfig) -> None:

@@ -3,12 +3,14 @@
 Which metrics exist depends on `data.source`:
 
 - world (held-out world indices, exact ground truth): understanding as held-out caption loss, zero-shot
-  attribute accuracy (with chance levels) and linear probes; generation as semantic or pixel metrics
+  attribute accuracy (with chance levels) and linear probes; collapse diagnostics of the visual input
+  embeddings (`study.evaluation.diagnostics`); generation as semantic or pixel metrics
   beside trivial predictors. At the final evaluation, inference-time scaling (masked-view ensembles;
   diffusion sampling steps) is written to `inference_scaling.json` and decoded images to `samples.npz`
   in the run directory.
 - shards (the held-out shards, captions only; `study.evaluation.heldout`): held-out caption loss, the
-  semantic and pixel losses and semantic metrics where the objective has them, and data counts
+  semantic and pixel losses and semantic metrics where the objective has them, the collapse diagnostics,
+  and data counts
   (evaluated samples, corrupt training samples skipped). No attribute questions, probes or
   inference-scaling files: there is no ground truth to ask about.
 """
@@ -25,6 +27,7 @@ import torch
 from study.config import RunConfig
 from study.data.loader import held_out_indices, make_batch
 from study.data.world import World
+from study.evaluation.diagnostics import collapse_diagnostics
 from study.evaluation.generation import pixel_metrics, semantic_metrics
 from study.evaluation.heldout import heldout_metrics
 from study.evaluation.probe import linear_probe
@@ -65,6 +68,7 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, fi
     _, embeds = model.encode(batch.images)
     hidden, _ = model(embeds, batch.tokens)
     out: dict = {"caption_loss": float(caption_loss(model.text_logits(hidden, model.num_visual), batch.tokens))}
+    out.update(collapse_diagnostics(embeds))
     out.update(zero_shot(model, cfg, embeds, batch.scenes))
     probe = make_batch(world, held_out_indices(n, cfg.eval.probe_images))
     out.update(linear_probe(model, cfg, probe.images, probe.scenes))

@@ -33,23 +33,43 @@ def generation_positions(mask: torch.Tensor | None, loss_on: str, batch: int, nu
     return torch.ones(batch, num_visual - 1, dtype=torch.bool, device=device)
 
 
+def generation_hidden(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, tokens: torch.Tensor,
+                      mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states for the caption loss (B, V + L, D), for the generation heads (B, V, D), and for the semantic
+    head (B, V, D). Visual positions never attend to text, so a forward of the visual tokens alone gives the
+    same visual hidden states as the full sequence; the extra forwards below are that cheap kind:
+    - masking.caption_on=clean: the caption reads the clean sequence, the generation heads the masked one;
+    - objective.semantic_grad_to_inputs=false: the semantic head reads a forward of detached inputs, so its loss
+      trains LLM and head but never reaches projector, encoder or mask embedding."""
+    v = model.num_visual
+    masked = model.mask_inputs(embeds, mask)
+    clean_caption = cfg.masking.caption_on == "clean" and mask is not None
+    hidden, _ = model(embeds if clean_caption else masked, tokens)
+    no_text = tokens[:, :0]
+    gen_hidden = model(masked, no_text)[0] if clean_caption else hidden[:, :v]
+    sem_hidden = gen_hidden
+    if model.semantic_head is not None and not cfg.objective.semantic_grad_to_inputs:
+        sem_hidden = model(masked.detach(), no_text)[0]
+    return hidden, gen_hidden, sem_hidden
+
+
 def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, tokens: torch.Tensor,
                    mask: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """Every active loss, unweighted, plus 'total' (the weighted sum that is optimised)."""
     o = cfg.objective
     enc, embeds = model.encode(images)
-    hidden, _ = model(model.mask_inputs(embeds, mask), tokens)
+    hidden, gen_hidden, sem_hidden = generation_hidden(model, cfg, embeds, tokens, mask)
     v = model.num_visual
     losses = {"caption": caption_loss(model.text_logits(hidden, v), tokens, model.pad_id)}
     total = o.understanding_weight * losses["caption"]
     where = generation_positions(mask, cfg.masking.loss_on, images.shape[0], v, images.device)
-    h_next = hidden[:, : v - 1][where]  # hidden state at i predicts visual token i + 1
-    if model.semantic_head is not None:
+    if model.semantic_head is not None:  # hidden state at i predicts visual token i + 1
         target = model.semantic_targets(enc, embeds)[:, 1:][where]
-        per_token = regression_loss(model.semantic_head(h_next), target, o.semantic_loss)
+        per_token = regression_loss(model.semantic_head(sem_hidden[:, : v - 1][where]), target, o.semantic_loss)
         losses["semantic"] = per_token.sum() / max(1, per_token.numel())
         total = total + o.semantic_weight * losses["semantic"]
     if model.pixel_head is not None:
+        h_next = gen_hidden[:, : v - 1][where]
         target = model.pixel_targets(images)[:, 1:][where]
         cond = h_next if o.pixel_grad_to_llm else h_next.detach()
         if cond.shape[0] == 0:  # nothing masked in this batch under loss_on=masked

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from study import distributed
+from study import distributed, upstream
 from study.config import RunConfig
 from study.data.loader import Batch, training_stream
 from study.distributed import Ranks
@@ -67,10 +67,10 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW
 
 def lr_factor(step: int, cfg: RunConfig) -> float:
     """Linear warmup, then cosine decay to min_lr_ratio at the last step."""
-    t, total = cfg.train, cfg.steps
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, total - t.warmup_steps)
+    t, total, warmup = cfg.train, cfg.steps, cfg.warmup
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -181,7 +181,12 @@ def _checkpoint_state(model: UnifiedModel, opt: torch.optim.Optimizer, sched, st
             "scheduler": sched.state_dict(), "step": step, "rng": torch.get_rng_state(), "accumulators": acc}
 
 
-def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks) -> UnifiedModel | None:
+def build_model(cfg: RunConfig, runs_dir: Path) -> UnifiedModel:
+    """The run's model, its upstream references (`run:<id>`) read from the runs directory."""
+    return UnifiedModel(upstream.resolve(cfg, runs_dir))
+
+
+def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks, store_dir: Path) -> UnifiedModel | None:
     """The model rank 0 evaluates: the model itself on CPU; otherwise an unsharded CPU copy (gathering an FSDP
     model takes every rank). The evaluation code builds its batches on CPU, so a GPU run evaluates there."""
     if not distributed.is_sharded(model) and ranks.device.type == "cpu":
@@ -190,14 +195,14 @@ def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks) -> UnifiedMod
     if not ranks.main:
         return None
     with torch.random.fork_rng(devices=[]):
-        copy = UnifiedModel(cfg)
+        copy = build_model(cfg, store_dir.parent)
     copy.load_state_dict({k: v.cpu() for k, v in state.items()})
     return copy
 
 
 def _evaluate(store: RunStore, model: UnifiedModel, cfg: RunConfig, ranks: Ranks, step: int, final: bool) -> dict:
     """Evaluate on rank 0 while the others wait; rank 0's record ({} on the others)."""
-    eval_model = _eval_model(model, cfg, ranks)
+    eval_model = _eval_model(model, cfg, ranks, store.path)
     record = {}
     if ranks.main:
         record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": final}
@@ -217,6 +222,7 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
     `nan_at_step` is a test hook: the loss of that step becomes NaN, as in a diverging run.
     """
     check_inputs(cfg)  # a missing backbone or shard directory fails before anything is written
+    upstream.resolve(cfg, Path(run_dir).parent)  # so does an upstream run that has not completed
     ranks, started = distributed.setup(cfg)
     store = RunStore(run_dir) if ranks.main else distributed.FollowerStore(run_dir)
     try:
@@ -244,7 +250,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
-    model = UnifiedModel(cfg).to(ranks.device)
+    model = build_model(cfg, store.path.parent).to(ranks.device)
     loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))

@@ -69,17 +69,20 @@ def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, 
 
 @torch.no_grad()
 def rollout_errors(model: UnifiedModel, cfg: RunConfig, enc, embeds, targets) -> dict[str, float]:
-    """1 - cosine to the true target at each free-running step k, from the middle of the image."""
+    """1 - cosine to the true target at each free-running step k, from the middle of the image, beside the same
+    error of copying the last given target (a collapsed arm's low rollout error is that baseline's)."""
     v = model.num_visual
     start = v // 2
     steps = min(cfg.eval.rollout_steps, v - start)
     inputs = embeds[:, :start]
+    last_given = targets[:, start - 1].float()  # the trivial rollout: repeat the last token it was given
     out = {}
     for k in range(1, steps + 1):
         hidden, _ = model(inputs, _bos(model, inputs.shape[0]))
         pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
-        out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), targets[:, start + k - 1].float(),
-                                                                 dim=-1).mean())
+        truth = targets[:, start + k - 1].float()
+        out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), truth, dim=-1).mean())
+        out[f"rollout_err_copy_last/{k}"] = float(1 - F.cosine_similarity(last_given, truth, dim=-1).mean())
         fed = pred if model.semantic_target == "semantic_input" else model.projector(pred)
         inputs = torch.cat([inputs, fed[:, None].to(inputs.dtype)], dim=1)
     return out

@@ -15,6 +15,7 @@ import torch
 from study.config import RunConfig
 from study.data.shards import ERRORS, Captions, held_out_batches
 from study.errors import UserError
+from study.evaluation.diagnostics import collapse_diagnostics
 from study.evaluation.generation import semantic_metrics
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses
@@ -39,6 +40,7 @@ def heldout_metrics(model: UnifiedModel, cfg: RunConfig, step: int, gen: torch.G
         losses = compute_losses(model, cfg, batch.images, batch.tokens, None, gen)
         for k in active:
             out[NAMES[k]] += float(losses[k]) * len(batch.images) / n
+    out.update(collapse_diagnostics(model.encode(batches[0].images)[1]))
     if model.semantic_head is not None:
         out.update(semantic_metrics(model, cfg, batches[0].images, gen))
     out["data/eval_samples"] = n

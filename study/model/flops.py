@@ -1,7 +1,9 @@
 """Analytic FLOPs of every component (matmuls and attention; 2 FLOPs per multiply-add).
 
 Training counts forward + backward (3x forward) for every component that gets gradients, and the
-forward alone for a frozen encoder. The counts are per sample. Dimensions come from the config (mini
+forward alone for a frozen encoder; the second LLM passes some objectives make (`llm_masked_pass`,
+`llm_semantic_pass`: the visual tokens again) are components of their own.
+The counts are per sample. Dimensions come from the config (mini
 backbone) or from the backbones' own config files (hf; the frozen VAE that makes pixel targets is not
 counted).
 """
@@ -63,7 +65,13 @@ def forward_flops(cfg: RunConfig, caption_tokens: int) -> dict[str, float]:
         "lm_head": 2 * caption_tokens * w * d.vocab,
     }
     parts = o.parts()
-    if "semantic_input" in parts or "semantic_encoder" in parts:
+    visual_pass = _transformer(v, w, d.depth, d.hidden, 3, d.kv_width)  # the LLM over the visual tokens alone
+    if cfg.masking.caption_on == "clean" and cfg.masking.distribution != "none":
+        flops["llm_masked_pass"] = visual_pass
+    semantic = "semantic_input" in parts or "semantic_encoder" in parts
+    if semantic and not o.semantic_grad_to_inputs:
+        flops["llm_semantic_pass"] = visual_pass
+    if semantic:
         dim = w if "semantic_input" in parts else ew
         flops["semantic_head"] = 2 * (v - 1) * (w * w + w * dim)
     if "pixel" in parts:

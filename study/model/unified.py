@@ -13,6 +13,7 @@ import copy
 import pickle
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from study.config import RunConfig
@@ -52,13 +53,17 @@ class UnifiedModel(nn.Module):
         parts = o.parts()
         self.semantic_target = next((p for p in parts if p.startswith("semantic")), None)
         self.semantic_head = None
+        self.target_norm = o.target_norm
+        if m.paired_init:  # shared modules drawn before any head exists: identical across arms at one seed
+            self._init_shared(m.backbone)
         if self.semantic_target:
             dim = width if self.semantic_target == "semantic_input" else enc_width
             self.semantic_head = mlp(width, width, dim)
-        for part in (self,) if m.backbone == "mini" else (self.projector, self.semantic_head):
-            if part is not None:  # pretrained backbones keep their weights
-                init_weights(part)
-        nn.init.normal_(self.mask_embedding, std=0.02)
+        if m.paired_init:
+            if self.semantic_head is not None:
+                init_weights(self.semantic_head)
+        else:  # v1's order: a semantic head built before the draws shifts every later one
+            self._init_shared(m.backbone)
         self.pixel_head: nn.Module | None = None
         if "pixel" in parts:
             if m.backbone == "hf":
@@ -72,13 +77,25 @@ class UnifiedModel(nn.Module):
             self.pixel_head = (DiffusionHead(self.patch_dim, width, o.diffusion_width, o.diffusion_depth,
                                              o.diffusion_timesteps, clip=pixel_bound)
                                if o.pixel_head == "diffusion" else mlp(width, width, self.patch_dim))
-        self.ema_projector = None
-        if self.semantic_target == "semantic_input" and o.target_ema > 0:
+        self.ema_projector = None  # the projector copy that defines semantic_input targets: EMA or frozen
+        if self.semantic_target == "semantic_input" and (o.target_ema > 0 or o.target_projector):
             self.ema_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        if o.target_projector and self.ema_projector is not None:
+            self.ema_projector.load_state_dict(load_module_weights(o.target_projector, "projector",
+                                                                   "objective.target_projector"))
         if m.encoder_checkpoint:
-            self.encoder.load_state_dict(load_encoder_weights(m.encoder_checkpoint))
+            self.encoder.load_state_dict(load_module_weights(m.encoder_checkpoint, "encoder",
+                                                             "model.encoder_checkpoint"))
         if m.freeze_encoder:
             self.encoder.requires_grad_(False)
+
+    def _init_shared(self, backbone: str) -> None:
+        """Draw the weights of everything built so far (pretrained backbones keep theirs), then the mask
+        embedding; with model.paired_init this runs before any head is built."""
+        for part in (self,) if backbone == "mini" else (self.projector, self.semantic_head):
+            if part is not None:
+                init_weights(part)
+        nn.init.normal_(self.mask_embedding, std=0.02)
 
     def _build_hf(self, cfg: RunConfig) -> None:
         from study.model import hf
@@ -118,29 +135,35 @@ class UnifiedModel(nn.Module):
         return patchify(images * 2 - 1, self.patch_size)
 
     def semantic_targets(self, enc: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """What the semantic head regresses, detached: input embeddings (maybe via EMA) or encoder outputs."""
+        """What the semantic head regresses, detached: input embeddings (live, EMA or frozen projector) or encoder
+        outputs; with objective.target_norm each token normalised over its features (no affine)."""
         if self.semantic_target == "semantic_encoder":
-            return enc.detach()
-        if self.ema_projector is not None:
+            target = enc.detach()
+        elif self.ema_projector is not None:
             with torch.no_grad():
-                return self.ema_projector(enc.detach())
-        return embeds.detach()
+                target = self.ema_projector(enc.detach())
+        else:
+            target = embeds.detach()
+        if self.target_norm:
+            target = F.layer_norm(target.float(), (target.shape[-1],), eps=1e-6).to(target.dtype)
+        return target
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        if self.ema_projector is not None:
+        if self.ema_projector is not None and decay > 0:  # decay 0 with a projector: a frozen one
             for ema, live in zip(self.ema_projector.parameters(), self.projector.parameters(), strict=True):
                 ema.lerp_(live, 1 - decay)
 
 
-def load_encoder_weights(path: str) -> dict[str, torch.Tensor]:
-    """An encoder state dict from a run checkpoint ('model' with 'encoder.' keys) or a bare state dict."""
+def load_module_weights(path: str, module: str, key: str) -> dict[str, torch.Tensor]:
+    """One module's state dict from a run checkpoint ('model' with '<module>.' keys) or a bare state dict; `key`
+    names the config key in errors."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as e:
-        raise UserError(f"config key 'model.encoder_checkpoint': cannot load '{path}': {e.__class__.__name__}") \
-            from None
+        raise UserError(f"config key '{key}': cannot load '{path}': {e.__class__.__name__}") from None
     state = state.get("model", state)
-    if any(k.startswith("encoder.") for k in state):
-        state = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    prefix = f"{module}."
+    if any(k.startswith(prefix) for k in state):
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
     return state
