@@ -221,6 +221,10 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
     raised as TrainingFailed; the checkpoints written before it are untouched, so a resume continues.
     `nan_at_step` is a test hook: the loss of that step becomes NaN, as in a diverging run.
     """
+    if cfg.objective.task != "vlm":  # an encoder-pretraining stage
+        from study.pretrain.run import train_stage
+
+        return train_stage(cfg, run_dir, interrupt, quiet, nan_at_step)
     check_inputs(cfg)  # a missing backbone or shard directory fails before anything is written
     upstream.resolve(cfg, Path(run_dir).parent)  # so does an upstream run that has not completed
     ranks, started = distributed.setup(cfg)
@@ -293,7 +297,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
             done = step + 1
             if done % cfg.train.log_every == 0 or done == cfg.steps:
                 now = time.perf_counter()
-                record = _metrics_record(cfg, done, acc, sched.get_last_lr()[0], now - tick)
+                record = metrics_record(cfg, done, acc, sched.get_last_lr()[0], now - tick)
                 store.append("metrics.jsonl", record)
                 if progress:
                     progress.update(done, record)
@@ -315,7 +319,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     return store.path
 
 
-def _metrics_record(cfg: RunConfig, step: int, acc: dict, lr: float, seconds: float) -> dict:
+def metrics_record(cfg: RunConfig, step: int, acc: dict, lr: float, seconds: float) -> dict:
     n = max(1, acc["count"])
     samples = step * cfg.train.batch_size
     record = {"step": step, "samples_seen": samples, "tokens_seen": acc["tokens"],

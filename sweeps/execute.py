@@ -51,6 +51,7 @@ class TrialTask:
     runner: str = "train"  # "train", or "noop" for measuring dispatch overhead
     until_step: int | None = None  # stop after the checkpoint of this step (search segments)
     lock_timeout_s: float = 60.0
+    upstream: tuple[str, ...] = ()  # run directories this trial takes as inputs (they completed before it starts)
 
 
 Share = Callable[[Any], Any]  # rank 0 passes a value to every rank of the trial; all get rank 0's value back

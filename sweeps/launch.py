@@ -1,4 +1,5 @@
-"""Launch one grid: write its membership, run every trial through a backend, read states back."""
+"""Launch one grid: write its membership, run every trial (upstream stages first) through a backend, read states
+back."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 from sweeps.backends import backend, backend_session
 from sweeps.execute import TrialTask
 from sweeps.layout import run_dir, write_membership
-from sweeps.spec import GridSpec, Trial, expand
-from sweeps.status import GridProgress, TrialState, collect
+from sweeps.spec import GridSpec, Trial, pipeline, waves
+from sweeps.status import GridProgress, TrialState, collect, trial_run_state
 
 
 def seed_major(trials: list[Trial]) -> list[Trial]:
@@ -20,14 +21,28 @@ def seed_major(trials: list[Trial]) -> list[Trial]:
 
 def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: object,
                 retry_failed: bool = False) -> list[TrialState]:
-    """Run the grid's trials (completed ones are skipped, partial ones resume); their states after."""
-    trials = expand(spec)
+    """Run the grid's trials, upstream stages first (completed ones are skipped, partial ones resume); their
+    states after. A backend with `launch_waves` (Slurm) gets every wave at once and chains them by job
+    dependencies; the others run wave after wave, each trial only once its upstream runs completed."""
+    trials = pipeline(spec)
     engine = backend(backend_name)
     with backend_session(engine, options):  # an unreachable cluster fails here, before anything is written
         write_membership(runs_dir, spec, trials)
-        tasks = [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=retry_failed)
-                 for t in seed_major(trials)]
         print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {backend_name}", file=sys.stderr)
         with GridProgress(trials, runs_dir):
-            engine.launch(tasks, options)
+            if hasattr(engine, "launch_waves"):
+                engine.launch_waves([_tasks(w, runs_dir, retry_failed) for w in waves(seed_major(trials))], options)
+            else:
+                for wave in waves(seed_major(trials)):
+                    ready = [t for t in wave if all(_completed(runs_dir, up) for up in t.upstream)]
+                    engine.launch(_tasks(ready, runs_dir, retry_failed), options)
     return collect(trials, runs_dir)
+
+
+def _tasks(trials: list[Trial], runs_dir: Path, retry_failed: bool) -> list[TrialTask]:
+    return [TrialTask(str(run_dir(runs_dir, t.run_id)), t.config.to_dict(), retry_failed=retry_failed,
+                      upstream=tuple(str(run_dir(runs_dir, u)) for u in t.upstream)) for t in trials]
+
+
+def _completed(runs_dir: Path, run_id: str) -> bool:
+    return trial_run_state(run_dir(runs_dir, run_id)) == "completed"

@@ -36,6 +36,7 @@ def write_membership(runs_dir: Path, spec: GridSpec, trials: list[Trial]) -> Pat
     path = grid_file(runs_dir, spec.name, spec.scale)
     body = {"grid": spec.name, "preset": spec.scale, "spec": str(spec.path.resolve()),
             "description": spec.description, "written_at": time.time(),
-            "trials": [{"index": t.index, "run_id": t.run_id, "axes": t.axes} for t in trials]}
+            "trials": [{"index": t.index, "run_id": t.run_id, "axes": t.axes} | ({"stage": t.stage} if t.stage else {})
+                       | ({"upstream": t.upstream} if t.upstream else {}) for t in trials]}
     atomic_write(path, json.dumps(body, indent=1).encode())
     return path

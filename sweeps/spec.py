@@ -2,6 +2,7 @@
 
     name: generation_target            # [A-Za-z0-9_-], names the grid's membership file
     description: ...
+    protocol: 1                                                # which study's `reproduce all` runs it (1 or 2)
     base: {preset: cpu-small, overrides: {eval.every: 250}}
     axes: {objective.target: [none, semantic_input]}          # cartesian product
     zip:                                                       # each group: keys that move together
@@ -9,6 +10,15 @@
     seeds: [0, 1]                                              # the train.seed axis, innermost
     presets:                                                   # smoke | cpu | gpu | full
       smoke: {base: {preset: tiny}, axes: {...}, zip: [...], seeds: [0]}
+
+A pipeline names upstream grids as stages and takes runs of theirs as inputs (see `pipeline`):
+
+    stages: {encoder_pretrain: encoder_pretrain}               # stage name: grid name or spec path
+    base: {preset: cpu-small, overrides: {model.encoder_checkpoint: {stage: encoder_pretrain, arm: contrastive}}}
+
+A reference `{stage: NAME, LABEL: VALUE, ...}` (as any config value: base, axis or zip) selects the one trial
+of that stage, at the same scale preset, whose axis labels match, and becomes `run:<its run id>`: the upstream
+run's id is part of the dependent's config, so of its run id.
 
 A scale preset replaces the base preset, merges its overrides over the base ones, replaces or adds
 axes by key, and replaces the zip groups and seeds when it names them. A zip-group key without a dot
@@ -20,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +38,11 @@ import yaml
 
 from study.config import PRESET_DIR, RunConfig, from_dict, merge, presets, read_yaml
 from study.errors import UserError
+from study.upstream import run_reference, upstream_ids
 
 GRID_DIR = Path(__file__).parent / "grids"
 SCALES = ("smoke", "cpu", "gpu", "full")
-TOP_KEYS = ("name", "description", "base", "axes", "zip", "seeds", "presets")
+TOP_KEYS = ("name", "description", "protocol", "stages", "base", "axes", "zip", "seeds", "presets")
 PRESET_KEYS = ("base", "axes", "zip", "seeds")
 BASE_KEYS = ("preset", "overrides")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -56,6 +67,8 @@ class GridSpec:
     base_preset: str
     base: dict  # the preset's values with the spec's overrides merged in
     axes: list[Axis] = field(default_factory=list)
+    stages: dict[str, list[Trial]] = field(default_factory=dict)  # each stage's trials (its own pipeline)
+    protocol: int = 1  # the study protocol the grid belongs to: 1 = the v1 cpu study, 2 = the paper's regime
 
 
 @dataclass(frozen=True)
@@ -63,10 +76,16 @@ class Trial:
     index: int
     axes: dict[str, Any]
     config: RunConfig
+    stage: str = ""  # the upstream stage this trial belongs to ('' = the grid's own trials)
 
     @property
     def run_id(self) -> str:
         return self.config.run_id()
+
+    @property
+    def upstream(self) -> list[str]:
+        """Run ids of the runs this trial takes as inputs."""
+        return upstream_ids(self.config)
 
 
 def grid_path(source: str) -> Path:
@@ -191,9 +210,19 @@ def _nested(parts: list[str], value: Any) -> dict:
     return {parts[0]: _nested(parts[1:], value)} if len(parts) > 1 else {parts[0]: value}
 
 
-def load_spec(source: str, scale: str) -> GridSpec:
-    """Read and check a grid spec, with the scale preset `scale` applied."""
+def _stage_path(source: Any, spec_path: Path, r: _Reader, where: Where) -> str:
+    """A stage's grid: a grid name, or a spec path relative to the spec that names it."""
+    if not isinstance(source, str):
+        raise r.error(where, f"expected a grid name or spec path, got {source!r}")
+    relative = spec_path.parent / source
+    return str(relative) if not NAME_RE.fullmatch(source) and relative.is_file() else source
+
+
+def load_spec(source: str, scale: str, _loading: tuple[Path, ...] = ()) -> GridSpec:
+    """Read and check a grid spec, with the scale preset `scale` applied (its stages at the same scale)."""
     path = grid_path(source)
+    if path.resolve() in _loading:
+        raise UserError(f"grid spec '{path}': its stages lead back to itself")
     r = _Reader(path)
     data = r.mapping(r.data, (), TOP_KEYS)
     name = data.get("name", path.stem)
@@ -230,7 +259,18 @@ def load_spec(source: str, scale: str) -> GridSpec:
                 raise r.error(axis.where, f"key '{key}' is set by two axes")
             seen[key] = axis
     base = merge(read_yaml(PRESET_DIR / f"{base_preset}.yaml"), overrides)
-    spec = GridSpec(name, str(data.get("description", "")), path, scale, base_preset, base, all_axes)
+    stages = {}
+    for stage, stage_source in r.mapping(data.get("stages", {}), ("stages",), None).items():
+        where = ("stages", str(stage))
+        if not NAME_RE.fullmatch(str(stage)):
+            raise r.error(where, "a stage name is [A-Za-z0-9_-]")
+        upstream = load_spec(_stage_path(stage_source, path, r, where), scale, _loading + (path.resolve(),))
+        stages[str(stage)] = pipeline(upstream)
+    protocol = data.get("protocol", 1)
+    if protocol not in (1, 2):
+        raise r.error(("protocol",), f"{protocol!r} is not 1 or 2")
+    spec = GridSpec(name, str(data.get("description", "")), path, scale, base_preset, base, all_axes, stages,
+                    protocol)
     _check_values(spec, r, base_where)
     return spec
 
@@ -248,7 +288,28 @@ def _assignments(axis: Axis, row: tuple) -> tuple[dict, dict]:
 
 
 def _resolve(spec: GridSpec, values: dict) -> RunConfig:
-    return from_dict(merge(spec.base, values))
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in merge(spec.base, values).items()}
+    for section in merged.values():
+        if isinstance(section, dict):
+            for key, value in section.items():
+                if isinstance(value, dict) and "stage" in value:
+                    section[key] = run_reference(stage_trial(spec, value).run_id)
+    return from_dict(merged)
+
+
+def stage_trial(spec: GridSpec, ref: dict) -> Trial:
+    """The one trial of stage `ref['stage']` whose axis labels match the reference's other keys."""
+    name = ref["stage"]
+    if name not in spec.stages:
+        raise UserError(f"stage reference {ref!r}: unknown stage {name!r} (stages: {', '.join(spec.stages) or 'none'})")
+    labels = {k: v for k, v in ref.items() if k != "stage"}
+    own = [t for t in spec.stages[name] if not t.stage]
+    matches = [t for t in own if all(str(t.axes.get(k)) == str(v) for k, v in labels.items())]
+    if len(matches) != 1:
+        choices = "; ".join(_describe(t.axes) for t in own)
+        raise UserError(f"stage reference {ref!r} matches {len(matches)} trials of stage {name!r}, not one "
+                        f"(its trials: {choices})")
+    return matches[0]
 
 
 def _check_values(spec: GridSpec, r: _Reader, base_where: Where) -> None:
@@ -290,3 +351,35 @@ def expand(spec: GridSpec) -> list[Trial]:
 
 def _describe(labels: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in labels.items())
+
+
+def pipeline(spec: GridSpec) -> list[Trial]:
+    """The grid's trials after every upstream trial they need (transitively, each once, in stage order), indexed
+    in that order; upstream trials carry their stage's name."""
+    own = expand(spec)
+    by_id = {t.run_id: t for trials in spec.stages.values() for t in trials}
+    for name, trials in spec.stages.items():
+        for t in trials:
+            by_id[t.run_id] = replace(t, stage=t.stage or name)
+    needed: list[str] = []
+
+    def need(run_id: str) -> None:
+        if run_id in needed or run_id not in by_id:
+            return
+        for up in by_id[run_id].upstream:
+            need(up)
+        needed.append(run_id)
+
+    for t in own:
+        for up in t.upstream:
+            need(up)
+    ordered = [by_id[i] for i in needed] + own
+    return [replace(t, index=i) for i, t in enumerate(ordered)]
+
+
+def waves(trials: list[Trial]) -> list[list[Trial]]:
+    """Trials grouped so that every trial's upstream runs (among `trials`) lie in earlier groups."""
+    depth: dict[str, int] = {}
+    for t in trials:  # pipeline order: upstream first
+        depth[t.run_id] = 1 + max((depth[u] for u in t.upstream if u in depth), default=-1)
+    return [[t for t in trials if depth[t.run_id] == d] for d in range(max(depth.values(), default=-1) + 1)]

@@ -30,10 +30,29 @@ class TrialState:
     reason: str = ""
 
 
+def trial_run_state(path: Path) -> str:
+    """The run store's state of one run directory ('missing' before it exists)."""
+    return RunStore(path).status()["state"] if (path / "status.json").exists() else "missing"
+
+
+def _waiting_for(trial: Trial, runs_dir: Path) -> str:
+    """Why a pending trial has not started: its upstream runs that have not completed."""
+    reasons = []
+    for up in trial.upstream:
+        path = run_dir(runs_dir, up)
+        state = trial_run_state(path)
+        if state == "failed":
+            why = RunStore(path).status().get("reason", "")
+            reasons.append(f"upstream run {up} failed" + (f": {why}" if why else ""))
+        elif state != "completed":
+            reasons.append(f"waits for upstream run {up} ({'not started' if state == 'missing' else state})")
+    return "; ".join(reasons)
+
+
 def trial_state(trial: Trial, runs_dir: Path) -> TrialState:
     path = run_dir(runs_dir, trial.run_id)
     if not (path / "status.json").exists():
-        return TrialState(trial, "pending")
+        return TrialState(trial, "pending", reason=_waiting_for(trial, runs_dir))
     status = RunStore(path).status()
     state = status["state"]
     if state in ("running", "pending", "unknown"):
@@ -65,14 +84,25 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def status_table(states: list[TrialState]) -> str:
-    axis_keys = list(dict.fromkeys(k for s in states for k in s.trial.axes))
-    header = ["#", *axis_keys, "run_id", "state", "step", "reason"]
+    axis_keys = table_axes([s.trial for s in states])
+    staged = any(s.trial.stage or s.trial.upstream for s in states)
+    header = ["#", *(["stage"] if staged else []), *axis_keys, "run_id", "state", "step", "reason"]
     rows = []
     for s in states:
         step = f"{s.step}/{s.total_steps}" if s.total_steps else ""
-        rows.append([str(s.trial.index), *(str(s.trial.axes.get(k, "")) for k in axis_keys), s.trial.run_id,
-                     s.state, step, s.reason])
+        rows.append([str(s.trial.index), *([s.trial.stage or "-"] if staged else []),
+                     *(axis_text(s.trial, k) for k in axis_keys), s.trial.run_id, s.state, step, s.reason])
     return format_table(rows, header)
+
+
+def table_axes(trials: list[Trial]) -> list[str]:
+    """The axis columns of a trial table (stage references are shown by the upstream column instead)."""
+    return [k for k in dict.fromkeys(k for t in trials for k in t.axes)
+            if not any(isinstance(t.axes.get(k), dict) for t in trials)]
+
+
+def axis_text(trial: Trial, key: str) -> str:
+    return str(trial.axes.get(key, ""))
 
 
 class GridProgress:

@@ -22,6 +22,7 @@ RGB = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.1], [0.15, 0.25, 0.95],
                 [0.95, 0.9, 0.1], [0.9, 0.1, 0.9], [0.1, 0.9, 0.9]], dtype=np.float32)
 RADIUS = (0.12, 0.19)  # object radius as a fraction of the image side, by size
 HELD_OUT_START = 1 << 40  # training indices lie in [0, D) with D < 2**40; held-out ones from here
+PRETRAIN_START = 1 << 41  # encoder-pretraining stages read [PRETRAIN_START, PRETRAIN_START + D): disjoint from both
 
 # the uniforms each index draws, by role (one block, so every image costs one generator call)
 _N, _CELLS, _KINDS, _SIZES = 0, slice(1, 10), slice(10, 40), slice(40, 49)

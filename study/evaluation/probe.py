@@ -75,7 +75,11 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-
 
 
 def linear_probe(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
-    feats = layer_features(model, images, cfg.eval.probe_layer)
+    return probe_scores(layer_features(model, images, cfg.eval.probe_layer), cfg, scenes)
+
+
+def probe_scores(feats: torch.Tensor, cfg: RunConfig, scenes: list[Scene]) -> dict[str, float]:
+    """Probe accuracy per attribute from per-token features (B, V, D), with each attribute's majority chance."""
     x, labels, owner = object_features(feats, scenes, cell_of_patches(cfg.data.image_size, cfg.model.patch_size))
     train = torch.from_numpy(owner < int(TRAIN_FRACTION * len(scenes)))
     mean, std = x[train].mean(0), x[train].std(0) + 1e-6

@@ -97,3 +97,15 @@ def diffusion_sample_flops(cfg: RunConfig, steps: int) -> float:
     fwd = forward_flops(cfg, 0)
     per_draw = fwd.get("pixel_head", 0.0) / cfg.objective.diffusion_batch_mul
     return fwd["encoder"] + fwd["projector"] + fwd["llm"] + steps * per_draw
+
+
+def encoder_stage_flops_per_sample(cfg: RunConfig, caption_tokens: int) -> float:
+    """Training FLOPs per sample of an encoder-pretraining stage: the ViT forward and backward, plus the text
+    tower (contrastive) or the EMA teacher's forward and the predictor (self_distill)."""
+    d = model_dims(cfg)
+    v, ew = d.tokens, d.enc_width
+    vit = 2 * v * d.enc_in * ew + _transformer(v, ew, d.enc_depth, d.enc_hidden, d.enc_mats)
+    if cfg.objective.task == "contrastive":
+        text = _transformer(caption_tokens, ew, d.enc_depth, d.enc_hidden, d.enc_mats)
+        return 3 * (vit + text)
+    return 3 * (vit + 2 * v * 2 * ew * ew) + vit

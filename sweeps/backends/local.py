@@ -23,11 +23,12 @@ def _limit_threads(threads: int) -> None:
 
 
 def launch(tasks: list[TrialTask], options: LocalOptions) -> list[dict]:
-    if options.workers <= 1:
+    workers = min(options.workers, len(tasks))  # a wave of one trial (a pipeline's stage) keeps every core
+    if workers <= 1:
         return [execute_trial(task) for task in tasks]
-    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
     records = []
-    with ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn"),
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_limit_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(execute_trial, task): task for task in tasks}
         for future in as_completed(futures):

@@ -74,7 +74,7 @@ class SlurmTrial(submitit.helpers.Checkpointable):
         return execute_on_ranks(task, owner_tag=f"slurm:{os.environ.get('SLURM_JOB_ID', '')}")
 
 
-def _executor(options: SlurmOptions, folder: Path) -> submitit.AutoExecutor:
+def _executor(options: SlurmOptions, folder: Path, after: tuple[str, ...] = ()) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                      slurm_max_num_timeout=options.max_num_timeout)
     params = {"name": options.name, "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
@@ -83,6 +83,9 @@ def _executor(options: SlurmOptions, folder: Path) -> submitit.AutoExecutor:
     optional = {"gpus_per_node": options.gpus_per_node or None, "mem_gb": options.mem_gb,
                 "slurm_partition": options.partition, "slurm_account": options.account,
                 "slurm_qos": options.qos}
+    if after:  # start only once these jobs completed; cancelled by Slurm if one of them fails
+        optional["slurm_additional_parameters"] = {"dependency": "afterok:" + ":".join(after),
+                                                   "kill_on_invalid_dep": "yes"}
     executor.update_parameters(**params, **{k: v for k, v in optional.items() if v is not None})
     return executor
 
@@ -113,10 +116,39 @@ def _result(job: submitit.Job, task: TrialTask) -> dict:
 
 def launch(tasks: list[TrialTask], options: SlurmOptions, poll_s: float = 2.0) -> list[dict]:
     """Submit one array job; with `wait`, block until every job has finished (requeues included)."""
+    return launch_waves([tasks], options, poll_s)
+
+
+def _submit_wave(tasks: list[TrialTask], options: SlurmOptions, folder: Path,
+                 job_of: dict[str, str]) -> list[submitit.Job]:
+    """One array job per set of upstream runs, each depending (afterok) on the jobs of those runs; a trial
+    whose upstream runs completed before this launch needs no dependency."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault(tuple(job_of[u] for u in task.upstream if u in job_of), []).append(i)
+    jobs: list[submitit.Job | None] = [None] * len(tasks)
+    for after, members in groups.items():
+        array = _executor(options, folder, after).map_array(SlurmTrial(), [tasks[i] for i in members])
+        for i, job in zip(members, array, strict=True):
+            jobs[i] = job
+    return jobs
+
+
+def launch_waves(waves: list[list[TrialTask]], options: SlurmOptions, poll_s: float = 2.0) -> list[dict]:
+    """Submit every wave at once, each trial's job depending on its upstream trials' jobs (Slurm job
+    dependencies: nothing polls on the submitting node for them); with `wait`, block until every job has
+    finished (requeues included). A dependent of a failed job is cancelled by Slurm and stays pending in the
+    run store."""
+    tasks = [t for wave in waves for t in wave]
     if not tasks:
         return []
     folder = Path(options.folder or Path(tasks[0].run_dir).parent / ".slurm" / options.name).resolve()
-    jobs = _executor(options, folder).map_array(SlurmTrial(), tasks)
+    job_of: dict[str, str] = {}
+    jobs: list[submitit.Job] = []
+    for wave in waves:
+        submitted = _submit_wave(wave, options, folder, job_of)
+        job_of.update({task.run_dir: job.job_id for task, job in zip(wave, submitted, strict=True)})
+        jobs += submitted
     if not options.wait:
         return [{"run_dir": t.run_dir, "job_id": j.job_id, "outcome": "submitted"}
                 for j, t in zip(jobs, tasks, strict=True)]

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("study", nargs="?", default="all", choices=[*_grid_names(), "all"],
                    help="one grid of sweeps/grids, or all (default)")
     r.add_argument("--preset", required=True, choices=SCALES, help="scale preset of the grids")
+    r.add_argument("--protocol", type=int, choices=(1, 2), default=1,
+                   help="with all: the grids of study protocol 1 (the v1 study, default) or 2 (the paper's regime)")
     r.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
     add_backend_args(r)
     _report_args(r)
@@ -85,11 +87,15 @@ def run_reproduce(args: argparse.Namespace) -> int:
     specs = []
     for grid in grids:
         try:
-            specs.append(load_spec(grid, args.preset))
+            spec = load_spec(grid, args.preset)
         except UserError as e:
             if args.study != "all" or "no preset" not in str(e):
                 raise
             print(f"skipping grid {grid}: {e}", file=sys.stderr)
+            continue
+        if args.study == "all" and spec.protocol != args.protocol:
+            continue
+        specs.append(spec)
     if not specs:
         raise UserError(f"no grid has a preset '{args.preset}'")
     runs_dir.mkdir(parents=True, exist_ok=True)

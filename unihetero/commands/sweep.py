@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from study.errors import UserError
-from sweeps.spec import SCALES, GridSpec, Trial, expand, load_spec
-from sweeps.status import collect, counts_line, format_table, status_table
+from sweeps.spec import SCALES, GridSpec, Trial, load_spec, pipeline
+from sweeps.status import axis_text, collect, counts_line, format_table, status_table, table_axes
 from unihetero.commands.argtypes import nonnegative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
@@ -70,23 +70,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _flops(trial: Trial) -> float:
     from study.data.tokenizer import max_caption_tokens
-    from study.model.flops import train_flops_per_sample
+    from study.model.flops import encoder_stage_flops_per_sample, train_flops_per_sample
 
     cfg = trial.config
-    per_sample = train_flops_per_sample(cfg, max_caption_tokens(cfg.data.max_objects))
+    per_trial = train_flops_per_sample if cfg.objective.task == "vlm" else encoder_stage_flops_per_sample
+    per_sample = per_trial(cfg, max_caption_tokens(cfg.data.max_objects))
     return per_sample * cfg.steps * cfg.train.batch_size
 
 
 def run_plan(args: argparse.Namespace) -> int:
     spec = load_spec(args.grid, args.preset)
-    trials = expand(spec)
-    axis_keys = list(dict.fromkeys(k for t in trials for k in t.axes))
+    trials = pipeline(spec)
+    axis_keys = table_axes(trials)
+    staged = any(t.stage or t.upstream for t in trials)
     flops = [_flops(t) for t in trials]
-    rows = [[str(t.index), *(str(t.axes[k]) for k in axis_keys), t.run_id, str(t.config.steps), f"{f:.3g}"]
+    rows = [[str(t.index), *([t.stage or "-"] if staged else []), *(axis_text(t, k) for k in axis_keys), t.run_id,
+             *([" ".join(t.upstream) or "-"] if staged else []), str(t.config.steps), f"{f:.3g}"]
             for t, f in zip(trials, flops, strict=True)]
     print(f"grid {spec.name} (preset {spec.scale}, base {spec.base_preset}): {len(trials)} trials, "
           f"{sum(t.config.steps for t in trials)} steps, {sum(flops):.3g} training FLOPs")
-    print(format_table(rows, ["#", *axis_keys, "run_id", "steps", "FLOPs"]))
+    header = ["#", *(["stage"] if staged else []), *axis_keys, "run_id", *(["upstream"] if staged else []),
+              "steps", "FLOPs"]
+    print(format_table(rows, header))
     return 0
 
 
@@ -130,7 +135,7 @@ def run_status(args: argparse.Namespace) -> int:
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")
     spec = load_spec(args.grid, args.preset)
-    states = collect(expand(spec), runs_dir)
+    states = collect(pipeline(spec), runs_dir)
     print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
     print(status_table(states))
     return 0
