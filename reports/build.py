@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from analysis.aggregate import MIN_PAIRS
+from analysis.collapse import mark_collapsed
 from analysis.grids import Grid, read_grids
 from analysis.runs import RunSet, describe_arms, load_runs
 from analysis.utilization import FitSettings
@@ -75,6 +76,9 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
     the tables and text only."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     runs, grids = load_runs(runs_dir), read_grids(runs_dir)
+    notes: dict[str, list[str]] = {}
+    for i, grid in enumerate(grids):
+        grids[i], notes[grid.key] = mark_collapsed(grid, runs.usable)
     order = list(STUDIES)
     grids.sort(key=lambda g: (order.index(g.name) if g.name in order else len(order), g.name, g.preset))
     other = _other_runs(runs, grids)
@@ -91,6 +95,7 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
         grid_runs = runs.usable.join(grid.members, on="run_id", how="inner").sort("trial")
         ctx = Context(grid, grid_runs, runs.curves, runs.inference, colours, fig_dir, fit, workers)
         section, rows = build_section(ctx, study)
+        section.text += notes.get(grid.key, [])
         sections.append(section)
         verdicts.append(rows)
     sections = [_summary(verdicts), *sections, _status_section(runs, grids)]

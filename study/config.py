@@ -79,6 +79,8 @@ class DataConfig:
     max_objects: int = opt(4, "most objects per image (distinct 3x3 cells)", ge=1, le=9)
     caption_coverage: float = opt(0.5, "fraction of objects and of their attributes a caption names",
                                   gt=0, le=1)
+    object_scale: float = opt(1.0, "object radius multiplier (radius = 0.12 / 0.19 of the image side, small / "
+                                   "large, times this)", gt=0, le=3)
     texture_strength: float = opt(0.3, "amplitude of the meaningless background texture", ge=0, le=1)
     unique_samples: int = opt(100_000, "D: training uses world indices [0, D) (shards: the first D samples in "
                                        "index order), repeated in epochs", ge=1, le=2**40)

@@ -47,3 +47,21 @@ def test_every_evaluation_records_diagnostics_and_the_copy_last_baseline():
     steps = cfg.eval.rollout_steps
     assert all(0 <= record[f"rollout_err_copy_last/{k}"] <= 2 for k in range(1, steps + 1))
     assert is_collapsed({"zs_acc": 0.5}) is None
+
+
+def test_report_marks_collapsed_arms_in_their_label():
+    import polars as pl
+
+    from analysis.collapse import mark_collapsed
+    from analysis.grids import Grid
+
+    members = pl.DataFrame({"run_id": ["a", "b", "c", "d"], "trial": [0, 1, 2, 3],
+                            "arm": ["text_only", "text_only", "semantic", "semantic"]})
+    usable = pl.DataFrame({"run_id": ["a", "b", "c", "d"], "diag/image_share": [0.1, 0.12, 0.95, 0.3],
+                           "diag/global_share": [0.2, 0.2, 0.01, 0.2]})
+    marked, notes = mark_collapsed(Grid("g", "cpu", "", members), usable)
+    assert marked.members["arm"].to_list() == ["text_only", "text_only", "semantic [collapsed 1/2]",
+                                               "semantic [collapsed 1/2]"]
+    assert "image_share >= 0.7" in notes[0]
+    untouched, none = mark_collapsed(Grid("g", "cpu", "", members), usable.drop("diag/image_share"))
+    assert untouched.members["arm"].to_list() == members["arm"].to_list() and none == []

@@ -17,20 +17,9 @@ import numpy as np
 import torch
 
 from study.config import RunConfig
+from study.data.counter_rng import mix64
 from study.data.tokenizer import PAD_ID, encode
-from study.data.world import HELD_OUT_START, Scene, World
-
-_GOLDEN, _MUL1, _MUL2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_SHIFT1, _SHIFT2, _SHIFT3 = np.uint64(30), np.uint64(27), np.uint64(31)
-
-
-def _mix(x: np.ndarray, key: np.uint64) -> np.ndarray:
-    """A 64-bit avalanche hash (splitmix64 finaliser) of x xor key; x is an array, whose uint64
-    arithmetic wraps modulo 2**64 without a warning."""
-    z = (x ^ key) + _GOLDEN
-    z = (z ^ (z >> _SHIFT1)) * _MUL1
-    z = (z ^ (z >> _SHIFT2)) * _MUL2
-    return z ^ (z >> _SHIFT3)
+from study.data.world import HELD_OUT_START, Scene, World, make_world
 
 
 class KeyedPermutation:
@@ -46,7 +35,7 @@ class KeyedPermutation:
     def _feistel(self, x: np.ndarray) -> np.ndarray:
         left, right = x >> self.half, x & self.low_mask
         for key in self.keys:
-            left, right = right, left ^ (_mix(right, key) & self.low_mask)
+            left, right = right, left ^ (mix64(right, key) & self.low_mask)
         return (left << self.half) | right
 
     def __call__(self, i: np.ndarray) -> np.ndarray:
@@ -102,7 +91,7 @@ class TrainStream:
     is spare (on a machine whose every core runs torch, a render thread only slows the step down)."""
 
     def __init__(self, cfg: RunConfig, start_step: int, prefetch: bool | None = None):
-        self.cfg, self.world, self.step = cfg, World(cfg.data), start_step
+        self.cfg, self.world, self.step = cfg, make_world(cfg.data), start_step
         if prefetch is None:
             prefetch = (os.cpu_count() or 1) > torch.get_num_threads()
         self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None

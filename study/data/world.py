@@ -142,7 +142,7 @@ class World:
             cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
             dy = self.yy[None] - cy[:, None, None].astype(np.float32)
             dx = self.xx[None] - cx[:, None, None].astype(np.float32)
-            radius = (np.array(RADIUS)[sizes] * s).astype(np.float32)[:, None, None]
+            radius = (np.array(RADIUS)[sizes] * s * self.cfg.object_scale).astype(np.float32)[:, None, None]
             mask = np.zeros(images.shape[:3], dtype=bool)
             for shape in np.unique(shapes):
                 sel = shapes == shape
@@ -150,6 +150,17 @@ class World:
             colour = np.zeros((len(images), 1, 1, 3), dtype=np.float32)
             colour[owners, 0, 0] = RGB[colours]
             np.copyto(images, colour, where=mask[..., None])
+
+
+
+def make_world(cfg: DataConfig) -> World:
+    """The world of `data.world_version`: 1 (this module) or 2 (`study.data.world_v2`)."""
+    if cfg.world_version == 2:
+        from study.data.world_v2 import WorldV2
+
+        return WorldV2(cfg)
+    return World(cfg)
+
 
 def shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     """Pixels inside the shape of radius r centred at offset (dy, dx) = 0 (r broadcasts)."""
