@@ -28,7 +28,7 @@ import torch
 from benchmarks.common import write_result
 from study.config import RunConfig, load_config
 from study.data.loader import TrainStream, make_batch, training_indices
-from study.data.world import World
+from study.data.world import make_world
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses
 from study.runstore import RunStore
@@ -105,7 +105,7 @@ def toolkit_block_seconds(cfg: RunConfig, prerendered: bool = False) -> list[flo
 
 def render_seconds(cfg: RunConfig, batches: int = 20) -> float:
     """Median seconds to render one training batch on the calling thread."""
-    world, times = World(cfg.data), []
+    world, times = make_world(cfg.data), []
     for step in range(batches):
         tick = time.perf_counter()
         make_batch(world, training_indices(cfg, step))
