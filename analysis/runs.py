@@ -206,9 +206,14 @@ def _frame(rows: list[dict], finals: pl.DataFrame, floors: pl.DataFrame) -> pl.D
     if PRIMARY not in df.columns:
         df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias(PRIMARY))
     bad = pl.col("usable") & ~pl.col(PRIMARY).is_finite().fill_null(False)
+    stage = pl.col(TASK) != "vlm" if TASK in df.columns else pl.lit(False)
+    why = pl.when(stage).then(pl.lit(STAGE_REASON)).otherwise(pl.lit(f"final {PRIMARY} missing or not finite"))
     return df.with_columns(pl.when(bad).then(False).otherwise(pl.col("usable")).alias("usable"),
-                           pl.when(bad).then(pl.lit(f"final {PRIMARY} missing or not finite"))
-                           .otherwise(pl.col("reason")).alias("reason"))
+                           pl.when(bad).then(why).otherwise(pl.col("reason")).alias("reason"))
+
+
+TASK = "objective.task"
+STAGE_REASON = "encoder-pretraining stage: no VLM metrics (its probes are in its eval.jsonl, step 0 = random init)"
 
 
 def load_runs(runs_dir: Path | str) -> RunSet:
