@@ -244,16 +244,24 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
         distributed.teardown(started)
 
 
-def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt | None, quiet: bool,
-           nan_at_step: int | None) -> Path:
-    store.init(cfg)
-    distributed.barrier(ranks)  # the run directory exists before any rank reads it
+def already_complete(store: RunStore, cfg: RunConfig) -> bool:
+    """True for a completed run; otherwise the run's directory is cleaned of partial writes and torch set up
+    (threads, the seed) for a start or a resume."""
     if store.status()["state"] == "completed":
-        return store.path
+        return True
     store.remove_partial_writes()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
+    return False
+
+
+def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt | None, quiet: bool,
+           nan_at_step: int | None) -> Path:
+    store.init(cfg)
+    distributed.barrier(ranks)  # the run directory exists before any rank reads it
+    if already_complete(store, cfg):
+        return store.path
     model = build_model(cfg, store.path.parent).to(ranks.device)
     loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
     opt = build_optimizer(model, cfg)
@@ -289,19 +297,9 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
             sched.step()
             opt.zero_grad(set_to_none=True)
             model.update_ema(cfg.objective.target_ema)
-            for k, v in values.items():
-                acc["sum"][k] = acc["sum"].get(k, 0.0) + v
-            acc["count"] += 1
-            acc["tokens"] += int(counts["tokens"])
-            acc["flops"] += counts["flops"]
             done = step + 1
-            if done % cfg.train.log_every == 0 or done == cfg.steps:
-                now = time.perf_counter()
-                record = metrics_record(cfg, done, acc, sched.get_last_lr()[0], now - tick)
-                store.append("metrics.jsonl", record)
-                if progress:
-                    progress.update(done, record)
-                acc["sum"], acc["count"], tick = {}, 0, now
+            tick = log_step(store, cfg, acc, values, int(counts["tokens"]), counts["flops"], done,
+                            sched.get_last_lr()[0], tick, progress)
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
                 _evaluate(store, model, cfg, ranks, done, final=False)
                 model.train()
@@ -317,6 +315,26 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     store.write_status("completed", step=cfg.steps, total_steps=cfg.steps, world_size=ranks.world,
                        final={k: v for k, v in final.items() if isinstance(v, (int, float))})
     return store.path
+
+
+def log_step(store: RunStore, cfg: RunConfig, acc: dict, values: dict[str, float], tokens: int, flops: float,
+             done: int, lr: float, tick: float, progress: Progress | None) -> float:
+    """Add a step's losses and counts to the log accumulators; at a log step, append the metrics record (and
+    show progress) and start a new interval. Returns the interval's start time."""
+    for k, v in values.items():
+        acc["sum"][k] = acc["sum"].get(k, 0.0) + v
+    acc["count"] += 1
+    acc["tokens"] += tokens
+    acc["flops"] += flops
+    if done % cfg.train.log_every and done != cfg.steps:
+        return tick
+    now = time.perf_counter()
+    record = metrics_record(cfg, done, acc, lr, now - tick)
+    store.append("metrics.jsonl", record)
+    if progress:
+        progress.update(done, record)
+    acc["sum"], acc["count"] = {}, 0
+    return now
 
 
 def metrics_record(cfg: RunConfig, step: int, acc: dict, lr: float, seconds: float) -> dict:

@@ -131,8 +131,7 @@ class World:
 
     def _paint(self, images: np.ndarray, scenes: list[Scene], u: np.ndarray) -> None:
         """Draw objects in order (slot k of every image at once), each at its cell centre plus jitter."""
-        s = self.cfg.image_size
-        cell = s / 3
+        cell = self.cfg.image_size / 3
         for k in range(max(len(sc.objects) for sc in scenes)):
             owners = np.array([b for b, sc in enumerate(scenes) if len(sc.objects) > k])
             cells, sizes, shapes, colours = np.array(
@@ -140,18 +139,23 @@ class World:
             jitter = (u[owners, _JITTER.start + 2 * k: _JITTER.start + 2 * k + 2] - 0.5) * 0.24 * cell
             cy = (cells // 3 + 0.5) * cell + jitter[:, 0]
             cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
-            dy = self.yy[None] - cy[:, None, None].astype(np.float32)
-            dx = self.xx[None] - cx[:, None, None].astype(np.float32)
-            radius = (np.array(RADIUS)[sizes] * s * self.cfg.object_scale).astype(np.float32)[:, None, None]
             mask = np.zeros(images.shape[:3], dtype=bool)
-            for shape in np.unique(shapes):
-                sel = shapes == shape
-                mask[owners[sel]] = shape_mask(int(shape), dy[sel], dx[sel], radius[sel])
+            mask[owners] = self._object_masks(shapes, sizes, cy, cx)
             colour = np.zeros((len(images), 1, 1, 3), dtype=np.float32)
             colour[owners, 0, 0] = RGB[colours]
             np.copyto(images, colour, where=mask[..., None])
 
-
+    def _object_masks(self, shapes: np.ndarray, sizes: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        """Pixel masks (N, H, W) of N objects centred at (cy, cx)."""
+        s = self.cfg.image_size
+        dy = self.yy[None] - cy[:, None, None].astype(np.float32)
+        dx = self.xx[None] - cx[:, None, None].astype(np.float32)
+        radius = (np.array(RADIUS)[sizes] * s * self.cfg.object_scale).astype(np.float32)[:, None, None]
+        masks = np.zeros((len(shapes), s, s), dtype=bool)
+        for shape in np.unique(shapes):
+            sel = shapes == shape
+            masks[sel] = shape_mask(int(shape), dy[sel], dx[sel], radius[sel])
+        return masks
 
 def make_world(cfg: DataConfig) -> World:
     """The world of `data.world_version`: 1 (this module) or 2 (`study.data.world_v2`)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from study.config import DataConfig
 from study.data.counter_rng import stream_key, uniforms
-from study.data.world import _DRAWS, _JITTER, RADIUS, RGB, SHAPES, Scene, World, shape_mask
+from study.data.world import _DRAWS, RADIUS, SHAPES, Scene, World, shape_mask
 
 SCENE_STREAM, NOISE_STREAM = 1, 2
 UNIT_VARIANCE = np.float32(12 ** 0.5)  # a uniform on [-0.5, 0.5) times this has variance 1
@@ -60,20 +60,7 @@ class WorldV2(World):
         self._paint(images, scenes, u)
         return images, scenes
 
-    def _paint(self, images: np.ndarray, scenes: list[Scene], u: np.ndarray) -> None:
-        """Draw objects in order (slot k of every image at once), each at its cell centre plus jitter rounded to
-        a whole pixel, from the sprite table."""
-        s = self.cfg.image_size
-        cell = s / 3
-        for k in range(max(len(sc.objects) for sc in scenes)):
-            owners = np.array([b for b, sc in enumerate(scenes) if len(sc.objects) > k])
-            cells, sizes, shapes, colours = np.array(
-                [(o.cell, o.size, o.shape, o.colour) for o in (scenes[b].objects[k] for b in owners)]).T
-            jitter = (u[owners, _JITTER.start + 2 * k: _JITTER.start + 2 * k + 2] - 0.5) * 0.24 * cell
-            cy = np.clip(((cells // 3 + 0.5) * cell + jitter[:, 0]).astype(int), 0, s - 1)
-            cx = np.clip(((cells % 3 + 0.5) * cell + jitter[:, 1]).astype(int), 0, s - 1)
-            mask = np.zeros(images.shape[:3], dtype=bool)
-            mask[owners] = self.sprites[shapes, sizes, cy, cx]
-            colour = np.zeros((len(images), 1, 1, 3), dtype=np.float32)
-            colour[owners, 0, 0] = RGB[colours]
-            np.copyto(images, colour, where=mask[..., None])
+    def _object_masks(self, shapes: np.ndarray, sizes: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        """Pixel masks (N, H, W) of N objects, their centres rounded down to a whole pixel: a sprite lookup."""
+        last = self.cfg.image_size - 1
+        return self.sprites[shapes, sizes, np.clip(cy.astype(int), 0, last), np.clip(cx.astype(int), 0, last)]

@@ -22,7 +22,16 @@ from study.model.flops import encoder_stage_flops_per_sample
 from study.pretrain.evaluate import evaluate_stage
 from study.pretrain.objectives import build_objective
 from study.runstore import RunStore
-from study.train import Interrupt, Progress, TrainingFailed, build_optimizer, lr_factor, metrics_record, step_generator
+from study.train import (
+    Interrupt,
+    Progress,
+    TrainingFailed,
+    already_complete,
+    build_optimizer,
+    log_step,
+    lr_factor,
+    step_generator,
+)
 
 
 def _evaluate(store: RunStore, objective: torch.nn.Module, cfg: RunConfig, step: int, final: bool) -> dict:
@@ -42,12 +51,8 @@ def train_stage(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None
     """Run (or resume, or skip if complete) the pretraining run of `cfg` in `run_dir`; returns the directory."""
     store = RunStore(run_dir)
     store.init(cfg)
-    if store.status()["state"] == "completed":
+    if already_complete(store, cfg):
         return store.path
-    store.remove_partial_writes()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
     objective = build_objective(cfg)
     opt = build_optimizer(objective, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -87,19 +92,9 @@ def train_stage(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None
         opt.zero_grad(set_to_none=True)
         if hasattr(objective, "after_step"):
             objective.after_step()
-        for k, v in values.items():
-            acc["sum"][k] = acc["sum"].get(k, 0.0) + v
-        acc["count"] += 1
-        acc["tokens"] += int(batch.images.shape[0]) * objective.encoder.num_tokens
-        acc["flops"] += per_sample * batch.images.shape[0]
-        done = step + 1
-        if done % cfg.train.log_every == 0 or done == cfg.steps:
-            now = time.perf_counter()
-            record = metrics_record(cfg, done, acc, sched.get_last_lr()[0], now - tick)
-            store.append("metrics.jsonl", record)
-            if progress:
-                progress.update(done, record)
-            acc["sum"], acc["count"], tick = {}, 0, now
+        done, n = step + 1, batch.images.shape[0]
+        tick = log_step(store, cfg, acc, values, n * objective.encoder.num_tokens, per_sample * n, done,
+                        sched.get_last_lr()[0], tick, progress)
         if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
             _evaluate(store, objective, cfg, done, final=False)
             objective.train()
