@@ -113,9 +113,9 @@ def render_seconds(cfg: RunConfig, batches: int = 20) -> float:
     return float(np.median(times))
 
 
-def main(preset: str = "cpu-small") -> dict:
+def main(preset: str = "cpu-small", name: str = "train_step") -> dict:
     rows = []
-    for name, overrides in OBJECTIVES.items():
+    for objective, overrides in OBJECTIVES.items():
         cfg = load_config(preset, [*overrides, f"train.samples_seen={STEPS * 64}", "train.batch_size=64",
                                    f"train.log_every={BLOCK}", "eval.num_images=4", "eval.probe_images=20",
                                    "eval.every=0", "eval.inference_scaling=false"])
@@ -128,18 +128,19 @@ def main(preset: str = "cpu-small") -> dict:
         ratio, mean_ratio = ref / tool, statistics.fmean(refs) / statistics.fmean(tools)
         render = render_seconds(cfg)
         samples = BLOCK * cfg.train.batch_size
-        rows.append({"objective": name, "reference_samples_per_s": samples / ref,
+        rows.append({"objective": objective, "reference_samples_per_s": samples / ref,
                      "toolkit_samples_per_s": samples / tool, "ratio": ratio, "ratio_of_means": mean_ratio,
                      "loop_only_ratio": ref / loop,
                      "render_ms_per_batch": 1e3 * render,
                      "render_share_of_reference_step": BLOCK * render / ref, "blocks_per_side": len(refs),
                      "target": 0.95, "met": ratio >= 0.95})
-        print(f"train step [{name}]: toolkit {samples / tool:.0f} vs reference {samples / ref:.0f} samples/s -> "
+        print(f"train step [{preset}, {objective}]: toolkit {samples / tool:.0f} vs reference {samples / ref:.0f} "
+              f"samples/s -> "
               f"{ratio:.3f} (means {mean_ratio:.3f}; trainer on pre-rendered batches {ref / loop:.3f}); "
               f"rendering a batch {1e3 * render:.1f} ms = "
               f"{BLOCK * render / ref:.1%} of a reference step")
     result = {"preset": preset, "threads": torch.get_num_threads(), "rows": rows}
-    print(f"-> {write_result('train_step', result)}")
+    print(f"-> {write_result(name, result)}")
     return result
 
 
