@@ -166,6 +166,8 @@ class TrainConfig:
                                "(fully_shard per block); none allows only one process", choices=("none", "ddp", "fsdp"))
     grad_accum: int = opt(1, "micro-batches per step on each rank (each is batch_size / (ranks x grad_accum) "
                              "images)", ge=1)
+    dist_timeout_min: float = opt(30.0, "several ranks: minutes a collective may wait for the other ranks before the "
+                                        "run fails (torch's process-group timeout)", gt=0, le=1440)
     activation_checkpointing: bool = opt(False, "recompute each transformer block's activations in backward")
     compile: bool = opt(False, "torch.compile each transformer block")
 

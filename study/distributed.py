@@ -9,6 +9,7 @@ resumes on any number of ranks.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 from dataclasses import dataclass
@@ -86,7 +87,8 @@ def setup(cfg: RunConfig) -> tuple[Ranks, bool]:
         torch.cuda.set_device(device)
     started = world > 1 and not dist.is_initialized()
     if started:
-        dist.init_process_group(backend(), init_method="env://", rank=rank, world_size=world)
+        dist.init_process_group(backend(), init_method="env://", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=cfg.train.dist_timeout_min))
     return Ranks(rank, world, device), started
 
 

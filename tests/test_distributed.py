@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from study.config import RunConfig
+from study.config import RunConfig, load_config
 from study.data.loader import held_out_indices, make_batch
 from study.data.world import World
 from study.errors import UserError
@@ -157,3 +157,16 @@ def test_runtime_config_errors_come_before_anything_is_written(tmp_path, monkeyp
     with pytest.raises(UserError, match=message):
         train(_config(*overrides), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_process_group_timeout_is_a_config_key(monkeypatch):
+    import datetime
+
+    from study import distributed
+
+    seen = {}
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: seen.update(k))
+    distributed.setup(load_config("tiny", ["train.dist_timeout_min=90", "train.parallel=ddp"]))
+    assert seen["timeout"] == datetime.timedelta(minutes=90)

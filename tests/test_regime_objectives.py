@@ -131,3 +131,4 @@ def test_warmup_fraction_and_a_run_shorter_than_its_warmup():
     with pytest.raises(UserError, match=r"train.warmup_steps.*run's 4 steps .* fewer than its 5 warmup steps"):
         load_config("tiny", ["data.world_version=2", "train.samples_seen=64"])
     assert load_config("tiny", ["train.samples_seen=64"]).steps == 4  # v1 keeps its schedules valid
+
