@@ -64,3 +64,12 @@ def test_counter_stream_is_uniform_and_keyed():
     assert not np.array_equal(uniforms(stream_key(0, 2), np.arange(5), 100), u[:5])
     f32 = uniforms(key, np.arange(100), 64, np.float32)
     assert f32.dtype == np.float32 and f32.min() >= 0 and f32.max() < 1
+
+
+def test_v2_captions_follow_v1s_rule_on_the_same_draws():
+    world = v2("data.caption_coverage=0.5")
+    indices = np.arange(300)
+    u, _ = world._batch_draws(indices)
+    scenes = world._scenes(indices, u)
+    assert [world._caption(s.objects, u[i]) for i, s in enumerate(scenes)] == [s.caption for s in scenes]
+    assert len({s.caption for s in scenes}) > 50

@@ -83,13 +83,16 @@ class World:
         counts = cfg.min_objects + np.minimum((u[:, _N] * (span + 1)).astype(int), span)
         cells = np.argsort(u[:, _CELLS], axis=1)
         kinds = np.argsort(u[:, _KINDS], axis=1)  # distinct (shape, colour) pairs
-        large = u[:, _SIZES] < 0.5
-        scenes = []
-        for b, (index, n) in enumerate(zip(indices, counts.tolist(), strict=True)):
-            objects = tuple(Obj(k // len(COLOURS), k % len(COLOURS), int(z), c)
-                            for k, z, c in zip(kinds[b, :n].tolist(), large[b, :n], cells[b, :n].tolist(), strict=True))
-            scenes.append(Scene(int(index), objects, self._caption(objects, u[b])))
-        return scenes
+        large = (u[:, _SIZES] < 0.5).astype(int).tolist()
+        kinds, cells = kinds.tolist(), cells.tolist()
+        objects = [tuple(Obj(k // len(COLOURS), k % len(COLOURS), z, c)
+                         for k, z, c in zip(kinds[b][:n], large[b][:n], cells[b][:n], strict=True))
+                   for b, n in enumerate(counts.tolist())]
+        captions = self._captions(objects, u)
+        return [Scene(int(i), o, c) for i, o, c in zip(indices, objects, captions, strict=True)]
+
+    def _captions(self, objects: list[tuple[Obj, ...]], u: np.ndarray) -> list[tuple[str, ...]]:
+        return [self._caption(objs, u[b]) for b, objs in enumerate(objects)]
 
     def _caption(self, objects: tuple[Obj, ...], u: np.ndarray) -> tuple[str, ...]:
         """Name round(coverage * n) objects (at least one), each attribute kept with p = coverage."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from study.config import DataConfig
 from study.data.counter_rng import stream_key, uniforms
-from study.data.world import _DRAWS, RADIUS, SHAPES, Scene, World, shape_mask
+from study.data.world import _COUNT, _DRAWS, _KEEP, _ORDER, RADIUS, SHAPES, Obj, Scene, World, count_words, shape_mask
 
 SCENE_STREAM, NOISE_STREAM = 1, 2
 UNIT_VARIANCE = np.float32(12 ** 0.5)  # a uniform on [-0.5, 0.5) times this has variance 1
@@ -59,6 +59,23 @@ class WorldV2(World):
         images = self._backgrounds(u, noise)
         self._paint(images, scenes, u)
         return images, scenes
+
+    def _captions(self, objects: list[tuple[Obj, ...]], u: np.ndarray) -> list[tuple[str, ...]]:
+        """v1's caption rule (round(coverage * n) objects named, at least one, in the order of their draws; each
+        attribute kept with p = coverage), its comparisons made for the whole batch at once."""
+        cov, b = self.cfg.caption_coverage, len(objects)
+        counts = np.array([len(o) for o in objects])
+        say_count = (u[:, _COUNT] < cov).tolist()
+        keep = (u[:, _KEEP].reshape(b, 9, 3) < cov).tolist()
+        order = np.argsort(np.where(np.arange(9) < counts[:, None], u[:, _ORDER], 2.0), axis=1).tolist()
+        named = np.maximum(1, np.round(cov * counts)).astype(int).tolist()
+        captions = []
+        for i, objs in enumerate(objects):
+            words = count_words(len(objs)) if say_count[i] else []
+            for j in order[i][:named[i]]:
+                words += objs[j].words(*keep[i][j])
+            captions.append(tuple(words))
+        return captions
 
     def _object_masks(self, shapes: np.ndarray, sizes: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
         """Pixel masks (N, H, W) of N objects, their centres rounded down to a whole pixel: a sprite lookup."""
