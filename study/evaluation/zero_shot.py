@@ -113,9 +113,20 @@ def zero_shot(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes:
     """Zero-shot accuracies of the images whose visual input embeddings are `embeds`."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
     out = summarise(accuracy_by_attribute(candidate_scores(model, embeds, q), q), "zs_acc")
-    out.update({f"chance/{a}": c for a, c in chance_levels(cfg).items()})
-    out["chance"] = float(np.mean([out[f"chance/{a}"] for a in ATTRIBUTES]))
+    chance = chance_levels(cfg)
+    out.update({f"chance/{a}": c for a, c in chance.items()})
+    out["chance"] = float(np.mean([chance[a] for a in ATTRIBUTES]))
+    out[NORMALISED] = chance_normalised(out, chance)
     return out
+
+
+NORMALISED = "zs_norm"  # world v2's primary metric
+
+
+def chance_normalised(out: dict[str, float], chance: dict[str, float]) -> float:
+    """Mean over the object attributes of (accuracy - chance) / (1 - chance): 0 at chance, 1 when perfect, so an
+    attribute counts by what it needs learning (colour's chance is 1/6, size's 1/2)."""
+    return float(np.mean([(out[f"zs_acc/{a}"] - chance[a]) / (1 - chance[a]) for a in ATTRIBUTES]))
 
 
 @torch.no_grad()

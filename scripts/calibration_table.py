@@ -1,0 +1,113 @@
+"""World v2's calibration table and learning curves, from the runs of the `world_v2_calibration` grid.
+
+    python scripts/calibration_table.py RUNS_DIR OUT_DIR [--preset cpu]
+
+For each candidate world (the grid's `world` label), text only: per attribute the final zero-shot accuracy
+(mean and std over seeds) beside chance and the random-init floor (step 0), whether it is at least halfway
+from chance to 1.0, the seed-to-seed std of zs_acc (target <= 0.03) and the chance-normalised mean (zs_norm).
+Writes OUT_DIR/calibration.md and OUT_DIR/curves.png (each attribute vs samples seen, a line per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from study.evaluation.zero_shot import ATTRIBUTES, chance_normalised  # noqa: E402
+from study.runstore import RunStore  # noqa: E402
+
+STD_TARGET = 0.03
+
+
+def candidate_runs(runs_dir: Path, preset: str) -> dict[str, list[list[dict]]]:
+    """Evaluation records of each completed run, by candidate world."""
+    members = json.loads((runs_dir / "grids" / f"world_v2_calibration__{preset}.json").read_text())["trials"]
+    out: dict[str, list[list[dict]]] = {}
+    for m in members:
+        store = RunStore(runs_dir / m["run_id"])
+        if (store.path / "status.json").exists() and store.status()["state"] == "completed":
+            out.setdefault(m["axes"]["world"], []).append(store.records("eval.jsonl"))
+    return out
+
+
+def _std_verdict(std: float) -> str:
+    if np.isnan(std):
+        return "one seed"
+    return f"std {'<=' if std <= STD_TARGET else '>'} {STD_TARGET}"
+
+
+def table(candidates: dict[str, list[list[dict]]]) -> str:
+    lines = ["| world | seeds | attribute | chance | random init | final (mean) | std over seeds | halfway? |",
+             "|---|---|---|---|---|---|---|---|"]
+    for world, runs in candidates.items():
+        finals, floors = [r[-1] for r in runs], [r[0] for r in runs]
+        for a in ATTRIBUTES:
+            chance = finals[0][f"chance/{a}"]
+            acc = np.array([f[f"zs_acc/{a}"] for f in finals])
+            floor = np.mean([f[f"zs_acc/{a}"] for f in floors])
+            ok = acc.mean() >= (chance + 1) / 2
+            lines.append(f"| {world} | {len(runs)} | {a} | {chance:.3f} | {floor:.3f} | {acc.mean():.3f} | "
+                         f"{acc.std(ddof=1) if len(acc) > 1 else float('nan'):.3f} | {'yes' if ok else 'no'} |")
+        zs = np.array([f["zs_acc"] for f in finals])
+        norm = np.array([chance_normalised(f, {a: f[f"chance/{a}"] for a in ATTRIBUTES}) for f in finals])
+        std = zs.std(ddof=1) if len(zs) > 1 else float("nan")
+        lines.append(f"| {world} | {len(runs)} | **zs_acc** | {finals[0]['chance']:.3f} | "
+                     f"{np.mean([f['zs_acc'] for f in floors]):.3f} | {zs.mean():.3f} | {std:.3f} | "
+                     f"{_std_verdict(std)} |")
+        lines.append(f"| {world} | {len(runs)} | **zs_norm** | 0 | - | {norm.mean():.3f} | "
+                     f"{norm.std(ddof=1) if len(norm) > 1 else float('nan'):.3f} | - |")
+    return "\n".join(lines)
+
+
+def curves(candidates: dict[str, list[list[dict]]], path: Path) -> Path:
+    names = [*ATTRIBUTES, "count"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), sharex=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for c, (world, runs) in enumerate(candidates.items()):
+        for i, records in enumerate(runs):
+            x = [r["samples_seen"] for r in records]
+            for ax, a in zip(axes, names, strict=True):
+                ax.plot(x, [r[f"zs_acc/{a}"] for r in records], color=colours[c % len(colours)], lw=1, marker=".",
+                        label=world if i == 0 else None)
+    for ax, a in zip(axes, names, strict=True):
+        chance = candidates[next(iter(candidates))][0][-1][f"chance/{a}"]
+        ax.axhline(chance, color="grey", ls="--", lw=0.8)
+        ax.axhline((chance + 1) / 2, color="grey", ls=":", lw=0.8)
+        ax.set_title(f"zero-shot {a}")
+        ax.set_xlabel("samples seen")
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("accuracy (dashed: chance; dotted: halfway to 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--preset", default="cpu")
+    args = parser.parse_args()
+    candidates = candidate_runs(args.runs_dir, args.preset)
+    if not candidates:
+        raise SystemExit(f"no completed run of world_v2_calibration ({args.preset}) in {args.runs_dir}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    text = table(candidates)
+    (args.out_dir / "calibration.md").write_text(
+        "# World v2 calibration: text only, final held-out zero-shot accuracy\n\n" + text + "\n\n"
+        "Learning curves: curves.png (python scripts/calibration_table.py).\n")
+    print(text)
+    print(curves(candidates, args.out_dir / "curves.png"))
+
+
+if __name__ == "__main__":
+    main()
