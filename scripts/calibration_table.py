@@ -27,13 +27,15 @@ STD_TARGET = 0.03
 
 
 def candidate_runs(runs_dir: Path, preset: str) -> dict[str, list[list[dict]]]:
-    """Evaluation records of each completed run, by candidate world."""
+    """Evaluation records of each run evaluated after step 0, by candidate world (an unfinished run counts with
+    its last evaluation, whose step the table shows)."""
     members = json.loads((runs_dir / "grids" / f"world_v2_calibration__{preset}.json").read_text())["trials"]
     out: dict[str, list[list[dict]]] = {}
     for m in members:
-        store = RunStore(runs_dir / m["run_id"])
-        if (store.path / "status.json").exists() and store.status()["state"] == "completed":
-            out.setdefault(m["axes"]["world"], []).append(store.records("eval.jsonl"))
+        path = runs_dir / m["run_id"]
+        records = RunStore(path).records("eval.jsonl") if (path / "eval.jsonl").exists() else []
+        if len(records) > 1:
+            out.setdefault(m["axes"]["world"], []).append(records)
     return out
 
 
@@ -44,24 +46,25 @@ def _std_verdict(std: float) -> str:
 
 
 def table(candidates: dict[str, list[list[dict]]]) -> str:
-    lines = ["| world | seeds | attribute | chance | random init | final (mean) | std over seeds | halfway? |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| world | seeds | at step | attribute | chance | random init | last evaluation (mean) | std over seeds "
+             "| halfway? |", "|---|---|---|---|---|---|---|---|---|"]
     for world, runs in candidates.items():
         finals, floors = [r[-1] for r in runs], [r[0] for r in runs]
+        at = "/".join(str(f["step"]) for f in finals)
         for a in ATTRIBUTES:
             chance = finals[0][f"chance/{a}"]
             acc = np.array([f[f"zs_acc/{a}"] for f in finals])
             floor = np.mean([f[f"zs_acc/{a}"] for f in floors])
             ok = acc.mean() >= (chance + 1) / 2
-            lines.append(f"| {world} | {len(runs)} | {a} | {chance:.3f} | {floor:.3f} | {acc.mean():.3f} | "
+            lines.append(f"| {world} | {len(runs)} | {at} | {a} | {chance:.3f} | {floor:.3f} | {acc.mean():.3f} | "
                          f"{acc.std(ddof=1) if len(acc) > 1 else float('nan'):.3f} | {'yes' if ok else 'no'} |")
         zs = np.array([f["zs_acc"] for f in finals])
         norm = np.array([chance_normalised(f, {a: f[f"chance/{a}"] for a in ATTRIBUTES}) for f in finals])
         std = zs.std(ddof=1) if len(zs) > 1 else float("nan")
-        lines.append(f"| {world} | {len(runs)} | **zs_acc** | {finals[0]['chance']:.3f} | "
+        lines.append(f"| {world} | {len(runs)} | {at} | **zs_acc** | {finals[0]['chance']:.3f} | "
                      f"{np.mean([f['zs_acc'] for f in floors]):.3f} | {zs.mean():.3f} | {std:.3f} | "
                      f"{_std_verdict(std)} |")
-        lines.append(f"| {world} | {len(runs)} | **zs_norm** | 0 | - | {norm.mean():.3f} | "
+        lines.append(f"| {world} | {len(runs)} | {at} | **zs_norm** | 0 | - | {norm.mean():.3f} | "
                      f"{norm.std(ddof=1) if len(norm) > 1 else float('nan'):.3f} | - |")
     return "\n".join(lines)
 
@@ -99,11 +102,11 @@ def main() -> None:
     args = parser.parse_args()
     candidates = candidate_runs(args.runs_dir, args.preset)
     if not candidates:
-        raise SystemExit(f"no completed run of world_v2_calibration ({args.preset}) in {args.runs_dir}")
+        raise SystemExit(f"no evaluated run of world_v2_calibration ({args.preset}) in {args.runs_dir}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     text = table(candidates)
     (args.out_dir / "calibration.md").write_text(
-        "# World v2 calibration: text only, final held-out zero-shot accuracy\n\n" + text + "\n\n"
+        "# World v2 calibration: text only, held-out zero-shot accuracy at the last evaluation\n\n" + text + "\n\n"
         "Learning curves: curves.png (python scripts/calibration_table.py).\n")
     print(text)
     print(curves(candidates, args.out_dir / "curves.png"))
