@@ -11,7 +11,6 @@ Writes OUT_DIR/calibration.md and OUT_DIR/curves.png (each attribute vs samples 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from study.evaluation.zero_shot import ATTRIBUTES, chance_normalised  # noqa: E402
 from study.runstore import RunStore  # noqa: E402
+from sweeps.spec import load_spec, pipeline  # noqa: E402
 
 STD_TARGET = 0.03
 
@@ -29,13 +29,12 @@ STD_TARGET = 0.03
 def candidate_runs(runs_dir: Path, preset: str) -> dict[str, list[list[dict]]]:
     """Evaluation records of each run evaluated after step 0, by candidate world (an unfinished run counts with
     its last evaluation, whose step the table shows)."""
-    members = json.loads((runs_dir / "grids" / f"world_v2_calibration__{preset}.json").read_text())["trials"]
     out: dict[str, list[list[dict]]] = {}
-    for m in members:
-        path = runs_dir / m["run_id"]
+    for trial in pipeline(load_spec("world_v2_calibration", preset)):
+        path = runs_dir / trial.run_id
         records = RunStore(path).records("eval.jsonl") if (path / "eval.jsonl").exists() else []
         if len(records) > 1:
-            out.setdefault(m["axes"]["world"], []).append(records)
+            out.setdefault(trial.axes["world"], []).append(records)
     return out
 
 

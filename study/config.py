@@ -81,6 +81,8 @@ class DataConfig:
                                   gt=0, le=1)
     object_scale: float = opt(1.0, "object radius multiplier (radius = 0.12 / 0.19 of the image side, small / "
                                    "large, times this)", gt=0, le=3)
+    position_jitter: float = opt(0.24, "largest offset of an object from its cell centre, as a fraction of the cell "
+                                       "side (each axis uniform in +-half of it)", ge=0, le=0.5)
     texture_strength: float = opt(0.3, "amplitude of the meaningless background texture", ge=0, le=1)
     unique_samples: int = opt(100_000, "D: training uses world indices [0, D) (shards: the first D samples in "
                                        "index order), repeated in epochs", ge=1, le=2**40)

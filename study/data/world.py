@@ -139,7 +139,8 @@ class World:
             owners = np.array([b for b, sc in enumerate(scenes) if len(sc.objects) > k])
             cells, sizes, shapes, colours = np.array(
                 [(o.cell, o.size, o.shape, o.colour) for o in (scenes[b].objects[k] for b in owners)]).T
-            jitter = (u[owners, _JITTER.start + 2 * k: _JITTER.start + 2 * k + 2] - 0.5) * 0.24 * cell
+            jitter = (u[owners, _JITTER.start + 2 * k: _JITTER.start + 2 * k + 2] - 0.5) * self.cfg.position_jitter \
+                * cell
             cy = (cells // 3 + 0.5) * cell + jitter[:, 0]
             cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
             mask = np.zeros(images.shape[:3], dtype=bool)
