@@ -10,8 +10,8 @@ import polars as pl
 from analysis.reference_data import CHINCHILLA_EPOCH_CSV
 
 REPO = Path(__file__).resolve().parents[1]
-# the pattern is assembled so that this file does not match it
-OUTSIDE = re.compile(r"\.\./" + "shared" + r"|\"" + "shared/" + "|" + "shared" + "/data")
+SHARED = "sha" + "red"  # spelt in pieces so that this file does not match its own pattern
+OUTSIDE = re.compile(r"\.\./" + SHARED + '|"' + SHARED + "/|" + SHARED + "/data")
 
 
 def tracked_files() -> list[Path]:
@@ -36,9 +36,9 @@ def test_no_tracked_file_reads_outside_the_repository():
 
 
 def test_the_pattern_catches_what_it_must():
-    assert OUTSIDE.search('Path(__file__).parent / "shared/data/x.csv"')
-    assert OUTSIDE.search("cat ../shared/PAPER.md")
-    assert not OUTSIDE.search("99.5% of their variance is shared by all tokens")
+    assert OUTSIDE.search(f'Path(__file__).parent / "{SHARED}/data/x.csv"')
+    assert OUTSIDE.search(f"cat ../{SHARED}/PAPER.md")
+    assert not OUTSIDE.search(f"99.5% of their variance is {SHARED} by all tokens")
 
 
 def test_vendored_chinchilla_data_is_inside_the_package():
