@@ -357,10 +357,7 @@ def pipeline(spec: GridSpec) -> list[Trial]:
     """The grid's trials after every upstream trial they need (transitively, each once, in stage order), indexed
     in that order; upstream trials carry their stage's name."""
     own = expand(spec)
-    by_id = {t.run_id: t for trials in spec.stages.values() for t in trials}
-    for name, trials in spec.stages.items():
-        for t in trials:
-            by_id[t.run_id] = replace(t, stage=t.stage or name)
+    by_id = {t.run_id: replace(t, stage=t.stage or name) for name, trials in spec.stages.items() for t in trials}
     needed: list[str] = []
 
     def need(run_id: str) -> None:

@@ -59,11 +59,10 @@ class UnifiedModel(nn.Module):
         if self.semantic_target:
             dim = width if self.semantic_target == "semantic_input" else enc_width
             self.semantic_head = mlp(width, width, dim)
-        if m.paired_init:
-            if self.semantic_head is not None:
-                init_weights(self.semantic_head)
-        else:  # v1's order: a semantic head built before the draws shifts every later one
+        if not m.paired_init:  # v1's order: a semantic head built before the draws shifts every later one
             self._init_shared(m.backbone)
+        elif self.semantic_head is not None:
+            init_weights(self.semantic_head)
         self.pixel_head: nn.Module | None = None
         if "pixel" in parts:
             if m.backbone == "hf":

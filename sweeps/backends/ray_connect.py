@@ -75,8 +75,8 @@ HANDSHAKE = "import sys\nfrom ray._raylet import GcsClient\nGcsClient(address=sy
 def handshake(address: str, timeout_s: float, limit_s: float) -> None:
     """One GCS handshake with Ray's own client, in a child process that is killed at the timeout (a thread
     stuck in Ray's C++ client cannot be stopped): a missing token is refused at once, where `ray.init` retries
-    for 20 s and prints its retries; a port that never answers is found out within `timeout_s` (what is left of
-the user's `limit_s`)."""
+    for 20 s and prints its retries; a port that never answers is found out within `timeout_s` (what is left
+    of the user's `limit_s`)."""
     try:
         done = subprocess.run([sys.executable, "-c", HANDSHAKE, address], capture_output=True, text=True,
                               timeout=timeout_s)
