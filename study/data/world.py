@@ -133,21 +133,21 @@ class World:
         return np.clip(images, 0.0, 1.0, out=images)
 
     def _paint(self, images: np.ndarray, scenes: list[Scene], u: np.ndarray) -> None:
-        """Draw objects in order (slot k of every image at once), each at its cell centre plus jitter."""
+        """Draw every object at its cell centre plus jitter: all masks in one call, then their pixels set slot
+        by slot (slot k of every image at once), so a later object covers an earlier one."""
+        owner, slot, cells, sizes, shapes, colours = np.array(
+            [(b, k, o.cell, o.size, o.shape, o.colour)
+             for b, sc in enumerate(scenes) for k, o in enumerate(sc.objects)]).T
         cell = self.cfg.image_size / 3
-        for k in range(max(len(sc.objects) for sc in scenes)):
-            owners = np.array([b for b, sc in enumerate(scenes) if len(sc.objects) > k])
-            cells, sizes, shapes, colours = np.array(
-                [(o.cell, o.size, o.shape, o.colour) for o in (scenes[b].objects[k] for b in owners)]).T
-            jitter = (u[owners, _JITTER.start + 2 * k: _JITTER.start + 2 * k + 2] - 0.5) * self.cfg.position_jitter \
-                * cell
-            cy = (cells // 3 + 0.5) * cell + jitter[:, 0]
-            cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
-            mask = np.zeros(images.shape[:3], dtype=bool)
-            mask[owners] = self._object_masks(shapes, sizes, cy, cx)
-            colour = np.zeros((len(images), 1, 1, 3), dtype=np.float32)
-            colour[owners, 0, 0] = RGB[colours]
-            np.copyto(images, colour, where=mask[..., None])
+        columns = _JITTER.start + 2 * slot[:, None] + np.arange(2)
+        jitter = (u[owner[:, None], columns] - 0.5) * self.cfg.position_jitter * cell
+        cy = (cells // 3 + 0.5) * cell + jitter[:, 0]
+        cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
+        masks = self._object_masks(shapes, sizes, cy, cx).reshape(len(owner), -1)
+        pixels = images.reshape(-1, 3)  # a view: images are contiguous
+        for k in range(slot.max() + 1):
+            obj, pixel = np.nonzero(masks & (slot == k)[:, None])
+            pixels[owner[obj] * masks.shape[1] + pixel] = RGB[colours[obj]]
 
     def _object_masks(self, shapes: np.ndarray, sizes: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
         """Pixel masks (N, H, W) of N objects centred at (cy, cx)."""
