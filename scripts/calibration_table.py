@@ -1,8 +1,8 @@
-"""World v2's calibration table and learning curves, from the runs of the `world_v2_calibration` grid.
+"""World v2's calibration table and learning curves, from the runs of the calibration grids (rounds 1 and 2).
 
-    python scripts/calibration_table.py RUNS_DIR OUT_DIR [--preset cpu]
+    python scripts/calibration_table.py RUNS_DIR OUT_DIR [--preset cpu] [--grids NAME ...]
 
-For each candidate world (the grid's `world` label), text only: per attribute the final zero-shot accuracy
+For each candidate world (the grids' `world` label), text only: per attribute the final zero-shot accuracy
 (mean and std over seeds) beside chance and the random-init floor (step 0), whether it is at least halfway
 from chance to 1.0, the seed-to-seed std of zs_acc (target <= 0.03) and the chance-normalised mean (zs_norm).
 Writes OUT_DIR/calibration.md and OUT_DIR/curves.png (each attribute vs samples seen, a line per run).
@@ -24,13 +24,14 @@ from study.runstore import RunStore  # noqa: E402
 from sweeps.spec import load_spec, pipeline  # noqa: E402
 
 STD_TARGET = 0.03
+GRIDS = ("world_v2_calibration", "world_v2_calibration_r2")
 
 
-def candidate_runs(runs_dir: Path, preset: str) -> dict[str, list[list[dict]]]:
+def candidate_runs(runs_dir: Path, preset: str, grids: tuple[str, ...] = GRIDS) -> dict[str, list[list[dict]]]:
     """Evaluation records of each run evaluated after step 0, by candidate world (an unfinished run counts with
     its last evaluation, whose step the table shows)."""
     out: dict[str, list[list[dict]]] = {}
-    for trial in pipeline(load_spec("world_v2_calibration", preset)):
+    for trial in (t for grid in grids for t in pipeline(load_spec(grid, preset))):
         path = runs_dir / trial.run_id
         records = RunStore(path).records("eval.jsonl") if (path / "eval.jsonl").exists() else []
         if len(records) > 1:
@@ -98,10 +99,11 @@ def main() -> None:
     parser.add_argument("runs_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--grids", nargs="+", default=list(GRIDS))
     args = parser.parse_args()
-    candidates = candidate_runs(args.runs_dir, args.preset)
+    candidates = candidate_runs(args.runs_dir, args.preset, tuple(args.grids))
     if not candidates:
-        raise SystemExit(f"no evaluated run of world_v2_calibration ({args.preset}) in {args.runs_dir}")
+        raise SystemExit(f"no evaluated run of {', '.join(args.grids)} ({args.preset}) in {args.runs_dir}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     text = table(candidates)
     (args.out_dir / "calibration.md").write_text(
