@@ -1,4 +1,4 @@
-"""World v2's calibration table and learning curves, from the runs of the calibration grids (rounds 1 and 2).
+"""World v2's calibration table and learning curves, from the runs of the calibration grids (rounds 1-3).
 
     python scripts/calibration_table.py RUNS_DIR OUT_DIR [--preset cpu] [--grids NAME ...]
 
@@ -24,7 +24,7 @@ from study.runstore import RunStore  # noqa: E402
 from sweeps.spec import load_spec, pipeline  # noqa: E402
 
 STD_TARGET = 0.03
-GRIDS = ("world_v2_calibration", "world_v2_calibration_r2")
+GRIDS = ("world_v2_calibration", "world_v2_calibration_r2", "world_v2_calibration_r3")
 
 
 def candidate_runs(runs_dir: Path, preset: str, grids: tuple[str, ...] = GRIDS) -> dict[str, list[list[dict]]]:
