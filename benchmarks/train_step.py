@@ -139,8 +139,10 @@ def main(preset: str = "cpu-small", name: str = "train_step") -> dict:
               f"{ratio:.3f} (means {mean_ratio:.3f}; trainer on pre-rendered batches {ref / loop:.3f}); "
               f"rendering a batch {1e3 * render:.1f} ms = "
               f"{BLOCK * render / ref:.1%} of a reference step")
-    result = {"preset": preset, "threads": torch.get_num_threads(), "rows": rows}
-    print(f"-> {write_result(name, result)}")
+        result = {"preset": preset, "threads": torch.get_num_threads(), "rows": rows,
+                  "complete": len(rows) == len(OBJECTIVES)}
+        path = write_result(name, result)  # after every objective: a run cut short keeps its finished rows
+    print(f"-> {path}")
     return result
 
 
