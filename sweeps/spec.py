@@ -2,7 +2,7 @@
 
     name: generation_target            # [A-Za-z0-9_-], names the grid's membership file
     description: ...
-    protocol: 1                                                # which study's `reproduce all` runs it (1 or 2)
+    protocol: 1                                                # which study's `reproduce all` runs it (0: none)
     base: {preset: cpu-small, overrides: {eval.every: 250}}
     axes: {objective.target: [none, semantic_input]}          # cartesian product
     zip:                                                       # each group: keys that move together
@@ -68,7 +68,8 @@ class GridSpec:
     base: dict  # the preset's values with the spec's overrides merged in
     axes: list[Axis] = field(default_factory=list)
     stages: dict[str, list[Trial]] = field(default_factory=dict)  # each stage's trials (its own pipeline)
-    protocol: int = 1  # the study protocol the grid belongs to: 1 = the v1 cpu study, 2 = the paper's regime
+    protocol: int = 1  # the study protocol the grid belongs to: 1 = the v1 cpu study, 2 = the paper's regime,
+    # 0 = none (calibrations and pilots outside a study: run by name, never by `reproduce all`)
 
 
 @dataclass(frozen=True)
@@ -267,8 +268,8 @@ def load_spec(source: str, scale: str, _loading: tuple[Path, ...] = ()) -> GridS
         upstream = load_spec(_stage_path(stage_source, path, r, where), scale, _loading + (path.resolve(),))
         stages[str(stage)] = pipeline(upstream)
     protocol = data.get("protocol", 1)
-    if protocol not in (1, 2):
-        raise r.error(("protocol",), f"{protocol!r} is not 1 or 2")
+    if protocol not in (0, 1, 2):
+        raise r.error(("protocol",), f"{protocol!r} is not 0 (no study), 1 or 2")
     spec = GridSpec(name, str(data.get("description", "")), path, scale, base_preset, base, all_axes, stages,
                     protocol)
     _check_values(spec, r, base_where)

@@ -84,6 +84,14 @@ def test_shipped_grids_expand_at_every_scale(grid):
     assert sum(t.config.steps for t in smoke) <= 120  # the whole smoke grid runs in minutes on 2 cores
 
 
+def test_reproduce_all_of_protocol_2_runs_the_v2_study_grids_only():
+    """Calibration and pilot grids of other issues (protocol 0) never train into the v2 study's runs."""
+    protocols = {p.stem: load_spec(p.stem, "smoke").protocol for p in GRID_DIR.glob("*.yaml")}
+    v2 = {name for name, protocol in protocols.items() if protocol == 2}
+    assert v2 and all(name.startswith("v2_") or name == "encoder_pretrain_v2" for name in v2)
+    assert {protocols[g] for g in ("world_v2_calibration", "world_v2_calibration_r3", "regime")} == {0}
+
+
 def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes():
     for scale in ("cpu", "gpu"):
         trials = expand(load_spec("data_scaling", scale))
@@ -106,6 +114,7 @@ def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes():
     ("axes:\n  regime: [a]\n", "an axis key is a config key"),
     ("axes:\n  train.lr: [0.001, 0.0010]\n", "resolve to the same config"),
     ("presets:\n  huge: {}\n", "key 'presets.huge': unknown key (allowed: smoke, cpu, gpu, full)"),
+    ("protocol: 3\n", "key 'protocol': 3 is not 0 (no study), 1 or 2"),
 ])
 def test_spec_errors_name_file_line_and_key(tmp_path, body, message):
     path = write_grid(tmp_path, body)
