@@ -24,7 +24,7 @@ MIN_PAIRS = 3
 NO_CLAIM = "no claim"
 COMPARISON_SCHEMA = {"arm": pl.String, "baseline": pl.String, "metric": pl.String, "n": pl.Int64,
                      "diff": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "p_value": pl.Float64,
-                     "direction": pl.Int64, "verdict": pl.String}
+                     "t_p_value": pl.Float64, "direction": pl.Int64, "verdict": pl.String}
 
 
 def finite(df: pl.DataFrame, metric: str) -> pl.DataFrame:
@@ -97,13 +97,25 @@ def judge(lo: float, hi: float, n: int, direction: int) -> str:
 def compare(runs: pl.DataFrame, metric: str, arm: str, baseline: str, treatment: Sequence[str],
             direction: int = 0) -> dict[str, Any] | None:
     """Paired comparison of `arm` minus `baseline` on `metric` (None when no run pairs): a row of
-    COMPARISON_SCHEMA, with the paired sign-flip p-value and the verdict on `direction`."""
+    COMPARISON_SCHEMA, with the paired sign-flip and t-test p-values and the verdict on `direction`."""
     pairs = paired_values(runs, metric, arm, baseline, treatment)
     if pairs.is_empty():
         return None
-    c = stats.paired(pairs["a"].to_numpy(), pairs["b"].to_numpy())
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    c = stats.paired(a, b)
     return {"arm": arm, "baseline": baseline, "metric": metric, "n": c.n, "diff": c.mean_diff, "lo": c.lo,
-            "hi": c.hi, "p_value": c.p_value, "direction": direction, "verdict": judge(c.lo, c.hi, c.n, direction)}
+            "hi": c.hi, "p_value": c.p_value, "t_p_value": stats.t_test_p_value(a - b), "direction": direction,
+            "verdict": judge(c.lo, c.hi, c.n, direction)}
+
+
+def judge_adjusted(diff: float, p_adjusted: float, n: int, direction: int, alpha: float = 0.05) -> str:
+    """Verdict on a claimed sign from a multiplicity-adjusted p-value (protocol 2): decided when p_adjusted <
+    alpha, on the side of the mean difference; inconclusive otherwise or with fewer than MIN_PAIRS pairs."""
+    if direction == 0:
+        return NO_CLAIM
+    if n < MIN_PAIRS or not np.isfinite(p_adjusted) or p_adjusted >= alpha or diff == 0:
+        return "inconclusive at this scale"
+    return "reproduced" if diff * direction > 0 else "not reproduced"
 
 
 def matched_baseline(runs: pl.DataFrame, arm: str, baselines: Sequence[str], treatment: Sequence[str]) -> str | None:

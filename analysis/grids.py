@@ -26,10 +26,11 @@ class Grid:
     preset: str
     description: str
     members: pl.DataFrame  # run_id, trial, arm
+    part: str = ""  # which of the grid's studies a copy of it is for ('' = the first)
 
     @property
     def key(self) -> str:
-        return f"{self.name}__{self.preset}"
+        return f"{self.name}__{self.preset}" + (f"__{self.part}" if self.part else "")
 
 
 def _determined(key: str, by: list[str], axes: list[dict]) -> bool:

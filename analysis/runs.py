@@ -39,6 +39,7 @@ SEED = "train.seed"
 D = "data.unique_samples"
 SAMPLES = "train.samples_seen"
 PRIMARY = "zs_acc"  # mean zero-shot accuracy over size, colour, shape and location
+NORMALISED = "zs_norm"  # protocol 2's primary: chance-normalised accuracy (as study.evaluation.zero_shot names it)
 RUN_FILES = ("config.yaml", "status.json", "eval.jsonl", "metrics.jsonl")
 PARALLEL_CONFIGS = 1000  # runs from which configs are read by several processes
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it

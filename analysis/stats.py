@@ -135,3 +135,30 @@ def verdict(diff_ci: tuple[float, float], claim_direction: int) -> Verdict:
     if hi < 0:
         return "not reproduced"
     return "inconclusive at this scale"
+
+
+def t_test_p_value(d: np.ndarray) -> float:
+    """Two-sided paired Student-t p-value of mean(d) = 0 (1.0 when d has no spread and mean 0; 0.0 when it
+    has no spread and a nonzero mean)."""
+    d = _as_sample(d, "differences")
+    if len(d) < 2:
+        return 1.0
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 1.0 if d.mean() == 0 else 0.0
+    return float(2 * stats.t.sf(abs(d.mean()) / (sd / np.sqrt(len(d))), len(d) - 1))
+
+
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control, no independence assumed): the i-th
+    smallest p times (m - i + 1), made monotone and capped at 1; reject where adjusted < alpha."""
+    p = np.asarray(p_values, dtype=float).ravel()
+    if len(p) == 0:
+        return p
+    if np.any(~np.isfinite(p) | (p < 0) | (p > 1)):
+        raise ValueError("p-values must be finite numbers in [0, 1]")
+    order = np.argsort(p, kind="stable")
+    scaled = np.maximum.accumulate(p[order] * (len(p) - np.arange(len(p))))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(scaled, 1.0)
+    return adjusted

@@ -22,7 +22,7 @@ import polars as pl
 
 from analysis import scaling, stats
 from analysis.aggregate import finite
-from analysis.runs import D
+from analysis.runs import NORMALISED, D
 
 MIN_SCALES = 3  # distinct D values a scaling fit needs
 MIN_BOOT_POINTS = 8  # with fewer points a case bootstrap of a 3-parameter law is degenerate: no intervals
@@ -46,7 +46,7 @@ class Crossover:
 
 def form_for(metric: str) -> str:
     """The scaling form for a metric: `bounded` for accuracies, `power` for losses and errors."""
-    return "bounded" if "acc" in metric else "power"
+    return "bounded" if "acc" in metric or metric == NORMALISED else "power"
 
 
 @dataclass(frozen=True)

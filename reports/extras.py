@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import polars as pl
 
-from analysis import stats, utilization
+from analysis import scaling, stats, utilization
 from analysis.aggregate import (
     compare,
     curve_stats,
@@ -28,8 +28,9 @@ from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import Context, Study, comparison_result, verdict_row
 
 INCONCLUSIVE = "inconclusive at this scale"
-UTILIZATION_METRICS = (PRIMARY, "caption_loss")
+UTILIZATION_METRICS = ("caption_loss",)  # fitted beside each study's primary metric
 INFERENCE_METRICS = {"views": PRIMARY, "diffusion_steps": "psnr"}
+PAPER_SCALE = 2e8  # the paper's training samples (PAPER.md)
 
 
 def _claimed_arms(ctx: Context, study: Study) -> list[tuple[str, str]]:
@@ -54,13 +55,13 @@ def _paired_runs(runs: pl.DataFrame, arm: str, base: str, treatment: tuple[str, 
 def crossover_row(ctx: Context, study: Study, runs: pl.DataFrame, arm: str, base: str, where: str = "") -> dict:
     """Figure 4's claim (the arm starts lower and overtakes): reproduced when the paired difference at the
     first evaluation after initialisation is below 0 and at the last one above 0, both by their intervals."""
-    paired = _paired_runs(runs, arm, base, study.treatment)
-    cs = curve_stats(ctx.curves, paired, PRIMARY)
+    paired, metric = _paired_runs(runs, arm, base, study.treatment), study.primary
+    cs = curve_stats(ctx.curves, paired, metric)
     a, b = cs.filter(pl.col("arm") == arm), cs.filter(pl.col("arm") == base)
     cross = utilization.crossover(a, b)
     common = sorted((set(a["samples_seen"]) & set(b["samples_seen"])) - {0})
-    measure = f"learning curves of {PRIMARY} vs samples seen{where}: starts lower, overtakes"
-    ends = [compare(values_at(ctx.curves, paired, PRIMARY, s), PRIMARY, arm, base, study.treatment, sign)
+    measure = f"learning curves of {metric} vs samples seen{where}: starts lower, overtakes"
+    ends = [compare(values_at(ctx.curves, paired, metric, s), metric, arm, base, study.treatment, sign)
             for s, sign in ((common[0], -1), (common[-1], +1))] if len(common) >= 2 else [None]
     if None in ends:
         return verdict_row(study, f"{arm} vs {base}", measure, 0, float("nan"), float("nan"), float("nan"),
@@ -82,13 +83,14 @@ def crossover_row(ctx: Context, study: Study, runs: pl.DataFrame, arm: str, base
 
 def learning_curves(ctx: Context, study: Study, section: Section) -> list[dict]:
     """Learning curves of the primary metric per arm, and the crossover verdict of each claimed arm."""
-    curves = ctx.in_arm_order(curve_stats(ctx.curves, ctx.runs, PRIMARY))
+    metric = study.primary
+    curves = ctx.in_arm_order(curve_stats(ctx.curves, ctx.runs, metric))
     if curves.is_empty():
         return []
-    ctx.figure(section, "learning", f"{PRIMARY} vs training samples seen per arm (mean over seeds, 95% CI band); "
+    ctx.figure(section, "learning", f"{metric} vs training samples seen per arm (mean over seeds, 95% CI band); "
                "paper Figure 4 compares these curves",
-               lambda stem: figures.learning_curves(curves, ctx.colours, PRIMARY, stem,
-                                                    f"{study.title}: learning curves", ctx.chance()))
+               lambda stem: figures.learning_curves(curves, ctx.colours, metric, stem,
+                                                    f"{study.title}: learning curves", ctx.chance(metric)))
     return [crossover_row(ctx, study, ctx.runs, arm, base) for arm, base in _claimed_arms(ctx, study)]
 
 
@@ -125,7 +127,7 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
     """Scaling fits per arm vs D, exponent differences and effective data multipliers against the matched
     baseline, and the crossover of learning curves at the largest D."""
     verdicts, util, mult, fit_rows = [], [], [], []
-    metrics = [m for m in UTILIZATION_METRICS if m in ctx.runs.columns]
+    metrics = [m for m in (study.primary, *UTILIZATION_METRICS) if m in ctx.runs.columns]
     groups = {(arm[0], m): (g, m, ctx.chance(m)) for arm, g in ctx.runs.group_by("arm", maintain_order=True)
               for m in metrics}
     all_fits, reasons = utilization.fit_groups(groups, ctx.fit, ctx.workers)
@@ -141,7 +143,7 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
                    f"({utilization.form_for(metric)}) with bootstrap band",
                    lambda stem, points=points, fits=fits, metric=metric: figures.scaling_curves(
                        points, fits, ctx.colours, metric, stem, f"{study.title}: {metric} vs unique data",
-                       ctx.chance() if metric == PRIMARY else None))
+                       ctx.chance(metric)))
         for arm, base in _claimed_arms(ctx, study):
             if arm not in fits or base not in fits:
                 continue
@@ -158,7 +160,7 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
                          "alpha (baseline)": fmt_ci(fb.params["alpha"], *fb.intervals.get("alpha", (None, None))),
                          "difference": fmt_ci(da.point, da.lo, da.hi, sign=True),
                          f"data multiplier at D={scales[-1]:,}": fmt_ci(m.point, m.lo, m.hi)})
-            if metric != PRIMARY:
+            if metric != study.primary:
                 continue
             no_interval = "" if fa.intervals and fb.intervals else " (no interval: a fit without bootstrap)"
             verdicts.append(verdict_row(
@@ -177,11 +179,58 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
     if fit_rows:
         section.tables.append(Table(f"{ctx.grid.key}_fits", "Scaling-law fits per arm (95% bootstrap CI)",
                                     pl.DataFrame(fit_rows)))
+    primary_fits = {arm: f for (arm, m), f in all_fits.items() if m == study.primary}
+    if primary_fits:
+        _extrapolation(ctx, study, section, primary_fits)
     d_max = ctx.runs[D].max()
     at_max = ctx.runs.filter(pl.col(D) == d_max)
     verdicts += [crossover_row(ctx, study, at_max, arm, base, f" at D={d_max:,}")
                  for arm, base in _claimed_arms(ctx, study) if {arm, base} <= set(at_max["arm"].to_list())]
     return verdicts
+
+
+def _extrapolation(ctx: Context, study: Study, section: Section, fits: dict) -> None:
+    """Each arm's fitted law of the primary metric at the paper's scale, with its bootstrap interval and how
+    far beyond the measured data that is."""
+    measured = int(ctx.runs[D].max())
+    decades = np.log10(PAPER_SCALE / measured)
+    rows, sentences = [], []
+    for arm, f in fits.items():
+        at = scaling.predict(f, np.array([PAPER_SCALE]))
+        here = scaling.predict(f, np.array([float(measured)]))
+        rows.append({"arm": arm, "metric": study.primary, "D": PAPER_SCALE, "predicted": float(at.point[0]),
+                     "lo": float(at.lo[0]), "hi": float(at.hi[0]), "at largest measured D": float(here.point[0]),
+                     "decades beyond measured": decades})
+        sentences.append(f"{arm}: {fmt_ci(at.point[0], at.lo[0], at.hi[0])} at D = {PAPER_SCALE:.0e} "
+                         f"(fitted {fmt(here.point[0])} at the largest measured D = {measured:,})")
+    section.tables.append(Table(f"{ctx.grid.key}_extrapolation",
+                                f"Fitted laws of {study.primary} extrapolated to the paper's {PAPER_SCALE:.0e} samples "
+                                "(95% bootstrap band)", pl.DataFrame(rows)))
+    section.text.append(f"Extrapolated to the paper's scale, {decades:.1f} decades beyond the largest measured D "
+                        f"(so read these as the laws' shape, not as predictions): " + "; ".join(sentences) + ".")
+
+
+def compute_matched(ctx: Context, study: Study, section: Section) -> list[dict]:
+    """The compute-matched view: the primary metric vs training FLOPs per arm (every component, each second
+    forward included, as the trainer counts them), with the FLOPs per training sample of each arm."""
+    metric = study.primary
+    last = (ctx.curves.filter((pl.col("source") == "train") & (pl.col("metric") == "flops")
+                              & pl.col("run_id").is_in(ctx.runs["run_id"].to_list()) & (pl.col("samples_seen") > 0))
+            .sort("samples_seen").group_by("run_id").last().collect())
+    if last.is_empty():
+        return []
+    rates = (last.join(ctx.runs.select("run_id", "arm"), on="run_id")
+             .group_by("arm", maintain_order=True)
+             .agg((pl.col("value") / pl.col("samples_seen")).mean().alias("flops_per_sample"), pl.len().alias("runs")))
+    curves = ctx.in_arm_order(curve_stats(ctx.curves, ctx.runs, metric)).join(rates, on="arm")
+    curves = curves.with_columns((pl.col("samples_seen") * pl.col("flops_per_sample")).alias("train_flops"))
+    section.tables.append(Table(f"{ctx.grid.key}_flops", "Training FLOPs per sample per arm (all components)",
+                                ctx.in_arm_order(rates)))
+    ctx.figure(section, "compute", f"{metric} vs training FLOPs per arm (mean over seeds, 95% CI band): the "
+               "compute-matched view", lambda stem: figures.learning_curves(
+                   curves, ctx.colours, metric, stem, f"{study.title}: compute-matched", ctx.chance(metric),
+                   x="train_flops"))
+    return []
 
 
 def masking_histograms(ctx: Context, study: Study, section: Section) -> list[dict]:

@@ -108,15 +108,18 @@ def _mean_bands(ax, frame: pl.DataFrame, x: str, colours: Mapping[str, Colour], 
         ax.fill_between(xs, g["lo"].to_numpy(), g["hi"].to_numpy(), color=c, alpha=0.15, lw=0)
 
 
+X_LABELS = {"samples_seen": "training samples seen (images)", "train_flops": "training FLOPs"}
+
+
 def learning_curves(curves: pl.DataFrame, colours: Mapping[str, Colour], metric: str, stem: Path, title: str,
-                    chance: float | None = None) -> Path:
-    """Metric vs samples seen per arm: mean over seeds with a 95% interval band. `curves`: arm,
-    samples_seen, mean, lo, hi (aggregate.curve_stats)."""
+                    chance: float | None = None, x: str = "samples_seen") -> Path:
+    """Metric vs samples seen (or another column `x` of X_LABELS) per arm: mean over seeds with a 95% interval
+    band. `curves`: arm, x, mean, lo, hi (aggregate.curve_stats)."""
     fig, axs = _axes()
     ax = axs[0, 0]
-    _mean_bands(ax, curves, "samples_seen", colours, marker_size=3)
+    _mean_bands(ax, curves, x, colours, marker_size=3)
     _chance(ax, chance)
-    ax.set(xlabel="training samples seen (images)", ylabel=metric_label(metric), title=title)
+    ax.set(xlabel=X_LABELS[x], ylabel=metric_label(metric), title=title)
     _legend(ax)
     return _save(fig, stem)
 

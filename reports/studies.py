@@ -7,15 +7,16 @@ differ only there), baseline arms, claimed directions, and extra figures and tab
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from analysis.aggregate import compare_to_baselines, seed_stats
+from analysis.aggregate import compare_to_baselines, judge_adjusted, seed_stats
 from analysis.grids import Grid
-from analysis.runs import PRIMARY, D
+from analysis.runs import NORMALISED, PRIMARY, D
 from analysis.utilization import FitSettings
 from reports import figures
 from reports.render import Figure, Section, Table, fmt, fmt_ci
@@ -24,6 +25,8 @@ VERDICT_SCHEMA = {"study": pl.String, "claim": pl.String, "comparison": pl.Strin
                   "n": pl.Int64, "estimate": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "p_value": pl.Float64,
                   "result": pl.String, "verdict": pl.String}
 LAST_ROLLOUT = "rollout_err/last"  # the longest rollout a run evaluated
+DIFFERENCE = "difference in"  # how the measure of a paired comparison's verdict row begins
+DESCRIPTIVE = "descriptive: no verdict (protocol)"
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Context:
     fig_dir: Path | None  # None: tables only, no figures drawn
     fit: FitSettings  # of the scaling-law fits
     workers: int  # processes for the scaling-law fits
+    adjusted: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    # Holm-adjusted p-value of each claimed comparison (arm, baseline, metric) of a study with a family
 
     def figure(self, section: Section, name: str, caption: str, draw: Callable[[Path], Path]) -> None:
         """Add the figure that `draw(stem)` writes (PNG path returned) to `section`, unless figures are off."""
@@ -45,7 +50,10 @@ class Context:
             section.figures.append(Figure(caption, draw(self.fig_dir / f"{self.grid.key}_{name}")))
 
     def chance(self, metric: str = PRIMARY) -> float | None:
-        """Mean chance level of the primary accuracy over the runs (None for other metrics)."""
+        """Mean chance level of the primary accuracy over the runs (0 for the chance-normalised accuracy,
+        None for other metrics)."""
+        if metric == NORMALISED:
+            return 0.0
         if metric != PRIMARY or "chance" not in self.runs.columns or self.runs["chance"].null_count() == len(
                 self.runs):
             return None
@@ -83,6 +91,12 @@ class Study:
     measures: tuple[Measure, ...] = ()
     metrics: tuple[str, ...] = (PRIMARY, "caption_loss")  # shown per arm
     by_scale: bool = False  # seed statistics per arm x D
+    per_scale: bool = False  # one comparison per D (else pairs at every D pooled into one)
+    primary: str = PRIMARY  # the metric of learning curves, scaling fits and the bar figure
+    family: str = ""  # protocol 2: the Holm family of its claimed comparisons ('' = v1's interval rule)
+    regime: str = ""  # protocol 2: the encoder regime its runs train in
+    part: str = ""  # a second study of the same grid: its section and tables are keyed GRID__PRESET__PART
+    descriptive: bool = False  # shown for contrast: its comparisons and fits carry no verdict
     extras: tuple[Callable[[Context, Study, Section], list[dict]], ...] = field(default_factory=tuple)
     # each extra adds its tables and figures to the section and returns its verdict rows
 
@@ -97,8 +111,8 @@ def verdict_row(study: Study, comparison: str, measure: str, n: int, estimate: f
             "estimate": estimate, "lo": lo, "hi": hi, "p_value": p_value, "result": result, "verdict": verdict}
 
 
-def comparison_result(diff: float, lo: float, hi: float, p: float, n: int) -> str:
-    return f"{fmt_ci(diff, lo, hi, sign=True)}; p={fmt(p, 2)}; n={n} pairs"
+def comparison_result(diff: float, lo: float, hi: float, p: float, n: int, p_name: str = "p") -> str:
+    return f"{fmt_ci(diff, lo, hi, sign=True)}; {p_name}={fmt(p, 2)}; n={n} pairs"
 
 
 def verdict_table(ctx: Context, study: Study, rows: pl.DataFrame) -> Table:
@@ -118,38 +132,81 @@ def _arm_table(ctx: Context, study: Study) -> Table:
     return Table(f"{ctx.grid.key}_arms", "Seed statistics per arm (mean over seeds, 95% Student-t CI)", long, shown)
 
 
-def _comparisons(ctx: Context, study: Study) -> pl.DataFrame:
+def comparisons(ctx: Context, study: Study) -> pl.DataFrame:
+    """Each measure's paired comparisons of the study's arms against their matched baselines (rows of
+    `analysis.aggregate.COMPARISON_SCHEMA` with a `scale` column, null unless `per_scale`), before any
+    multiplicity adjustment."""
+    scales = sorted(ctx.runs[D].unique().to_list()) if study.per_scale and D in ctx.runs.columns else [None]
     parts = []
     for m in study.measures:
         metric = ctx.resolve(m.metric)
         if metric not in ctx.runs.columns:
             continue
-        parts.append(compare_to_baselines(ctx.runs, metric, study.baseline, study.treatment,
-                                          direction=lambda arm_runs, m=m: m.claim(arm_runs.row(0, named=True))))
+        for scale in scales:
+            runs = ctx.runs if scale is None else ctx.runs.filter(pl.col(D) == scale)
+            comps = compare_to_baselines(runs, metric, study.baseline, study.treatment,
+                                         direction=lambda arm_runs, m=m: m.claim(arm_runs.row(0, named=True)))
+            parts.append(comps.with_columns(pl.lit(scale, dtype=pl.Int64).alias("scale")))
     return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def comparison_key(c: dict) -> tuple[str, str, str]:
+    """What identifies a comparison within its study: arm, baseline and metric (at a scale, when per scale)."""
+    metric = c["metric"] if c.get("scale") is None else f"{c['metric']}@D={c['scale']}"
+    return c["arm"], c["baseline"], metric
+
+
+def _decided(ctx: Context, study: Study, comps: pl.DataFrame) -> pl.DataFrame:
+    """The comparisons with their verdicts: v1's interval rule, or for a study with a family the verdict
+    from its Holm-adjusted p-value (`p_holm`)."""
+    if not study.family or comps.is_empty():
+        return comps
+    rows = []
+    for c in comps.iter_rows(named=True):
+        p = ctx.adjusted.get(comparison_key(c), float("nan")) if c["direction"] else float("nan")
+        rows.append(c | {"p_holm": p, "verdict": judge_adjusted(c["diff"], p, c["n"], c["direction"])})
+    return pl.DataFrame(rows, schema=comps.schema | {"p_holm": pl.Float64})
 
 
 def _comparison_table(ctx: Context, comps: pl.DataFrame) -> Table:
     claimed = {1: "arm > baseline", -1: "arm < baseline", 0: "none"}
+    p_columns = [pl.col("p_value").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).alias("p (sign-flip)")]
+    if "p_holm" in comps.columns:
+        p_columns += [pl.col(c).map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).alias(name)
+                      for c, name in (("t_p_value", "p (t)"), ("p_holm", "p (Holm)"))]
+    scale = [pl.col("scale").alias("D")] if comps["scale"].null_count() < len(comps) else []
     shown = comps.select(
-        "arm", "baseline", "metric", "n",
+        "arm", "baseline", *scale, "metric", "n",
         pl.struct("diff", "lo", "hi").map_elements(lambda s: fmt_ci(s["diff"], s["lo"], s["hi"], sign=True),
                                                    return_dtype=pl.String).alias("difference [95% CI]"),
-        pl.col("p_value").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).alias("p (sign-flip)"),
-        pl.col("direction").replace_strict(claimed, return_dtype=pl.String).alias("paper claims"),
+        *p_columns, pl.col("direction").replace_strict(claimed, return_dtype=pl.String).alias("paper claims"),
         "verdict")
     return Table(f"{ctx.grid.key}_comparisons", "Paired comparisons against the baseline (arm minus baseline)",
                  comps, shown)
+
+
+def collapse_prefix(arm: str) -> str:
+    """'collapsed (k/n): ' for an arm label marked by `analysis.collapse.mark_collapsed`, else ''."""
+    found = re.search(r"\[collapsed (\d+/\d+)\]", arm)
+    return f"collapsed ({found.group(1)}): " if found else ""
+
+
+def _baseline_collapse(baseline: str) -> str:
+    prefix = collapse_prefix(baseline)
+    return f"baseline {prefix}" if prefix else ""
 
 
 def _claimed_rows(study: Study, comps: pl.DataFrame) -> list[dict]:
     rows = []
     for c in comps.filter(pl.col("direction") != 0).iter_rows(named=True):
         side = ">" if c["direction"] > 0 else "<"
-        rows.append(verdict_row(study, f"{c['arm']} vs {c['baseline']}",
-                                f"difference in {c['metric']} (paper: arm {side} baseline)",
-                                c["n"], c["diff"], c["lo"], c["hi"], c["p_value"],
-                                comparison_result(c["diff"], c["lo"], c["hi"], c["p_value"], c["n"]), c["verdict"]))
+        at = "" if c["scale"] is None else f" at D={c['scale']:,}"
+        p = c.get("p_holm", c["p_value"])
+        result = comparison_result(c["diff"], c["lo"], c["hi"], p, c["n"], "p_Holm" if "p_holm" in c else "p")
+        rows.append(verdict_row(study, f"{c['arm']} vs {c['baseline']}{at}",
+                                f"{DIFFERENCE} {c['metric']} (paper: arm {side} baseline)",
+                                c["n"], c["diff"], c["lo"], c["hi"], p, result,
+                                collapse_prefix(c["arm"]) + _baseline_collapse(c["baseline"]) + c["verdict"]))
     return rows
 
 
@@ -165,7 +222,7 @@ def build_section(ctx: Context, study: Study) -> tuple[Section, pl.DataFrame]:
     section.tables.append(_arm_table(ctx, study))
     rows: list[dict] = []
     if study.baseline is not None and study.measures:
-        comps = _comparisons(ctx, study)
+        comps = _decided(ctx, study, comparisons(ctx, study))
         if not comps.is_empty():
             section.tables.append(_comparison_table(ctx, comps))
             rows += _claimed_rows(study, comps)
@@ -174,17 +231,23 @@ def build_section(ctx: Context, study: Study) -> tuple[Section, pl.DataFrame]:
     for extra in study.extras:
         rows += extra(ctx, study, section)
     verdicts = verdict_frame(rows)
+    if study.descriptive:
+        verdicts = verdicts.with_columns(pl.lit(DESCRIPTIVE).alias("verdict"))
     if not verdicts.is_empty():
         section.tables.insert(0, verdict_table(ctx, study, verdicts))
     return section, verdicts
 
 
 def _ablation_figure(ctx: Context, study: Study, section: Section) -> None:
-    stats = ctx.in_arm_order(seed_stats(ctx.runs, PRIMARY, ["arm"]))
+    metric = study.primary
+    if metric not in ctx.runs.columns:
+        return
+    stats = ctx.in_arm_order(seed_stats(ctx.runs, metric, ["arm"]))
     if stats.is_empty():
         return
     base = ctx.runs.filter(study.baseline)["arm"].unique().to_list()
-    ctx.figure(section, "bars", f"{study.title}: {PRIMARY} per arm, mean over seeds with 95% CI",
-               lambda stem: figures.ablation_bars(stats, ctx.colours, PRIMARY, stem, study.title,
-                                                  baseline=base[0] if len(base) == 1 else None, chance=ctx.chance()))
+    ctx.figure(section, "bars", f"{study.title}: {metric} per arm, mean over seeds with 95% CI",
+               lambda stem: figures.ablation_bars(stats, ctx.colours, metric, stem, study.title,
+                                                  baseline=base[0] if len(base) == 1 else None,
+                                                  chance=ctx.chance(metric)))
 

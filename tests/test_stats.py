@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from analysis import stats
 
@@ -89,3 +90,27 @@ def test_verdict(ci, direction, expected):
 def test_verdict_rejects_bad_direction():
     with pytest.raises(ValueError):
         stats.verdict((0.1, 0.2), 0)
+
+
+def test_t_test_p_value_matches_scipy_and_handles_no_spread():
+    d = np.array([0.03, 0.05, 0.01, 0.04, 0.02])
+    assert stats.t_test_p_value(d) == pytest.approx(scipy_stats.ttest_1samp(d, 0.0).pvalue)
+    assert stats.t_test_p_value(np.zeros(5)) == 1.0
+    assert stats.t_test_p_value(np.full(5, 0.1)) == 0.0
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    # hand-worked: sorted p = .01, .02, .04 -> .03, .04, .04 (monotone), in the input's order
+    adjusted = stats.holm(np.array([0.04, 0.01, 0.02]))
+    np.testing.assert_allclose(adjusted, [0.04, 0.03, 0.04])
+    assert stats.holm(np.array([0.5, 0.9])).max() == 1.0
+    with pytest.raises(ValueError, match="p-values"):
+        stats.holm(np.array([0.1, float("nan")]))
+
+
+def test_holm_controls_the_family_wise_error_under_the_null():
+    rng = np.random.default_rng(0)
+    false_alarms = sum(bool((stats.holm(rng.uniform(size=12)) < 0.05).any()) for _ in range(4000))
+    assert false_alarms / 4000 < 0.06  # at most alpha (Bonferroni-like), up to sampling noise
+    uncorrected = sum(bool((rng.uniform(size=12) < 0.05).any()) for _ in range(4000))
+    assert uncorrected / 4000 > 0.4  # 1 - 0.95^12 = 0.46: the correction is doing something
