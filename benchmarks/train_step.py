@@ -7,7 +7,8 @@ rendering, masking, logging included; the evaluations before and after training 
 times of the reference's 10-step blocks. The two alternate for several rounds and the ratio is of the
 median block times over all rounds, so a busy moment on a shared machine slows a few blocks of either
 rather than a whole round. The mean-based ratio is recorded beside it, and so is the time to
-render one batch (the toolkit's data cost, which the reference does not pay). A third side, the
+render one batch (the toolkit's data cost, which the reference does not pay), timed in every round beside the
+reference's steps (median over rounds). A third side, the
 toolkit's trainer fed the reference's pre-rendered batches, separates the cost of the training loop
 itself (masking, loss bookkeeping, scheduler, logging) from the cost of rendering.
 """
@@ -22,7 +23,6 @@ import tempfile
 import time
 from unittest import mock
 
-import numpy as np
 import torch
 
 from benchmarks.common import write_result
@@ -103,14 +103,14 @@ def toolkit_block_seconds(cfg: RunConfig, prerendered: bool = False) -> list[flo
     return [BLOCK * cfg.train.batch_size / r["samples_per_s"] for r in records if r["step"] > WARMUP]
 
 
-def render_seconds(cfg: RunConfig, batches: int = 20) -> float:
-    """Median seconds to render one training batch on the calling thread."""
+def render_times(cfg: RunConfig, batches: int = 10, first_step: int = 0) -> list[float]:
+    """Seconds to render each of `batches` training batches on the calling thread."""
     world, times = make_world(cfg.data), []
-    for step in range(batches):
+    for step in range(first_step, first_step + batches):
         tick = time.perf_counter()
         make_batch(world, training_indices(cfg, step))
         times.append(time.perf_counter() - tick)
-    return float(np.median(times))
+    return times
 
 
 def main(preset: str = "cpu-small", name: str = "train_step") -> dict:
@@ -119,14 +119,15 @@ def main(preset: str = "cpu-small", name: str = "train_step") -> dict:
         cfg = load_config(preset, [*overrides, f"train.samples_seen={STEPS * 64}", "train.batch_size=64",
                                    f"train.log_every={BLOCK}", "eval.num_images=4", "eval.probe_images=20",
                                    "eval.every=0", "eval.inference_scaling=false"])
-        refs, tools, loops = [], [], []
-        for _ in range(ROUNDS):
+        refs, tools, loops, renders = [], [], [], []
+        for i in range(ROUNDS):  # rendering is timed in every round too, beside the steps it is a share of
             refs += reference_block_seconds(cfg)
+            renders += render_times(cfg, first_step=10 * i)
             tools += toolkit_block_seconds(cfg)
             loops += toolkit_block_seconds(cfg, prerendered=True)
         ref, tool, loop = statistics.median(refs), statistics.median(tools), statistics.median(loops)
         ratio, mean_ratio = ref / tool, statistics.fmean(refs) / statistics.fmean(tools)
-        render = render_seconds(cfg)
+        render = statistics.median(renders)
         samples = BLOCK * cfg.train.batch_size
         rows.append({"objective": objective, "reference_samples_per_s": samples / ref,
                      "toolkit_samples_per_s": samples / tool, "ratio": ratio, "ratio_of_means": mean_ratio,
