@@ -23,12 +23,14 @@ from study.errors import UserError
 
 PRESET_DIR = Path(__file__).parent / "configs"
 TARGET_PARTS = ("semantic_input", "semantic_encoder", "pixel")
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 
 def opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | None = None,
-        gt: float | None = None, le: float | None = None) -> Any:
-    """A config field with its documentation and the values it allows."""
-    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le}
+        gt: float | None = None, le: float | None = None, identity: bool = True) -> Any:
+    """A config field with its documentation and the values it allows; `identity=False` for a field that does not
+    change what a run computes (where its records are mirrored), so it is not part of the run id."""
+    meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "identity": identity}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -172,6 +174,8 @@ class TrainConfig:
                                         "run fails (torch's process-group timeout)", gt=0, le=1440)
     activation_checkpointing: bool = opt(False, "recompute each transformer block's activations in backward")
     compile: bool = opt(False, "torch.compile each transformer block")
+    trackers: list[str] = opt([], "experiment trackers that mirror the run store's records (optional extra "
+                                  "'tracking'); not part of the run id", choices=TRACKERS, identity=False)
 
 
 @dataclass
@@ -215,15 +219,24 @@ class RunConfig:
         blob = json.dumps(non_defaults(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    def identity(self) -> dict:
+        """The config without its fields outside the run's identity (`opt(identity=False)`)."""
+        out = self.to_dict()
+        for section in dataclasses.fields(self):
+            for f in dataclasses.fields(getattr(self, section.name)):
+                if not f.metadata.get("identity", True):
+                    del out[section.name][f.name]
+        return out
+
 
 def non_defaults(cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """The resolved config's values that differ from their field defaults, by section."""
+    """The resolved config's identity values that differ from their field defaults, by section."""
     out: dict[str, dict[str, Any]] = {}
     for section in dataclasses.fields(cfg):
         values = getattr(cfg, section.name)
         defaults = type(values)()
         changed = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)
-                   if getattr(values, f.name) != getattr(defaults, f.name)}
+                   if f.metadata.get("identity", True) and getattr(values, f.name) != getattr(defaults, f.name)}
         if changed:
             out[section.name] = changed
     return out

@@ -26,6 +26,7 @@ import yaml
 
 from study.config import RunConfig, from_dict
 from study.errors import UserError
+from study.tracking import Trackers, check_installed
 
 KEEP_CHECKPOINTS = 2
 
@@ -94,19 +95,24 @@ class RunStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.checkpoint_dir = self.path / "checkpoints"
+        self.trackers: Trackers | None = None  # mirrors of appended records (train.trackers)
+        self._tracker_config: RunConfig | None = None  # set by init when the run names trackers
 
     # -- config -------------------------------------------------------------------------------
     def init(self, cfg: RunConfig) -> None:
         """Create the run directory with its config, or check an existing one holds the same config."""
+        if cfg.train.trackers:
+            check_installed(cfg.train.trackers)  # before anything is written
+            self._tracker_config = cfg
         config_path = self.path / "config.yaml"
         if config_path.exists():
             existing = self.config()
-            if existing.to_dict() != cfg.to_dict():
+            if existing.identity() != cfg.identity():
                 raise UserError(f"run directory '{self.path}' holds a different config (run id "
                                 f"{existing.run_id()}, asked for {cfg.run_id()})")
-            return
-        atomic_write(config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-        self.write_status("pending")
+        else:
+            atomic_write(config_path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+            self.write_status("pending")
 
     def config(self) -> RunConfig:
         path = self.path / "config.yaml"
@@ -139,6 +145,9 @@ class RunStore:
             status["backend_job_id"] = f"slurm:{job}"
         status.update(fields)
         atomic_write(self.path / "status.json", json.dumps(status, indent=1).encode())
+        if state in ("completed", "failed") and self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
     # -- records ------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
@@ -151,6 +160,10 @@ class RunStore:
             if e.filename:
                 raise
             raise _naming(e, self.path / name) from e
+        if self._tracker_config is not None and self.trackers is None:  # at the first record: none for a done run
+            self.trackers = Trackers(self._tracker_config, self.path)
+        if self.trackers is not None:
+            self.trackers.record(name, record)
 
     def records(self, name: str) -> list[dict]:
         return read_jsonl(self.path / name)

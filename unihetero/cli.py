@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "unihetero.commands.sweep",
     "unihetero.commands.search",
     "unihetero.commands.report",
+    "unihetero.commands.track",
     "unihetero.commands.data",
     "unihetero.commands.hf",
 )
