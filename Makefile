@@ -10,14 +10,15 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,tracking]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/unihetero reproduce all --preset smoke --backend local --workers 2 --runs-dir runs/demo --out reports/demo
-	@echo "demo report: reports/demo/report.html (and report.md, tables/*.csv, figures/)"
+	$(VENV)/bin/unihetero reproduce v2_demo --preset demo --backend local --workers 2 --runs-dir runs/demo-v2 \
+		--out reports/demo --bootstrap 0
+	@$(PY) -m reports.glance reports/demo
 
 test: install
 	@if [ "$$(id -u)" = 0 ] && [ -x scripts/slurm_cluster.sh ]; then \

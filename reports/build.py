@@ -21,11 +21,13 @@ from analysis.runs import RunSet, describe_arms, load_runs
 from analysis.utilization import FitSettings
 from reports import figures
 from reports.families import holm_adjustments, lead_section
+from reports.glance import glance_section
 from reports.paper import FAMILY_SIZES, STUDIES, studies_for
 from reports.render import Section, Table, render_html, render_markdown, write_tables
 from reports.studies import VERDICT_SCHEMA, Context, Study, build_section
 
 TITLE = "UniHetero reproduction report"
+DEMO = "demo"  # the scale preset whose report opens with an at-a-glance summary
 FIT = FitSettings(n_boot=100, boot_starts=4, starts=20)
 DECISION_RULE = (
     "Verdicts come from the 95% interval of the paired difference (arm minus baseline over runs that differ "
@@ -96,15 +98,18 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
     contexts = [(Context(grid, runs.usable.join(grid.members, on="run_id", how="inner").sort("trial"), runs.curves,
                          runs.inference, colours, fig_dir, fit, workers), study) for grid, study in studies]
     adjusted = holm_adjustments(contexts, FAMILY_SIZES)
-    sections, verdicts = [], []
+    sections, verdicts, opening = [], [], []
     for ctx, study in contexts:
         ctx.adjusted = adjusted.get(ctx.grid.key, {})
         section, rows = build_section(ctx, study)
         section.text += notes.get(replace(ctx.grid, part="").key, [])
         sections.append(section)
         verdicts.append(rows)
+        if ctx.grid.preset == DEMO and study.baseline is not None and not ctx.runs.is_empty():
+            opening.append(glance_section(ctx, study, section, rows))
     lead = lead_section([(study, rows) for (_, study), rows in zip(contexts, verdicts, strict=True)])
-    sections = [*([lead] if lead else []), _summary(verdicts), *sections, _status_section(runs, grids)]
+    opening += [lead] if lead else []
+    sections = [*opening, _summary(verdicts), *sections, _status_section(runs, grids)]
 
     usable = int(runs.runs["usable"].sum()) if len(runs.runs) else 0
     preamble = [f"Runs directory `{runs_dir}`: {len(runs.runs)} run directories, {usable} usable, "

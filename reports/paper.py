@@ -161,7 +161,13 @@ V2_STUDIES = (
     _v2_data_scaling("v2_data_scaling", "contrastive", "takeaway 2 (v2)"),
     _v2_data_scaling("v2_data_scaling_scratch", "scratch"),
 )
-ALL_STUDIES = V1_STUDIES + V2_STUDIES
+DEMO_STUDY = Study(
+    "v2_demo", "Demo: the v2 pipeline at demo scale", "Demo (not the study)",
+    "[make demo] Takeaway 1's question in minutes: semantic_input on a frozen contrastive encoder against text "
+    "only. Demo-scale verdicts are not the study's.",
+    treatment=V2_TREATMENT, baseline=TEXT_ONLY, measures=(Measure(NORMALISED, generation_claim),),
+    metrics=V2_METRICS[:6], primary=NORMALISED, extras=(extras.learning_curves,))
+ALL_STUDIES = V1_STUDIES + V2_STUDIES + (DEMO_STUDY,)
 STUDIES = {s.grid: s for s in ALL_STUDIES if not s.part}  # each grid's first study, in report order
 
 

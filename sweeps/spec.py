@@ -41,7 +41,7 @@ from study.errors import UserError
 from study.upstream import run_reference, upstream_ids
 
 GRID_DIR = Path(__file__).parent / "grids"
-SCALES = ("smoke", "cpu", "gpu", "full")
+SCALES = ("smoke", "demo", "cpu", "gpu", "full")  # demo: `make demo`, minutes on 2 cores (optional)
 TOP_KEYS = ("name", "description", "protocol", "stages", "base", "axes", "zip", "seeds", "presets")
 PRESET_KEYS = ("base", "axes", "zip", "seeds")
 BASE_KEYS = ("preset", "overrides")

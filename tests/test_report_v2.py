@@ -128,7 +128,8 @@ def test_a_collapsed_arm_is_reported_as_collapsed(v2_report):
 def test_takeaway_three_and_two_are_judged_per_comparison(v2_report):
     lead = _lead(v2_report)
     t3 = lead.filter(pl.col("takeaway") == "Takeaway 3")
-    assert t3.filter(pl.col("measure").str.contains("zs_norm"))["verdict"].to_list() == ["reproduced"]
+    assert t3.filter(pl.col("measure").str.contains("zs_norm"))["verdict"].to_list() == [
+        "baseline collapsed (5/5): reproduced"]  # semantic_encoder, the baseline here, collapsed
     t2 = lead.filter(pl.col("takeaway") == "Takeaway 2")
     assert len(t2) == 5 and all("at D=" in c for c in t2["comparison"])
 

@@ -75,7 +75,9 @@ def test_same_trial_in_two_grids_is_one_run(tmp_path):
 
 @pytest.mark.parametrize("grid", sorted(p.stem for p in GRID_DIR.glob("*.yaml")))
 def test_shipped_grids_expand_at_every_scale(grid):
-    spec_scales = [s for s in SCALES if s != "full"]
+    demo_only = "demo:" in GRID_DIR.joinpath(f"{grid}.yaml").read_text() and "\n  cpu:" not in \
+        GRID_DIR.joinpath(f"{grid}.yaml").read_text()  # the demo grid has smoke and demo presets only
+    spec_scales = ["smoke", "demo"] if demo_only else [s for s in SCALES if s not in ("full", "demo")]
     for scale in spec_scales:
         trials = expand(load_spec(grid, scale))
         assert trials, (grid, scale)
@@ -113,7 +115,7 @@ def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes():
     ("axes:\n  train.seed: [1, 2]\n", "key 'train.seed' is set by two axes"),
     ("axes:\n  regime: [a]\n", "an axis key is a config key"),
     ("axes:\n  train.lr: [0.001, 0.0010]\n", "resolve to the same config"),
-    ("presets:\n  huge: {}\n", "key 'presets.huge': unknown key (allowed: smoke, cpu, gpu, full)"),
+    ("presets:\n  huge: {}\n", "key 'presets.huge': unknown key (allowed: smoke, demo, cpu, gpu, full)"),
     ("protocol: 3\n", "key 'protocol': 3 is not 0 (no study), 1 or 2"),
 ])
 def test_spec_errors_name_file_line_and_key(tmp_path, body, message):
