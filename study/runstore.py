@@ -147,7 +147,7 @@ class RunStore:
         atomic_write(self.path / "status.json", json.dumps(status, indent=1).encode())
         if state in ("completed", "failed") and self.trackers is not None:
             self.trackers.close()
-            self.trackers = None
+            self.trackers, self._tracker_config = None, None  # a finished run opens none again
 
     # -- records ------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
