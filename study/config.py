@@ -189,6 +189,9 @@ class EvalConfig:
     view_mask_ratio: float = opt(0.25, "fraction of visual tokens masked in each view", ge=0, le=1)
     diffusion_steps: list[int] = opt([4, 16, 64], "inference scaling: diffusion sampling steps")
     inference_scaling: bool = opt(True, "run the inference-scaling evaluations at the end")
+    benchmarks: list[str] = opt([], "benchmark files or directories evaluated at every evaluation "
+                                "(study/evaluation/bench/tasks.py lists the layouts)")
+    bench_limit: int = opt(0, "rows of each benchmark evaluated (0 = all)", ge=0)
 
 
 @dataclass

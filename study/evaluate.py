@@ -13,6 +13,8 @@ Which metrics exist depends on `data.source`:
   and data counts
   (evaluated samples, corrupt training samples skipped). No attribute questions, probes or
   inference-scaling files: there is no ground truth to ask about.
+
+Either source adds the benchmarks of `eval.benchmarks` (`study.evaluation.bench`) as `bench/<task>/<metric>`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from study.config import RunConfig
 from study.data.loader import held_out_indices, make_batch
 from study.data.world import World
+from study.evaluation.bench.run import run_benchmarks
 from study.evaluation.diagnostics import collapse_diagnostics
 from study.evaluation.generation import pixel_metrics, semantic_metrics
 from study.evaluation.heldout import heldout_metrics
@@ -56,6 +59,8 @@ def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_di
         out = heldout_metrics(model, cfg, step, gen, run_dir)
     else:
         out = _world_metrics(model, cfg, gen, final, run_dir)
+    if cfg.eval.benchmarks:
+        out.update(run_benchmarks(model, cfg, cfg.eval.benchmarks, cfg.eval.bench_limit))
     model.train(was_training)
     return out
 

@@ -21,3 +21,7 @@ def check_inputs(cfg: RunConfig) -> None:
             raise UserError(f"config key '{key}': '{path}' is not a directory")
     if d.source == "shards" and not (Path(d.shards) / "index.json").is_file():
         raise UserError(f"config key 'data.shards': '{d.shards}' holds no index.json")
+    if cfg.eval.benchmarks:
+        from study.evaluation.bench.run import check_benchmarks
+
+        check_benchmarks(cfg)

@@ -41,7 +41,7 @@ def test_causal_lms_and_tokenizers_load_and_shapes_match(tiny_hf, llm):
     assert model.projector[0].in_features == 32 and model.projector[-1].out_features == 48  # vision -> LLM width
     captions = Captions(cfg)
     ids = captions("there are two objects . small red circle")
-    assert ids[0] == model.bos_id and ids[-1] == captions.end and len(ids) > 4
+    assert ids[0] == model.bos_id and ids[-1] == captions.codec.end and len(ids) > 4
     assert len(captions(" ".join(["red"] * 200))) == cfg.data.max_caption_tokens
     tokens = torch.tensor([ids, ids])
     enc, embeds = model.encode(torch.rand(2, 3, 28, 28))

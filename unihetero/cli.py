@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "unihetero.commands.search",
     "unihetero.commands.report",
     "unihetero.commands.track",
+    "unihetero.commands.bench",
     "unihetero.commands.data",
     "unihetero.commands.hf",
 )

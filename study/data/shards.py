@@ -32,8 +32,8 @@ from PIL import Image
 
 from study.config import RunConfig
 from study.data.loader import Batch, pad_tokens
-from study.data.tokenizer import PAD_ID, TOKEN_ID, max_caption_tokens
-from study.data.tokenizer import encode as encode_words
+from study.data.text import TextCodec
+from study.data.tokenizer import max_caption_tokens
 from study.errors import UserError
 
 INDEX = "index.json"
@@ -121,12 +121,17 @@ def shuffled(samples: Iterator, buffer: int, rng: np.random.Generator) -> Iterat
 def decode_image(data: bytes, size: int) -> torch.Tensor:
     """Image bytes -> (3, size, size) float in [0, 1]: shorter side resized to `size`, centre crop."""
     with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = size / min(w, h)
-        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
-        left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-        img = img.crop((left, top, left + size, top + size))
+        return fit_image(img, size)
+
+
+def fit_image(img: Image.Image, size: int) -> torch.Tensor:
+    """A PIL image -> (3, size, size) float in [0, 1]: RGB, shorter side resized to `size`, centre crop."""
+    img = img.convert("RGB")
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    img = img.crop((left, top, left + size, top + size))
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
@@ -134,25 +139,16 @@ class Captions:
     """Caption text -> token ids with start and end, cut to the model's limit; `pad_id` pads batches."""
 
     def __init__(self, cfg: RunConfig):
-        self.tokenizer = None
-        if cfg.model.backbone == "hf":
-            from study.model.hf import load_tokenizer, special_ids
-
-            self.tokenizer = load_tokenizer(cfg.model.llm_path)
-            self.pad_id, self.start, self.end = special_ids(self.tokenizer)
-            self.limit = cfg.data.max_caption_tokens
-        else:  # the miniature word vocabulary: shards written from the world
-            self.pad_id, self.limit = PAD_ID, max_caption_tokens(cfg.data.max_objects)
+        self.codec = TextCodec(cfg)
+        self.pad_id = self.codec.pad_id
+        self.limit = cfg.data.max_caption_tokens if cfg.model.backbone == "hf" else max_caption_tokens(
+            cfg.data.max_objects)
 
     def __call__(self, text: str) -> list[int]:
-        if self.tokenizer is None:
-            words = text.split()
-            unknown = [w for w in words if w not in TOKEN_ID]
-            if unknown:
-                raise ValueError(f"words outside the miniature vocabulary: {unknown[:3]}")
-            return encode_words(words)[: self.limit]
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.limit - 2]
-        return [self.start, *ids, self.end]
+        ids, start, end = self.codec.ids(text), self.codec.start, self.codec.end
+        if self.codec.tokenizer is None:  # the miniature vocabulary: shards written from the world
+            return [start, *ids, end][: self.limit]
+        return [start, *ids[: self.limit - 2], end]
 
 
 def decode_sample(sample: dict[str, bytes], size: int, captions: Captions) -> tuple[torch.Tensor, list[int]]:

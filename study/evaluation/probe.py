@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from study.config import RunConfig
-from study.data.tokenizer import BOS_ID
 from study.data.world import COLOURS, SHAPES, SIZES, Scene
 from study.model.unified import UnifiedModel
 
@@ -36,7 +35,7 @@ def layer_features(model: UnifiedModel, images: torch.Tensor, layer: str) -> tor
         return enc
     if layer == "projector":
         return embeds
-    bos = torch.full((images.shape[0], 1), BOS_ID, dtype=torch.long)
+    bos = torch.full((images.shape[0], 1), model.bos_id, dtype=torch.long, device=images.device)
     final, layers = model(embeds, bos, keep_layers=True)
     v = model.num_visual
     if layer == "llm.final":
@@ -78,17 +77,22 @@ def linear_probe(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scen
     return probe_scores(layer_features(model, images, cfg.eval.probe_layer), cfg, scenes)
 
 
+def train_test_accuracy(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -> tuple[float, float]:
+    """(test accuracy, test majority-class rate) of a probe fit on the rows where `train` holds; features are
+    standardised with the training rows' mean and std."""
+    mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+    x = (x - mean) / std
+    w = fit_logistic(x[train], y[train], classes)
+    pred = (torch.cat([x[~train], torch.ones(int((~train).sum()), 1)], dim=1) @ w).argmax(-1)
+    test = y[~train]
+    return float((pred == test).float().mean()), float(torch.bincount(test, minlength=classes).max() / len(test))
+
+
 def probe_scores(feats: torch.Tensor, cfg: RunConfig, scenes: list[Scene]) -> dict[str, float]:
     """Probe accuracy per attribute from per-token features (B, V, D), with each attribute's majority chance."""
     x, labels, owner = object_features(feats, scenes, cell_of_patches(cfg.data.image_size, cfg.model.patch_size))
     train = torch.from_numpy(owner < int(TRAIN_FRACTION * len(scenes)))
-    mean, std = x[train].mean(0), x[train].std(0) + 1e-6
-    x = (x - mean) / std
     out = {}
     for name, classes in PROBE_TARGETS.items():
-        w = fit_logistic(x[train], labels[name][train], classes)
-        pred = (torch.cat([x[~train], torch.ones(int((~train).sum()), 1)], dim=1) @ w).argmax(-1)
-        out[f"probe_acc/{name}"] = float((pred == labels[name][~train]).float().mean())
-        out[f"chance/probe_{name}"] = float(torch.bincount(labels[name][~train], minlength=classes).max()
-                                            / int((~train).sum()))
+        out[f"probe_acc/{name}"], out[f"chance/probe_{name}"] = train_test_accuracy(x, labels[name], train, classes)
     return out

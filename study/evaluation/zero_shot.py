@@ -14,18 +14,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from study.config import RunConfig
-from study.data.loader import pad_tokens
 from study.data.tokenizer import encode
 from study.data.world import COLOURS, LOCATIONS, SHAPES, SIZES, Obj, Scene, count_words
+from study.evaluation.likelihood import sequence_scores
 from study.masking import random_mask
 from study.model.unified import UnifiedModel
 
 ATTRIBUTES = {"size": SIZES, "colour": COLOURS, "shape": SHAPES, "location": LOCATIONS}
 _FIELD = {"size": "size", "colour": "colour", "shape": "shape", "location": "cell"}
-CHUNK = 512
 
 
 @dataclass
@@ -64,21 +62,9 @@ def build_questions(scenes: list[Scene], min_objects: int, max_objects: int) -> 
                      attribute)
 
 
-@torch.no_grad()
 def candidate_scores(model: UnifiedModel, embeds: torch.Tensor, q: Questions) -> torch.Tensor:
     """Log-likelihood (C,) of each candidate caption given its image's visual embeddings."""
-    v = embeds.shape[1]
-    scores = []
-    for lo in range(0, len(q.tokens), CHUNK):
-        chunk = pad_tokens(q.tokens[lo: lo + CHUNK])
-        vis = embeds[torch.from_numpy(q.image[lo: lo + CHUNK])]
-        hidden, _ = model(vis, chunk)
-        logp = F.log_softmax(model.text_logits(hidden, v)[:, :-1].float(), dim=-1)
-        token_logp = logp.gather(-1, chunk[:, 1:, None]).squeeze(-1)
-        position = torch.arange(1, chunk.shape[1])[None]
-        scored = (chunk[:, 1:] != 0) & (position >= torch.from_numpy(q.score_from[lo: lo + CHUNK])[:, None])
-        scores.append((token_logp * scored).sum(-1))
-    return torch.cat(scores)
+    return sequence_scores(model, embeds, q.image, q.tokens, q.score_from, model.pad_id)
 
 
 def accuracy_by_attribute(scores: torch.Tensor, q: Questions) -> dict[str, float]:

@@ -13,6 +13,7 @@ Everything loads with `local_files_only=True`; nothing is ever downloaded.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from study.errors import UserError
 from study.model.flops import Dims
+from study.model.layers import KVCache
 from study.model.vit import patchify
 
 VISION_MODELS = {"dinov2": ("Dinov2Model", 1), "siglip_vision_model": ("SiglipVisionModel", 0),
@@ -97,11 +99,24 @@ class CausalLM(nn.Module):
     def lm_head(self) -> nn.Module:
         return self.lm.get_output_embeddings()
 
-    def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str,
-                keep_layers: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Final normed hidden states (B, T, D) and, if asked, each block's output (the last one normed)."""
-        out = self.lm.get_decoder()(inputs_embeds=x, output_hidden_states=keep_layers, use_cache=False)
+    def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str, keep_layers: bool = False,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final normed hidden states (B, T, D) and, if asked, each block's output (the last one normed); with a
+        `cache`, decoding continues from the positions fed before (transformers' own cache)."""
+        decoder = self.lm.get_decoder()
+        name = cache_argument(type(decoder))
+        out = decoder(inputs_embeds=x, output_hidden_states=keep_layers, use_cache=cache is not None,
+                      **{name: None if cache is None else cache.hf})
+        if cache is not None:
+            cache.hf, cache.length = getattr(out, name), cache.length + x.shape[1]
         return out.last_hidden_state, list(out.hidden_states[1:]) if keep_layers else []
+
+
+@functools.cache
+def cache_argument(decoder: type) -> str:
+    """The name of a transformers decoder's KV-cache argument and output: `cache` (transformers 5.x), or
+    `past_key_values` before it."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 class LatentTarget(nn.Module):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,29 @@ def check_attention_kernel(kernel: str, device: torch.device) -> None:
         raise UserError(f"config key 'model.attention': xformers cannot run here ({problem}); use sdpa or reference")
 
 
+@dataclass
+class LayerCache:
+    """One attention layer's keys and values (B, heads, T, head_dim) of the positions fed so far."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
+@dataclass
+class KVCache:
+    """A decoding cache: the miniature LM's per-layer keys and values, or a transformers model's cache object."""
+
+    layers: list[LayerCache] = field(default_factory=list)
+    hf: object = None
+    length: int = 0
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, kernel: str = "sdpa"):
         super().__init__()
@@ -105,11 +129,13 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool,
-                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None, cache: LayerCache | None = None) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.extend(k, v)
         y = attention(q, k, v, mask, causal, self.kernel)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
@@ -136,8 +162,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), mask, causal, rope)
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, cache: LayerCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask, causal, rope, cache)
         return x + self.mlp(self.norm2(x))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from study.model.layers import Block, RMSNorm, rope_tables
+from study.model.layers import Block, KVCache, LayerCache, RMSNorm, rope_tables
 
 
 def attention_mask(num_visual: int, length: int, visual_attention: str,
@@ -31,14 +31,22 @@ class DecoderLM(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str,
-                keep_layers: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Final normed hidden states (B, T, D) and, if asked, every block's output."""
-        mask = attention_mask(num_visual, x.shape[1], visual_attention, x.device)
-        rope = (self.rope_cos, self.rope_sin)
+    def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str, keep_layers: bool = False,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final normed hidden states (B, T, D) and, if asked, every block's output. With a `cache`, the first call
+        feeds the prompt and each later one a single new position, which attends to everything before it."""
+        start, t = (cache.length if cache else 0), x.shape[1]
+        if start and t != 1:
+            raise ValueError("a cached decoding step feeds one position at a time")
+        mask = attention_mask(num_visual, t, visual_attention, x.device) if not start else None
+        rope = (self.rope_cos[start:start + t], self.rope_sin[start:start + t])
+        if cache is not None:
+            cache.layers = cache.layers or [LayerCache() for _ in self.blocks]
+            cache.length += t
         layers = []
-        for block in self.blocks:
-            x = block(x, mask=mask, causal=mask is None, rope=rope)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, causal=mask is None and not start, rope=rope,
+                      cache=None if cache is None else cache.layers[i])
             if keep_layers:
                 layers.append(x)
         return self.norm(x), layers

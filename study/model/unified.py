@@ -20,7 +20,7 @@ from study.config import RunConfig
 from study.data.tokenizer import BOS_ID, PAD_ID, VOCAB, max_caption_tokens
 from study.errors import UserError
 from study.model.diffloss import DiffusionHead
-from study.model.layers import init_weights
+from study.model.layers import KVCache, init_weights
 from study.model.llm import DecoderLM
 from study.model.vit import VisionEncoder, patchify
 
@@ -119,10 +119,11 @@ class UnifiedModel(nn.Module):
             return embeds
         return torch.where(mask[..., None], self.mask_embedding.to(embeds.dtype), embeds)
 
-    def forward(self, visual_embeds: torch.Tensor, tokens: torch.Tensor,
-                keep_layers: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, visual_embeds: torch.Tensor, tokens: torch.Tensor, keep_layers: bool = False,
+                cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Hidden states of [visual][tokens]; a cached decoding step passes no visual tokens (B, 0, D)."""
         x = torch.cat([visual_embeds, self.llm.tok_embed(tokens).to(visual_embeds.dtype)], dim=1)
-        return self.llm(x, visual_embeds.shape[1], self.visual_attention, keep_layers)
+        return self.llm(x, visual_embeds.shape[1], self.visual_attention, keep_layers, cache)
 
     def text_logits(self, hidden: torch.Tensor, num_visual: int) -> torch.Tensor:
         return self.llm.lm_head(hidden[:, num_visual:])

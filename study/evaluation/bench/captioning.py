@@ -1,0 +1,69 @@
+"""Captioning: greedy decoding with a KV cache (`study.evaluation.decoding`), scored by CIDEr-D and BLEU-4
+(pycocoevalcap's scorers, extra `bench`) against the references, beside a trivial captioner that writes the most
+frequent reference caption for every image.
+
+Text is lower-cased and stripped of punctuation before scoring (what the COCO toolkit's PTB tokenizer does; that
+tokenizer needs Java, so it is not used).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import torch
+
+from study.config import RunConfig
+from study.data.tokenizer import max_caption_tokens
+from study.errors import UserError
+from study.evaluation.bench.prompts import Prompts
+from study.evaluation.bench.scoring import IMAGE_BLOCK, ONE_PROCESS, Shard, as_input, model_device
+from study.evaluation.bench.tasks import Captioning
+from study.evaluation.decoding import greedy_decode
+from study.model.unified import UnifiedModel
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """Corpus CIDEr-D and BLEU-4 of one hypothesis per image against its references."""
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+    except ImportError:
+        raise UserError("captioning benchmarks need pycocoevalcap: pip install -e '.[bench]'") from None
+    res = {i: [normalise(h) or "<empty>"] for i, h in enumerate(hypotheses)}
+    gts = {i: [normalise(r) for r in refs] for i, refs in enumerate(references)}
+    cider, _ = Cider().compute_score(gts, res)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    return {"cider": float(cider), "bleu4": float(bleu[3])}
+
+
+def max_new_tokens(cfg: RunConfig) -> int:
+    """The longest caption the run trained on, less its start and end tokens."""
+    limit = cfg.data.max_caption_tokens if cfg.model.backbone == "hf" else max_caption_tokens(cfg.data.max_objects)
+    return limit - 2
+
+
+@torch.no_grad()
+def generate_captions(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, images: torch.Tensor,
+                      shard: Shard = ONE_PROCESS) -> list[str]:
+    device, rows = model_device(model), list(shard.rows(len(images)))
+    mine = {}
+    for lo in range(0, len(rows), IMAGE_BLOCK):
+        block = rows[lo: lo + IMAGE_BLOCK]
+        _, embeds = model.encode(as_input(images[block], device))
+        ids = greedy_decode(model, embeds, max_new_tokens(cfg), prompts.codec.end, [prompts.codec.start])
+        mine.update(zip(block, (prompts.codec.text(row) for row in ids), strict=True))
+    return shard.gather(len(images), mine)
+
+
+def evaluate_captioning(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, task: Captioning,
+                        shard: Shard = ONE_PROCESS) -> dict:
+    captions = generate_captions(model, cfg, prompts, task.images, shard)
+    out = caption_scores(captions, task.references) | {"n": len(captions)}
+    constant = Counter(normalise(r) for refs in task.references for r in refs).most_common(1)[0][0]
+    out.update({f"{k}_constant": v for k, v in caption_scores([constant] * len(captions), task.references).items()})
+    return out

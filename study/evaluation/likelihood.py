@@ -1,0 +1,31 @@
+"""Log-likelihood of token sequences given an image: the scorer of every multiple-choice style evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from study.data.loader import pad_tokens
+from study.model.unified import UnifiedModel
+
+CHUNK = 512
+
+
+@torch.no_grad()
+def sequence_scores(model: UnifiedModel, embeds: torch.Tensor, image: np.ndarray, tokens: list[list[int]],
+                    score_from: np.ndarray, pad_id: int, chunk: int = CHUNK) -> torch.Tensor:
+    """Sum of log p over positions score_from .. end of each sequence (C,), given the visual embeddings
+    `embeds[image[c]]`; sequences start with the start token, and only their own tokens are scored."""
+    v, device, scores = embeds.shape[1], embeds.device, []
+    for lo in range(0, len(tokens), chunk):
+        rows = tokens[lo: lo + chunk]
+        ids = pad_tokens(rows, pad_id).to(device)
+        hidden, _ = model(embeds[torch.from_numpy(image[lo: lo + chunk]).to(device)], ids)
+        logp = F.log_softmax(model.text_logits(hidden, v)[:, :-1].float(), dim=-1)
+        token_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+        position = torch.arange(1, ids.shape[1], device=device)[None]
+        lengths = torch.tensor([len(r) for r in rows], device=device)[:, None]
+        start = torch.from_numpy(score_from[lo: lo + chunk]).to(device)[:, None]
+        scores.append((token_logp * ((position < lengths) & (position >= start))).sum(-1))
+    return torch.cat(scores).cpu()
