@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from study.masking import sample_mask
 from study.model.flops import train_flops_per_sample
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses, generation_positions
+from study.preemption import Preempted, Preemption, pass_on
 from study.runstore import RunStore
 
 LOSS_WEIGHTS = {"caption": "understanding_weight", "semantic": "semantic_weight", "pixel": "pixel_weight"}
@@ -229,8 +231,12 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
     upstream.resolve(cfg, Path(run_dir).parent)  # so does an upstream run that has not completed
     ranks, started = distributed.setup(cfg)
     store = RunStore(run_dir) if ranks.main else distributed.FollowerStore(run_dir)
+    stopped = None
     try:
-        return _train(store, cfg, ranks, interrupt, quiet, nan_at_step)
+        with Preemption() as preemption:
+            return _train(store, cfg, ranks, interrupt, quiet, nan_at_step, preemption)
+    except Preempted as e:
+        stopped = e
     except OSError as e:
         reason = f"stopped by an OS error ({errno.errorcode.get(e.errno or 0, 'no errno')}): {e}"
         if (store.path / "config.yaml").exists():
@@ -242,6 +248,8 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
         raise TrainingFailed(reason) from e
     finally:
         distributed.teardown(started)
+    pass_on(stopped)
+    return store.path
 
 
 def already_complete(store: RunStore, cfg: RunConfig) -> bool:
@@ -257,7 +265,7 @@ def already_complete(store: RunStore, cfg: RunConfig) -> bool:
 
 
 def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt | None, quiet: bool,
-           nan_at_step: int | None) -> Path:
+           nan_at_step: int | None, preemption: Preemption) -> Path:
     store.init(cfg)
     distributed.barrier(ranks)  # the run directory exists before any rank reads it
     if already_complete(store, cfg):
@@ -308,6 +316,12 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
                 store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world)
                 if interrupt and interrupt.after_step == done:
                     return store.path
+            signum = preemption.requested(ranks.world, ranks.device, done % cfg.train.log_every == 0)
+            if signum and done < cfg.steps:
+                store.save_checkpoint(done, _checkpoint_state(model, opt, sched, done, acc))
+                store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world,
+                                   preempted=signal.Signals(signum).name)
+                raise Preempted(signum, done)
     finally:
         stream.close()
     final = _evaluate(store, model, cfg, ranks, cfg.steps, final=True)

@@ -1,9 +1,10 @@
 """Run `study.train.train` and SIGKILL this process at a chosen event (fault injection for tests).
 
-usage: python -m tests.reliability.kill_driver RUN_DIR EVENT:STEP [override ...]
+usage: python -m tests.reliability.kill_driver RUN_DIR EVENT:STEP[:SIGNAL] [override ...]
 events: step (after STEP optimizer steps, mid log interval), checkpoint (halfway through writing the
 checkpoint of STEP), eval (at the start of the evaluation of STEP), metrics (halfway through appending
-the metrics record of STEP), none (run to the end).
+the metrics record of STEP), none (run to the end). SIGNAL (default KILL) is the signal sent, e.g. USR1 or
+TERM to ask for a preemption checkpoint.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import study.runstore as runstore
 import study.train as train_module
 from study.config import load_config
 
+SIGNAL = [signal.SIGKILL]
+
 
 def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), SIGNAL[0])
 
 
 def arm(event: str, step: int) -> None:
@@ -76,7 +79,10 @@ def arm(event: str, step: int) -> None:
 
 def main() -> None:
     run_dir, spec, *overrides = sys.argv[1:]
-    event, _, step = spec.partition(":")
+    event, _, rest = spec.partition(":")
+    step, _, name = rest.partition(":")
+    if name:
+        SIGNAL[0] = signal.Signals[f"SIG{name}"]
     if event != "none":
         arm(event, int(step))
     train_module.train(load_config("tiny", overrides), run_dir, quiet=True)

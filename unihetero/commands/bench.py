@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", action="append", required=True, metavar="FILE_OR_DIR",
                    help="a benchmark file or directory (repeatable): .tsv (MMBench), .jsonl, .json (COCO captions), "
                         "an ImageFolder tree or labelled shards")
-    p.add_argument("--step", type=int, help="the checkpoint's step (default: the latest; 0: the run's random initialisation, its floor)")
+    p.add_argument("--step", type=int,
+                   help="the checkpoint's step (default: the latest; 0: the run's random initialisation, its floor)")
     p.add_argument("--limit", type=int, default=0, help="rows of each benchmark (default 0: all)")
     p.set_defaults(func=run_bench)
 

@@ -1,0 +1,75 @@
+"""Preemption: SIGUSR1 or SIGTERM (Slurm's warning before a preemption or the time limit, `scontrol requeue`,
+submitit's checkpoint signal) asks the run to stop at the next step boundary.
+
+The run then writes a checkpoint of that step, exactly as a periodic one (so the resumed run ends with the
+weights and metrics of one that never stopped), and leaves for requeue: the handlers that were installed
+before it (submitit's, which requeues the job; or the default, which ends the process) receive the signal
+again. A plain Slurm job warned by SIGUSR1 (`--signal=USR1@60`) without such a handler requeues itself with
+`scontrol requeue`; SIGTERM from `scontrol requeue` needs nothing more. Ranks agree at log steps (one
+all-reduce), so every rank checkpoints the same step. Handlers install only in the main thread; elsewhere
+(a thread-based executor) signals keep their default meaning.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import FrameType
+
+import torch
+import torch.distributed as dist
+
+SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class Preempted(Exception):
+    """Raised out of the training loop after the preemption checkpoint; carries the signal to pass on."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step} (checkpoint written)")
+        self.signum, self.step = signum, step
+
+
+class Preemption:
+    """While active, the signals in SIGNALS set `received` instead of acting; `pass_on` restores and re-sends."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> Preemption:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = self.received or signum
+
+    def requested(self, world: int, device: torch.device, at_log_step: bool) -> int | None:
+        """The signal to stop for, agreed by every rank (checked at log steps when there are several)."""
+        if world == 1:
+            return self.received
+        if not at_log_step:
+            return None
+        flag = torch.tensor([self.received or 0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+
+def pass_on(stopped: Preempted) -> None:
+    """Leave for requeue: self-requeue a plain Slurm job warned by SIGUSR1, then re-send the signal to the
+    handler installed before training (submitit's requeues; the default ends the process)."""
+    handler = signal.getsignal(stopped.signum)
+    if stopped.signum == signal.SIGUSR1 and handler in (signal.SIG_DFL, signal.SIG_IGN) and \
+            "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_PROCID", "0")) == 0:
+        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False, timeout=60)
+    print(f"{stopped}: leaving for requeue", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), stopped.signum)
