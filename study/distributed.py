@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
@@ -155,12 +156,30 @@ def parallelize(loss_fn: nn.Module, model: nn.Module, cfg: RunConfig, ranks: Ran
     if ranks.world == 1:
         return loss_fn
     if t.parallel == "fsdp":
+        policy = mixed_precision(cfg)
         for block in transformer_blocks(model):
-            fully_shard(block)
-        return fully_shard(loss_fn)
+            fully_shard(block, mp_policy=policy)
+        return fully_shard(loss_fn, mp_policy=policy)
     device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
     # a loss may leave parameters unused in a step (the pixel head of a shard with nothing masked)
     return DistributedDataParallel(loss_fn, device_ids=device_ids, find_unused_parameters=True)
+
+
+def call_in_root(loss_fn: nn.Module, model: nn.Module, task: Callable[[nn.Module], Any]) -> Any:
+    """`task(model)`, run inside the root module's forward under FSDP2 (which gathers the root unit's own
+    parameters, the embeddings, projector and heads, and initialises on the first forward); plainly otherwise.
+    Every rank must call it alike."""
+    if isinstance(loss_fn, FSDPModule):
+        return loss_fn(task=task)
+    return task(model)
+
+
+def mixed_precision(cfg: RunConfig) -> MixedPrecisionPolicy:
+    """FSDP2's policy: under bf16, parameters all-gathered and computed in bf16, gradients reduced in fp32 (the
+    sharded fp32 parameters stay the optimizer's master copy); under fp32, everything in fp32."""
+    if cfg.train.precision == "bf16":
+        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return MixedPrecisionPolicy()
 
 
 def is_sharded(model: nn.Module) -> bool:

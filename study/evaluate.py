@@ -50,13 +50,15 @@ def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_dir: Path | None = None) -> dict:
-    """All metrics at `step` as a flat dict (random-init floor when step == 0)."""
+def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_dir: Path | None = None,
+             rank: int = 0, world: int = 1) -> dict:
+    """All metrics at `step` as a flat dict (random-init floor when step == 0). On shards every rank of a
+    several-rank run calls it (`rank` of `world`) and gets the same metrics; the world is evaluated by one."""
     was_training = model.training
     model.eval()
     gen = eval_generator(cfg, step)
     if cfg.data.source == "shards":
-        out = heldout_metrics(model, cfg, step, gen, run_dir)
+        out = heldout_metrics(model, cfg, step, gen, run_dir, rank, world)
     else:
         out = _world_metrics(model, cfg, gen, final, run_dir)
     if cfg.eval.benchmarks:

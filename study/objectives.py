@@ -81,3 +81,11 @@ def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, to
         total = total + o.pixel_weight * losses["pixel"]
     losses["total"] = total
     return losses
+
+
+def unit_counts(model: UnifiedModel, cfg: RunConfig, tokens: torch.Tensor,
+                mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """How many units each loss averages over in a batch (non-pad next tokens; generation positions), as tensors
+    on the tokens' device."""
+    positions = generation_positions(mask, cfg.masking.loss_on, tokens.shape[0], model.num_visual, tokens.device).sum()
+    return {"caption": (tokens[:, 1:] != model.pad_id).sum(), "semantic": positions, "pixel": positions}

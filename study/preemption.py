@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 from types import FrameType
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -64,12 +65,15 @@ class Preemption:
         return int(flag.item()) or None
 
 
-def pass_on(stopped: Preempted) -> None:
+def pass_on(stopped: Preempted) -> NoReturn:
     """Leave for requeue: self-requeue a plain Slurm job warned by SIGUSR1, then re-send the signal to the
-    handler installed before training (submitit's requeues; the default ends the process)."""
+    handler installed before training (submitit's requeues; the default ends the process). A handler that lets
+    the process live on (submitit ignores SIGTERM: Slurm requeues the job itself) is followed by an exit with
+    code 128 + the signal, so no caller takes the stopped run for a finished one."""
     handler = signal.getsignal(stopped.signum)
     if stopped.signum == signal.SIGUSR1 and handler in (signal.SIG_DFL, signal.SIG_IGN) and \
             "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_PROCID", "0")) == 0:
         subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False, timeout=60)
     print(f"{stopped}: leaving for requeue", file=sys.stderr, flush=True)
     os.kill(os.getpid(), stopped.signum)
+    raise SystemExit(128 + stopped.signum)

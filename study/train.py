@@ -37,7 +37,7 @@ from study.inputs import check_inputs
 from study.masking import sample_mask
 from study.model.flops import train_flops_per_sample
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses, generation_positions
+from study.objectives import compute_losses, unit_counts
 from study.preemption import Preempted, Preemption, pass_on
 from study.runstore import RunStore
 
@@ -104,16 +104,19 @@ class LossModule(nn.Module):
         super().__init__()
         self.model, self.cfg = model, cfg
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
-                generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                task: Callable[[UnifiedModel], dict] | None = None) -> dict:
+        """The losses of a batch; or, given `task`, `task(model)` (an evaluation run through the root's forward,
+        see `distributed.call_in_root`)."""
+        if task is not None:
+            return task(self.model)
         return compute_losses(self.model, self.cfg, images, tokens, mask, generator)
 
 
 def loss_units(model: UnifiedModel, cfg: RunConfig, tokens: torch.Tensor, mask: torch.Tensor | None) -> dict[str, int]:
-    """How many units each loss averages over in a batch: non-pad next tokens, generation positions."""
-    where = generation_positions(mask, cfg.masking.loss_on, tokens.shape[0], model.num_visual, tokens.device)
-    positions = int(where.sum())
-    return {"caption": int((tokens[:, 1:] != model.pad_id).sum()), "semantic": positions, "pixel": positions}
+    """How many units each loss averages over in a batch, as ints (see `objectives.unit_counts`)."""
+    return {k: int(v) for k, v in unit_counts(model, cfg, tokens, mask).items()}
 
 
 def weighted_losses(losses: dict[str, torch.Tensor], shares: dict[str, float],
@@ -189,8 +192,8 @@ def build_model(cfg: RunConfig, runs_dir: Path) -> UnifiedModel:
 
 
 def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks, store_dir: Path) -> UnifiedModel | None:
-    """The model rank 0 evaluates: the model itself on CPU; otherwise an unsharded CPU copy (gathering an FSDP
-    model takes every rank). The evaluation code builds its batches on CPU, so a GPU run evaluates there."""
+    """The model rank 0 evaluates on the world: the model itself on CPU; otherwise an unsharded CPU copy
+    (gathering an FSDP model takes every rank). The world's evaluation builds its batches on CPU."""
     if not distributed.is_sharded(model) and ranks.device.type == "cpu":
         return model
     state = distributed.full_model_state(model)
@@ -202,16 +205,27 @@ def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks, store_dir: Pa
     return copy
 
 
-def _evaluate(store: RunStore, model: UnifiedModel, cfg: RunConfig, ranks: Ranks, step: int, final: bool) -> dict:
-    """Evaluate on rank 0 while the others wait; rank 0's record ({} on the others)."""
-    eval_model = _eval_model(model, cfg, ranks, store.path)
-    record = {}
+def _evaluate(store: RunStore, model: UnifiedModel, loss_fn: nn.Module, cfg: RunConfig, ranks: Ranks, step: int,
+              final: bool) -> dict:
+    """Evaluate and let rank 0 write the record; rank 0's record ({} on the others). Shards are evaluated where
+    training runs (every rank, its device, the run's precision, the live model); the world on rank 0 while the
+    others wait."""
+    record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": final}
+    if cfg.data.source == "shards":
+        def task(live: UnifiedModel) -> dict:
+            return evaluate(live, cfg, step, final=final, run_dir=store.path if ranks.main else None,
+                            rank=ranks.rank, world=ranks.world)
+
+        with _autocast(cfg, ranks.device):
+            record.update(distributed.call_in_root(loss_fn, model, task))
+    else:
+        eval_model = _eval_model(model, cfg, ranks, store.path)
+        if ranks.main:
+            record.update(evaluate(eval_model, cfg, step, final=final, run_dir=store.path))
     if ranks.main:
-        record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": final}
-        record.update(evaluate(eval_model, cfg, step, final=final, run_dir=store.path))
         store.append("eval.jsonl", record)
     distributed.barrier(ranks)
-    return record
+    return record if ranks.main else {}
 
 
 def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = None, quiet: bool = False,
@@ -248,8 +262,7 @@ def train(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None = Non
         raise TrainingFailed(reason) from e
     finally:
         distributed.teardown(started)
-    pass_on(stopped)
-    return store.path
+    pass_on(stopped)  # reached only when preempted; does not return
 
 
 def already_complete(store: RunStore, cfg: RunConfig) -> bool:
@@ -285,7 +298,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
         store.truncate_records(name, start if state is not None else -1)
     store.write_status("running", step=start, total_steps=cfg.steps, world_size=ranks.world)
     if start == 0:
-        _evaluate(store, model, cfg, ranks, 0, final=False)  # the randomly initialised floor
+        _evaluate(store, model, loss_fn, cfg, ranks, 0, final=False)  # the randomly initialised floor
     model.train()
     stream = training_stream(cfg, start, store.path)
     flops_per_sample = functools.cache(lambda caption_tokens: train_flops_per_sample(cfg, caption_tokens))
@@ -309,7 +322,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
             tick = log_step(store, cfg, acc, values, int(counts["tokens"]), counts["flops"], done,
                             sched.get_last_lr()[0], tick, progress)
             if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
-                _evaluate(store, model, cfg, ranks, done, final=False)
+                _evaluate(store, model, loss_fn, cfg, ranks, done, final=False)
                 model.train()
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.steps:
                 store.save_checkpoint(done, _checkpoint_state(model, opt, sched, done, acc))
@@ -324,7 +337,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
                 raise Preempted(signum, done)
     finally:
         stream.close()
-    final = _evaluate(store, model, cfg, ranks, cfg.steps, final=True)
+    final = _evaluate(store, model, loss_fn, cfg, ranks, cfg.steps, final=True)
     store.save_checkpoint(cfg.steps, _checkpoint_state(model, opt, sched, cfg.steps, acc))
     store.write_status("completed", step=cfg.steps, total_steps=cfg.steps, world_size=ranks.world,
                        final={k: v for k, v in final.items() if isinstance(v, (int, float))})

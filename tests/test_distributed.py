@@ -170,3 +170,40 @@ def test_process_group_timeout_is_a_config_key(monkeypatch):
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda *a, **k: seen.update(k))
     distributed.setup(load_config("tiny", ["train.dist_timeout_min=90", "train.parallel=ddp"]))
     assert seen["timeout"] == datetime.timedelta(minutes=90)
+
+
+def _precision_worker(rank: int, world: int, port: int, out: str) -> None:
+    import json
+
+    from study import distributed
+    from study.train import LossModule
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    cfg = _config("train.parallel=fsdp", "train.precision=bf16")
+    ranks, _ = distributed.setup(cfg)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg)
+    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
+    seen = []
+    block = distributed.transformer_blocks(model)[0]
+    block.register_forward_pre_hook(lambda module, args: seen.append(str(next(module.parameters()).dtype)))
+    batch = make_batch(World(cfg.data), held_out_indices(0, 8))
+    losses = loss_fn(batch.images[rank * 4:(rank + 1) * 4], batch.tokens[rank * 4:(rank + 1) * 4], None, None)
+    losses["total"].backward()
+    grads = {str(p.grad.dtype) for p in model.parameters() if p.grad is not None}
+    params = {str(p.dtype) for p in model.parameters()}
+    Path(out, f"{rank}.json").write_text(json.dumps({"forward": seen, "grads": sorted(grads), "params": sorted(params)}))
+    sys.stderr.flush()
+    os._exit(0)  # as above: skip the teardown where FSDP2 over gloo may abort
+
+
+@pytest.mark.slow
+def test_fsdp_under_bf16_computes_in_bf16_and_keeps_fp32_shards_and_gradients(tmp_path):
+    import json
+
+    mp.spawn(_precision_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        seen = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert seen["forward"] == ["torch.bfloat16"]  # gathered for the forward in bf16
+        assert seen["params"] == ["torch.float32"] and seen["grads"] == ["torch.float32"]

@@ -21,8 +21,8 @@ from study.model.unified import UnifiedModel
 from study.model.vit import patchify
 
 
-def _bos(model: UnifiedModel, n: int) -> torch.Tensor:
-    return torch.full((n, 1), model.bos_id, dtype=torch.long)
+def _bos(model: UnifiedModel, n: int, device: torch.device) -> torch.Tensor:
+    return torch.full((n, 1), model.bos_id, dtype=torch.long, device=device)
 
 
 def _scored_positions(model: UnifiedModel, embeds: torch.Tensor, gen: torch.Generator):
@@ -30,9 +30,9 @@ def _scored_positions(model: UnifiedModel, embeds: torch.Tensor, gen: torch.Gene
     b, v, _ = embeds.shape
     mask = None
     if model.visual_attention == "bidirectional":
-        mask = random_mask(torch.full((b,), 0.5, dtype=torch.float64), v, gen)
-    hidden, _ = model(model.mask_inputs(embeds, mask), _bos(model, b))
-    where = mask[:, 1:] if mask is not None else torch.ones(b, v - 1, dtype=torch.bool)
+        mask = random_mask(torch.full((b,), 0.5, dtype=torch.float64), v, gen).to(embeds.device)
+    hidden, _ = model(model.mask_inputs(embeds, mask), _bos(model, b, embeds.device))
+    where = mask[:, 1:] if mask is not None else torch.ones(b, v - 1, dtype=torch.bool, device=embeds.device)
     return hidden[:, : v - 1], where
 
 
@@ -78,7 +78,7 @@ def rollout_errors(model: UnifiedModel, cfg: RunConfig, enc, embeds, targets) ->
     last_given = targets[:, start - 1].float()  # the trivial rollout: repeat the last token it was given
     out = {}
     for k in range(1, steps + 1):
-        hidden, _ = model(inputs, _bos(model, inputs.shape[0]))
+        hidden, _ = model(inputs, _bos(model, inputs.shape[0], inputs.device))
         pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
         truth = targets[:, start + k - 1].float()
         out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), truth, dim=-1).mean())

@@ -18,8 +18,8 @@ OVERRIDES = ["objective.target=semantic_input+pixel", "masking.distribution=trun
 KILLS = ["step:3", "checkpoint:10", "metrics:15", "eval:20", "step:22", "checkpoint:25"]
 
 
-def _drive(run_dir: Path, spec: str) -> int:
-    cmd = [sys.executable, "-m", "tests.reliability.kill_driver", str(run_dir), spec, *OVERRIDES]
+def _drive(run_dir: Path, spec: str, overrides: list[str] = OVERRIDES) -> int:
+    cmd = [sys.executable, "-m", "tests.reliability.kill_driver", str(run_dir), spec, *overrides]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=600).returncode
 
 
