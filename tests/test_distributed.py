@@ -193,7 +193,8 @@ def _precision_worker(rank: int, world: int, port: int, out: str) -> None:
     losses["total"].backward()
     grads = {str(p.grad.dtype) for p in model.parameters() if p.grad is not None}
     params = {str(p.dtype) for p in model.parameters()}
-    Path(out, f"{rank}.json").write_text(json.dumps({"forward": seen, "grads": sorted(grads), "params": sorted(params)}))
+    record = {"forward": seen, "grads": sorted(grads), "params": sorted(params)}
+    Path(out, f"{rank}.json").write_text(json.dumps(record))
     sys.stderr.flush()
     os._exit(0)  # as above: skip the teardown where FSDP2 over gloo may abort
 
