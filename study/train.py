@@ -283,6 +283,8 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     distributed.barrier(ranks)  # the run directory exists before any rank reads it
     if already_complete(store, cfg):
         return store.path
+    if ranks.main:
+        upstream.pin(cfg, store.path)  # the weights it trains on are the ones it started with
     model = build_model(cfg, store.path.parent).to(ranks.device)
     loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
     opt = build_optimizer(model, cfg)

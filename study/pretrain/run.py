@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from study import upstream
 from study.config import RunConfig
 from study.data.loader import make_batch, training_indices
 from study.data.tokenizer import max_caption_tokens
@@ -105,6 +106,7 @@ def train_stage(cfg: RunConfig, run_dir: Path | str, interrupt: Interrupt | None
                 return store.path
     final = _evaluate(store, objective, cfg, cfg.steps, final=True)
     store.save_checkpoint(cfg.steps, _checkpoint(objective, opt, sched, cfg.steps, acc))
-    store.write_status("completed", step=cfg.steps, total_steps=cfg.steps, world_size=1,
+    exported = upstream.export_weights(store, objective.state_dict())  # what downstream runs load, committed
+    store.write_status("completed", step=cfg.steps, total_steps=cfg.steps, world_size=1, **exported,
                        final={k: v for k, v in final.items() if isinstance(v, (int, float))})
     return store.path
