@@ -128,6 +128,24 @@ def test_fsdp_two_ranks_match_one_rank(reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_on_shards_two_ranks_and_a_resume_on_one_match_one_rank(tmp_path):
+    """The global sample order: 2 ranks read the batches 1 rank reads, and a 2-rank checkpoint resumed on 1 rank
+    goes on reading where it stopped (96 samples of a 48-sample subset: the second epoch starts mid-run)."""
+    from unihetero.cli import main
+
+    assert main(["data", "shards", str(tmp_path / "shards"), "--world", "64", "--config", "tiny",
+                 "--shard-size", "16"]) == 0
+    cfg = _config("data.source=shards", f"data.shards={tmp_path / 'shards'}", "data.unique_samples=48",
+                  "data.shuffle_buffer=8")
+    one = train(cfg, tmp_path / "one", quiet=True)
+    _assert_same_training(_spawn(cfg, tmp_path / "two"), one)
+    resumed = _spawn(cfg, tmp_path / "resumed", stop_after=3)
+    train(cfg, resumed, quiet=True)
+    assert RunStore(resumed).status()["world_size"] == 1
+    _assert_same_training(resumed, one)
+
+
+@pytest.mark.slow
 def test_checkpoint_of_two_ranks_resumes_on_one(reference, tmp_path):
     run = _spawn(_config(), tmp_path / "run", stop_after=3)
     assert RunStore(run).status()["state"] == "running" and RunStore(run).status()["world_size"] == 2

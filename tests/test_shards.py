@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from study.data.sample_order import GlobalOrder, TarSamples
 from study.data.shard_writer import world_samples, write_shards
-from study.data.shards import ERRORS, Part, ShardReader, ShardStream, read_index, reader_parts, reader_slots, split
+from study.data.shards import ERRORS, ShardReader, ShardStream, read_index, split
 from study.errors import UserError
 from study.runstore import RunStore, read_jsonl
 from study.train import Interrupt, train
@@ -37,20 +38,32 @@ def _cfg(shard_dir, *overrides):
                        "train.batch_size=4", *overrides)
 
 
-def _keys(slots, n):
-    return [next(slots)[1] for _ in range(n)]
+def _positions(order: GlobalOrder, first: int, n: int) -> list[tuple[str, int]]:
+    return [(part.path.name, index) for part, index in map(order.locate, range(first, first + n))]
+
+
+def _global_batch(cfg, step: int, world: int, workers: int) -> torch.Tensor:
+    """Global batch `step` as `world` ranks of `workers` DataLoader workers read it, ranks concatenated."""
+    images = []
+    for rank in range(world):
+        loader = torch.utils.data.DataLoader(ShardReader(cfg, 0, rank, world, workers), batch_size=None,
+                                             num_workers=workers)
+        images.append(next(b for i, b in enumerate(loader) if i == step).images)
+    return torch.cat(images)
 
 
 def test_subset_is_first_d_samples_in_index_order_and_epochs_repeat_it(shard_dir):
     cfg = _cfg(shard_dir, "data.unique_samples=19")
     train, held_out = split(cfg)
     assert [p.limit for p in train] == [8, 8, 3] and [p.limit for p in held_out] == [10]
-    expected = {(p.path.name, f"{i:09d}") for p in train for i in range(p.limit)}  # keys restart per shard
-    slots = reader_slots(train, seed=0, buffer=5, reader=0, readers=1, errors=[])
-    epochs = [[(s[0], s[1]) for s in (next(slots) for _ in range(19))] for _ in range(3)]
+    expected = {(p.path.name, i) for p in train for i in range(p.limit)}
+    order = GlobalOrder(train, seed=0, window=5)
+    epochs = [_positions(order, 19 * e, 19) for e in range(3)]
     for epoch in epochs:
         assert set(epoch) == expected and len(epoch) == 19  # every epoch is the D-subset, once each
     assert epochs[0] != epochs[1] != epochs[2]  # in a fresh order
+    assert _positions(GlobalOrder(train, 0, 1), 0, 19)[:3] == [(train[order._shards(0)[0][0]].path.name, i)
+                                                                for i in range(3)]  # window 1: shard order
     with pytest.raises(UserError, match="data.unique_samples"):
         split(_cfg(shard_dir, "data.unique_samples=31"))
 
@@ -62,21 +75,16 @@ def test_reading_is_deterministic_and_seeded(shard_dir):
         x, y = next(a), next(b)
         assert torch.equal(x.images, y.images) and torch.equal(x.tokens, y.tokens)
     train = split(cfg)[0]
-    assert _keys(reader_slots(train, 0, 5, 0, 1, []), 30) != _keys(reader_slots(train, 1, 5, 0, 1, []), 30)
+    assert _positions(GlobalOrder(train, 0, 5), 0, 30) != _positions(GlobalOrder(train, 1, 5), 0, 30)
 
 
-def test_readers_over_ranks_and_workers_are_disjoint_and_complete(shard_dir):
-    train = split(_cfg(shard_dir, "data.unique_samples=30"))[0]
-    for readers in (2, 4):
-        for epoch in (0, 1):
-            seen = []
-            for reader in range(readers):
-                mine = reader_parts(train, 0, epoch, reader, readers)
-                slots = reader_slots(train, 0, 5, reader, readers, [])
-                for _ in range(epoch):  # skip this reader's earlier epochs
-                    _keys(slots, sum(p.limit for p in reader_parts(train, 0, 0, reader, readers)))
-                seen += [(s[0], s[1]) for s in (next(slots) for _ in range(sum(p.limit for p in mine)))]
-            assert len(seen) == len(set(seen)) == 30
+def test_global_batches_do_not_depend_on_ranks_or_workers(shard_dir):
+    cfg = _cfg(shard_dir, "data.unique_samples=30", "train.batch_size=12")
+    for step in (0, 3):  # the fourth global batch crosses into the second epoch
+        one = _global_batch(cfg, step, world=1, workers=0)
+        assert one.shape[0] == 12
+        for world, workers in ((2, 0), (3, 2), (4, 1)):
+            assert torch.equal(_global_batch(cfg, step, world, workers), one), (step, world, workers)
 
 
 def test_resumed_stream_continues_exactly_with_two_workers(shard_dir, tmp_path):
@@ -127,10 +135,14 @@ def test_truncated_shard_is_counted_not_fatal(shard_dir, tmp_path):
     data = (shard_dir / "uneven-1.tar").read_bytes()
     broken = tmp_path / "broken.tar"
     broken.write_bytes(data[: len(data) // 2])
-    errors: list[dict] = []
-    parts = [Part(broken, 8), Part(shard_dir / "uneven-2.tar", 8)]
-    keys = _keys(reader_slots(parts, 0, 1, 0, 1, errors), 10)
-    assert len(keys) == 10 and errors and "unreadable tar" in errors[0]["reason"]
+    samples = TarSamples()
+    readable = [samples.read(broken, i) for i in range(8)]
+    good = [r for r in readable if r[2] is None]
+    assert 0 < len(good) < 8 and [r[0] for r in good] == [f"{i:09d}" for i in range(len(good))]
+    assert all(r[1] is None and "unreadable tar" in r[2] for r in readable[len(good):])
+    key, sample, failure = samples.read(shard_dir / "uneven-2.tar", 7)
+    assert failure is None and key == "000000007" and set(sample) == {"png", "txt"}  # random access, any index
+    assert samples.read(shard_dir / "uneven-2.tar", 8)[2] == "shard has 8 samples, not 9"
 
 
 def test_missing_shards_fail_before_anything_is_written(tmp_path, capsys):

@@ -5,11 +5,11 @@ in WebDataset form: members `<key>.<jpg|png|...>` and `<key>.txt`. The last `dat
 shards are held out for evaluation; training uses the first D (`data.unique_samples`) samples of the
 others, in index order, and repeats them in epochs when more samples are seen.
 
-Readers: the training stream is split over N = ranks x DataLoader workers readers. In epoch e the
-subset's shards are permuted by (seed, e) and reader u reads every N-th of them through a shuffle buffer
-seeded by (seed, e, u); its next epoch follows. Each reader cuts its stream into per-rank batches of
-batch_size / ranks sample slots and serves every K-th step of its rank (K workers), so a run resumed at
-a step skips exactly the slots it had consumed. Images are delivered in [0, 1] at the model's image size
+Readers: the training stream follows one global order of sample positions, a function of (seed, epoch,
+position) alone (`study.data.sample_order`): rank r of W takes its slice of every global batch, and with K
+DataLoader workers worker w serves every K-th step of its rank. A run on any number of ranks or workers sees
+the same global batches, and a resume at step s starts reading at position s x batch_size: no replay.
+Images are delivered in [0, 1] at the model's image size
 (shorter side resized, centre crop); each consumer normalises (the hf encoder with its own mean and std,
 the VAE and the mini model to [-1, 1]). A corrupt sample (undecodable image or caption, a missing part,
 an unreadable tar) is skipped, leaving its batch one smaller, and recorded in the run's
@@ -32,6 +32,7 @@ from PIL import Image
 
 from study.config import RunConfig
 from study.data.loader import Batch, pad_tokens
+from study.data.sample_order import GlobalOrder, TarSamples
 from study.data.text import TextCodec
 from study.data.tokenizer import max_caption_tokens
 from study.errors import UserError
@@ -104,20 +105,6 @@ def read_part(part: Part, errors: list[dict]) -> Iterator[tuple[str, dict[str, b
         errors.append({"shard": part.path.name, "key": key, "reason": f"unreadable tar: {e.__class__.__name__}"})
 
 
-def shuffled(samples: Iterator, buffer: int, rng: np.random.Generator) -> Iterator:
-    """Samples through a shuffle buffer of `buffer` entries (1 = unchanged order)."""
-    pool: list = []
-    for sample in samples:
-        if len(pool) < buffer:
-            pool.append(sample)
-            continue
-        i = int(rng.integers(buffer))
-        pool[i], sample = sample, pool[i]
-        yield sample
-    rng.shuffle(pool)
-    yield from pool
-
-
 def decode_image(data: bytes, size: int) -> torch.Tensor:
     """Image bytes -> (3, size, size) float in [0, 1]: shorter side resized to `size`, centre crop."""
     with Image.open(io.BytesIO(data)) as img:
@@ -179,20 +166,6 @@ def decode_batch(raw: list[tuple[str, str, dict]], size: int, captions: Captions
     return collate(decoded, errors, captions.pad_id, size)
 
 
-def reader_parts(parts: list[Part], seed: int, epoch: int, reader: int, readers: int) -> list[Part]:
-    """The shards reader `reader` of `readers` reads in `epoch`: every N-th of a (seed, epoch) permutation."""
-    return [parts[i] for i in np.random.default_rng([seed, epoch]).permutation(len(parts))[reader::readers]]
-
-
-def reader_slots(parts: list[Part], seed: int, buffer: int, reader: int, readers: int,
-                 errors: list[dict]) -> Iterator[tuple[str, str, dict]]:
-    """Reader `reader`'s endless stream of raw (shard, key, sample) slots, epoch after epoch."""
-    for epoch in itertools.count():
-        mine = reader_parts(parts, seed, epoch, reader, readers)
-        raw = ((p.path.name, key, s) for p in mine for key, s in read_part(p, errors))
-        yield from shuffled(raw, buffer, np.random.default_rng([seed, epoch, reader]))
-
-
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) from torch.distributed when it is initialised, else (0, 1)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -212,30 +185,34 @@ class ShardReader(torch.utils.data.IterableDataset):
     """One rank's training batches from `start_step` on, in this process or spread over DataLoader workers."""
 
     def __init__(self, cfg: RunConfig, start_step: int, rank: int, world: int, workers: int):
-        self.parts, self.start, self.rank, self.world = split(cfg)[0], start_step, rank, world
-        self.seed, self.buffer = cfg.train.seed, cfg.data.shuffle_buffer
+        self.order = GlobalOrder(split(cfg)[0], cfg.train.seed, cfg.data.shuffle_buffer)
+        self.start, self.rank, self.global_batch = start_step, rank, cfg.train.batch_size
         if cfg.train.batch_size % world:
             raise UserError(f"config key 'train.batch_size': {cfg.train.batch_size} is not divisible by the "
                             f"{world} ranks")
-        if len(self.parts) < world * max(1, workers):
-            raise UserError(f"config key 'data.workers': {world} ranks x {max(1, workers)} readers need at least "
-                            f"as many training shards, the D-subset spans {len(self.parts)}")
         self.batch, self.size, self.captions = cfg.train.batch_size // world, image_size(cfg), Captions(cfg)
+
+    def slots(self, step: int, samples: TarSamples, errors: list[dict]) -> list[tuple[str, str, dict]]:
+        """This rank's raw (shard, key, sample) slots of global batch `step`; unreadable ones go to `errors`."""
+        first = step * self.global_batch + self.rank * self.batch
+        raw = []
+        for position in range(first, first + self.batch):
+            part, index = self.order.locate(position)
+            key, sample, failure = samples.read(part.path, index)
+            if failure is None:
+                raw.append((part.path.name, key, sample))
+            else:
+                errors.append({"shard": part.path.name, "key": key, "reason": failure})
+        return raw
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        logical = (worker + self.start) % workers  # DataLoader worker w serves steps start + w, start + w + K, ...
-        served = max(0, -(-(self.start - logical) // workers))  # steps j < start with j % K == logical
-        errors: list[dict] = []
-        slots = reader_slots(self.parts, self.seed, self.buffer, self.rank * workers + logical,
-                             self.world * workers, errors)
-        for _ in range(served * self.batch):  # resume: skip the slots already trained on, without decoding
-            next(slots)
-        while True:
-            errors.clear()
-            raw = [next(slots) for _ in range(self.batch)]
-            yield decode_batch(raw, self.size, self.captions, list(errors))
+        samples = TarSamples()
+        for step in itertools.count(self.start + worker, workers):  # worker w serves start + w, start + w + K, ...
+            errors: list[dict] = []
+            raw = self.slots(step, samples, errors)
+            yield decode_batch(raw, self.size, self.captions, errors)
 
 
 class ShardStream:
