@@ -162,6 +162,12 @@ class TrainConfig:
     grad_clip: float = opt(1.0, "global gradient-norm clip (0 = off)", ge=0)
     precision: str = opt("fp32", "autocast precision", choices=("fp32", "bf16"))
     checkpoint_every: int = opt(200, "steps between checkpoints (0 = only at the end)", ge=0)
+    checkpoint_format: str = opt("auto", "full: one file gathered to rank 0; sharded: torch.distributed.checkpoint, "
+                                         "each rank writing its own shards and frozen modules loaded from disk left "
+                                         "out; auto: sharded under several ranks, full in one process",
+                                 choices=("auto", "full", "sharded"), identity=False)
+    checkpoint_async: bool = opt(False, "sharded checkpoints: write in a background thread while training goes on "
+                                        "(the state is copied to CPU memory first)", identity=False)
     log_every: int = opt(10, "steps between metric records", ge=1)
     threads: int = opt(0, "torch intra-op threads (0 = torch default)", ge=0)
     device: str = opt("auto", "where to train: auto (this rank's GPU when CUDA is available, else cpu), cpu or cuda",

@@ -1,9 +1,9 @@
-"""Several processes training one run: torchrun-style env:// rendezvous, DDP or FSDP2, full checkpoints.
+"""Several processes training one run: torchrun-style env:// rendezvous, DDP or FSDP2, full state dicts.
 
 Every rank reads RANK, WORLD_SIZE and LOCAL_RANK (MASTER_ADDR/PORT for the rendezvous), as torchrun and
 the Slurm and Ray backends set them; without them the run is one process and nothing here does anything. Only
-rank 0 writes run files; checkpoints hold full (unsharded) state dicts gathered to rank 0, so a run
-resumes on any number of ranks.
+rank 0 writes run files; checkpoints are sharded (each rank its own) or full (gathered to rank 0), and either
+resumes on any number of ranks (study/checkpoint.py).
 """
 
 from __future__ import annotations

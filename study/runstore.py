@@ -4,7 +4,8 @@
     status.json     pending | running | completed | failed (+ reason, step, timestamps, host, job id)
     metrics.jsonl   one record per logged step (append-only, flushed per record)
     eval.jsonl      one record per evaluation
-    checkpoints/    step_XXXXXXXX.pt, the last two kept
+    checkpoints/    step_XXXXXXXX.pt (one file) or step_XXXXXXXX/ (sharded, see study/checkpoint.py), the last
+                    two kept
 
 Every whole-file write is atomic (temp file, fsync, rename); the run itself writes its status.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -52,7 +54,12 @@ def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -175,12 +182,17 @@ class RunStore:
 
     # -- checkpoints --------------------------------------------------------------------------
     def remove_partial_writes(self) -> None:
-        """Delete temp files left by a write that was killed before its rename."""
+        """Delete temp files and directories left by a write that was killed before its rename."""
         for tmp in self.path.glob("**/.*.tmp"):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
 
     def checkpoints(self) -> list[Path]:
-        return sorted(self.checkpoint_dir.glob("step_*.pt"))
+        """The checkpoints kept, oldest first: step_XXXXXXXX.pt files and sharded step_XXXXXXXX directories."""
+        found = [p for p in self.checkpoint_dir.glob("step_*") if p.suffix == ".pt" or p.is_dir()]
+        return sorted(found, key=checkpoint_step)
 
     def save_checkpoint(self, step: int, state: dict) -> Path:
         path = self.checkpoint_dir / f"step_{step:08d}.pt"
@@ -191,16 +203,42 @@ class RunStore:
             if cause is None:
                 raise
             raise _naming(cause, path) from e
-        for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
-            old.unlink(missing_ok=True)
+        self.prune_checkpoints()
         return path
 
+    def commit_checkpoint_dir(self, tmp: Path, step: int) -> Path:
+        """Rename a fully written sharded checkpoint into place (atomic: a kill leaves only `tmp`), then prune."""
+        path = self.checkpoint_dir / f"step_{step:08d}"
+        if path.exists():  # the same step written again by a resumed run
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        _fsync_dir(self.checkpoint_dir)
+        self.prune_checkpoints()
+        return path
+
+    def prune_checkpoints(self) -> None:
+        for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
     def load_latest_checkpoint(self) -> dict | None:
-        """The newest loadable checkpoint; a corrupt one is skipped with a warning naming it."""
+        """The newest loadable checkpoint as full state dicts on CPU; a corrupt one is skipped with a warning naming
+        it. A sharded one's model state lacks the frozen modules it did not write (see study/checkpoint.py)."""
+        from study.checkpoint import read_sharded
+
         for path in reversed(self.checkpoints()):
             try:
+                if path.is_dir():
+                    return read_sharded(path)
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # truncated or garbage file: fall back to the previous one
                 warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}), using an earlier one",
                               stacklevel=2)
         return None
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of a checkpoint file or directory (step_XXXXXXXX[.pt])."""
+    return int(path.name.removeprefix("step_").removesuffix(".pt"))

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from study import distributed, upstream
+from study.checkpoint import Checkpointer
 from study.config import RunConfig
 from study.data.loader import Batch, training_stream
 from study.distributed import Ranks
@@ -180,12 +181,6 @@ def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: 
     return distributed.global_sums(sums, ranks), totals
 
 
-def _checkpoint_state(model: UnifiedModel, opt: torch.optim.Optimizer, sched, step: int, acc: dict) -> dict:
-    """Full state dicts (gathered to rank 0 when sharded), so any number of ranks can resume; all ranks call it."""
-    return {"model": distributed.full_model_state(model), "optimizer": distributed.full_optimizer_state(model, opt),
-            "scheduler": sched.state_dict(), "step": step, "rng": torch.get_rng_state(), "accumulators": acc}
-
-
 def build_model(cfg: RunConfig, runs_dir: Path) -> UnifiedModel:
     """The run's model, its upstream references (`run:<id>`) read from the runs directory."""
     return UnifiedModel(upstream.resolve(cfg, runs_dir))
@@ -289,15 +284,11 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    start, acc = 0, {"sum": {}, "count": 0, "tokens": 0, "flops": 0.0}
-    state = store.load_latest_checkpoint()
-    if state is not None:
-        distributed.load_state(model, opt, state["model"], state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start, acc = state["step"], state["accumulators"]
+    checkpointer = Checkpointer(store, cfg, ranks, model, opt, sched)
+    restored = checkpointer.restore()
+    start, acc = restored or (0, {"sum": {}, "count": 0, "tokens": 0, "flops": 0.0})
     for name in ("metrics.jsonl", "eval.jsonl"):  # records after the checkpoint are redone; all, without one
-        store.truncate_records(name, start if state is not None else -1)
+        store.truncate_records(name, start if restored is not None else -1)
     store.write_status("running", step=start, total_steps=cfg.steps, world_size=ranks.world)
     if start == 0:
         _evaluate(store, model, loss_fn, cfg, ranks, 0, final=False)  # the randomly initialised floor
@@ -327,20 +318,21 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
                 _evaluate(store, model, loss_fn, cfg, ranks, done, final=False)
                 model.train()
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.steps:
-                store.save_checkpoint(done, _checkpoint_state(model, opt, sched, done, acc))
+                checkpointer.save(done, acc)
                 store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world)
                 if interrupt and interrupt.after_step == done:
+                    checkpointer.wait()
                     return store.path
             signum = preemption.requested(ranks.world, ranks.device, done % cfg.train.log_every == 0)
             if signum and done < cfg.steps:
-                store.save_checkpoint(done, _checkpoint_state(model, opt, sched, done, acc))
+                checkpointer.save(done, acc, background=False)
                 store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world,
                                    preempted=signal.Signals(signum).name)
                 raise Preempted(signum, done)
     finally:
         stream.close()
     final = _evaluate(store, model, loss_fn, cfg, ranks, cfg.steps, final=True)
-    store.save_checkpoint(cfg.steps, _checkpoint_state(model, opt, sched, cfg.steps, acc))
+    checkpointer.save(cfg.steps, acc, background=False)
     store.write_status("completed", step=cfg.steps, total_steps=cfg.steps, world_size=ranks.world,
                        final={k: v for k, v in final.items() if isinstance(v, (int, float))})
     return store.path

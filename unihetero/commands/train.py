@@ -74,6 +74,7 @@ def run_summary(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from study.checkpoint import load_weights
     from study.evaluate import evaluate
     from study.model.unified import UnifiedModel
 
@@ -83,7 +84,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if state is None:
         raise UserError(f"eval '{args.run_dir}': no loadable checkpoint")
     model = UnifiedModel(cfg)
-    model.load_state_dict(state["model"])
+    load_weights(model, cfg, state["model"])
     torch.manual_seed(cfg.train.seed)
     record = {"step": state["step"], "samples_seen": state["step"] * cfg.train.batch_size, "final": True,
               "reevaluated": True}

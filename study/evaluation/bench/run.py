@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from study.checkpoint import load_weights, read_sharded
 from study.config import RunConfig
 from study.data.shards import image_size
 from study.errors import UserError
@@ -28,7 +29,8 @@ def load_checkpoint(store: RunStore, step: int | None) -> dict:
     step = max(paths) if step is None else step
     if step not in paths:
         raise UserError(f"--step {step}: no checkpoint at that step (kept: {', '.join(map(str, sorted(paths)))})")
-    return torch.load(paths[step], map_location="cpu", weights_only=False)
+    return read_sharded(paths[step]) if paths[step].is_dir() else torch.load(paths[step], map_location="cpu",
+                                                                            weights_only=False)
 
 
 def load_trained(run_dir: str | Path, step: int | None = None) -> tuple[RunConfig, UnifiedModel, int]:
@@ -46,7 +48,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> tuple[RunConfi
     torch.manual_seed(cfg.train.seed)  # as training does before it builds the model
     model = build_model(cfg, store.path.parent)
     if state is not None:
-        model.load_state_dict(state["model"])
+        load_weights(model, cfg, state["model"])
     return cfg, model.eval(), 0 if state is None else state["step"]
 
 

@@ -1,0 +1,240 @@
+"""A VLM run's checkpoints: one file gathered to rank 0, or sharded with torch.distributed.checkpoint (DCP).
+
+    step_XXXXXXXX.pt    full state dicts (model, optimizer, scheduler, step, RNG, log accumulators): any number
+                        of ranks resumes from it, each reading the whole file
+    step_XXXXXXXX/      sharded: __<rank>_0.distcp (each rank writes and reads its own shards), .metadata (DCP),
+                        trainer.pt (scheduler, step, RNG, accumulators, data position) and sources.json
+
+A sharded checkpoint leaves out the frozen modules a run loads from disk (a pretrained encoder, the VAE, a frozen
+target projector): sources.json records each one's config key, path and fingerprint, and a resume over a changed
+file is refused. It is written into a hidden temp directory that rank 0 renames into place once every rank's
+shards and the metadata are on disk, so a kill leaves the previous checkpoint as it was; optionally the write
+runs in a background thread (`train.checkpoint_async`). DCP reshards on load: a run resumes on another number of
+ranks. The data position is the step (the global sample order is a function of seed, epoch and position, see
+study/data/sample_order.py), so a resumed run reads on from where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from study import distributed
+from study.config import RunConfig
+from study.distributed import Ranks
+from study.errors import UserError
+
+if TYPE_CHECKING:
+    from study.runstore import RunStore
+
+SOURCES = "sources.json"
+TRAINER = "trainer.pt"
+HASHED_BYTES = 16 << 20  # files up to this size are hashed in a fingerprint; larger ones (weight shards) sized
+SHARDED_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def frozen_sources(cfg: RunConfig) -> dict[str, dict[str, str]]:
+    """The modules the run loads from disk and never trains, by state-dict prefix: their config key and path."""
+    m, o = cfg.model, cfg.objective
+    out = {}
+    if m.freeze_encoder and (m.encoder_checkpoint or m.backbone == "hf"):
+        key = "encoder_checkpoint" if m.encoder_checkpoint else "vision_path"
+        out["encoder."] = {"key": f"model.{key}", "path": getattr(m, key)}
+    if m.backbone == "hf" and "pixel" in o.parts():
+        out["latents."] = {"key": "model.vae_path", "path": m.vae_path}
+    if o.target_projector and o.target_ema == 0 and "semantic_input" in o.parts():
+        out["ema_projector."] = {"key": "objective.target_projector", "path": o.target_projector}
+    return out
+
+
+def fingerprint(path: str | Path) -> dict[str, list]:
+    """Each file of `path` (a file or a directory) with its size, and the sha256 of those up to HASHED_BYTES."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    out = {}
+    for file in files:
+        size = file.stat().st_size
+        digest = hashlib.sha256(file.read_bytes()).hexdigest() if size <= HASHED_BYTES else None
+        out[str(file.relative_to(root)) if file != root else file.name] = [size, digest]
+    return out
+
+
+@contextlib.contextmanager
+def _one_process_quiet() -> Iterator[None]:
+    """DCP warns on every single-process save and load that it assumes one process: here it is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _without_frozen(state: dict, prefixes: list[str]) -> dict:
+    return {k: v for k, v in state.items() if not any(k.startswith(p) for p in prefixes)}
+
+
+def sharded(cfg: RunConfig, ranks: Ranks) -> bool:
+    """Whether this run writes sharded checkpoints."""
+    fmt = cfg.train.checkpoint_format
+    return fmt == "sharded" or (fmt == "auto" and ranks.world > 1)
+
+
+class Checkpointer:
+    """Saves and restores a run's model, optimizer, scheduler, RNG and log accumulators; every rank calls it."""
+
+    def __init__(self, store: RunStore, cfg: RunConfig, ranks: Ranks, model: nn.Module,
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler):
+        self.store, self.cfg, self.ranks = store, cfg, ranks
+        self.model, self.opt, self.sched = model, opt, sched
+        self.sharded = sharded(cfg, ranks)
+        self.frozen = frozen_sources(cfg)
+        self.pending: tuple[Future, Path, int] | None = None
+        # a background write's collectives need a group of their own, off the training stream's
+        self.group = dist.new_group(backend="gloo") if cfg.train.checkpoint_async and dist.is_initialized() else None
+
+    # -- saving -------------------------------------------------------------------------------
+    def save(self, step: int, acc: dict, background: bool = True) -> None:
+        """Write the checkpoint of `step`; in the background if the run asks for it and `background`."""
+        self.wait()
+        if not self.sharded:
+            state = {"model": distributed.full_model_state(self.model),
+                     "optimizer": distributed.full_optimizer_state(self.model, self.opt),
+                     "scheduler": self.sched.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                     "accumulators": acc}
+            self.store.save_checkpoint(step, state)  # rank 0 alone writes (a FollowerStore writes nothing)
+            return
+        tmp = self.store.checkpoint_dir / f".step_{step:08d}.tmp"
+        state, param_groups = self._state()
+        if self.ranks.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            torch.save({"scheduler": self.sched.state_dict(), "step": step, "rng": torch.get_rng_state(),
+                        "accumulators": json.loads(json.dumps(acc)), "param_groups": param_groups,
+                        "samples_read": step * self.cfg.train.batch_size}, tmp / TRAINER)
+            sources = {prefix: {**src, "fingerprint": fingerprint(src["path"])} for prefix, src in self.frozen.items()}
+            (tmp / SOURCES).write_text(json.dumps({"world_size": self.ranks.world, "frozen": sources}, indent=1))
+        distributed.barrier(self.ranks)  # the directory exists before any rank writes into it
+        if self.cfg.train.checkpoint_async and background:
+            with _one_process_quiet():
+                future = dcp.async_save(state, checkpoint_id=tmp, process_group=self.group,
+                                        no_dist=not dist.is_initialized())
+            self.pending = (future, tmp, step)
+            return
+        with _one_process_quiet():
+            dcp.save(state, checkpoint_id=tmp, no_dist=not dist.is_initialized())
+        self._commit(tmp, step)
+
+    def wait(self) -> None:
+        """Finish a background write in flight (rank 0 then renames it into place)."""
+        if self.pending is not None:
+            future, tmp, step = self.pending
+            self.pending = None
+            future.result()
+            self._commit(tmp, step)
+
+    def _commit(self, tmp: Path, step: int) -> None:
+        if self.ranks.main:  # DCP writes the metadata after every rank's shards: the checkpoint is whole
+            self.store.commit_checkpoint_dir(tmp, step)
+
+    def _state(self) -> tuple[dict, dict]:
+        """What DCP writes (this rank's model shards without the frozen modules, and its optimizer-state shards),
+        and the optimizer's hyperparameters per parameter (the same on every rank: trainer.pt holds them)."""
+        model = _without_frozen(get_model_state_dict(self.model), list(self.frozen))
+        opt = get_optimizer_state_dict(self.model, self.opt, options=SHARDED_OPTIONS)
+        groups = {k: v for k, v in opt.items() if k.startswith("param_groups.")}
+        return {"model": model, "optimizer": {k: v for k, v in opt.items() if k not in groups}}, groups
+
+    # -- restoring ----------------------------------------------------------------------------
+    def restore(self) -> tuple[int, dict] | None:
+        """Load the newest loadable checkpoint of either format; its step and log accumulators (None: none)."""
+        for path in reversed(self.store.checkpoints()):
+            try:
+                return self._restore_sharded(path) if path.is_dir() else self._restore_full(path)
+            except UserError:
+                raise
+            except Exception as e:  # truncated or garbage: fall back to the previous one
+                warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}), using an earlier one",
+                              stacklevel=2)
+        return None
+
+    def _restore_full(self, path: Path) -> tuple[int, dict]:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        distributed.load_state(self.model, self.opt, state["model"], state["optimizer"])
+        return self._restore_trainer(state)
+
+    def _restore_sharded(self, path: Path) -> tuple[int, dict]:
+        self._check_sources(path)
+        trainer = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
+        saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+        state, _ = self._state()  # the template (every parameter with state): this run's shards, at any world size
+        params = {k.removeprefix("state.").rsplit(".", 1)[0] for k in state["optimizer"] if k.startswith("state.")}
+        never_stepped = {fqn for fqn in params if f"optimizer.state.{fqn}.step" not in saved}
+        with _one_process_quiet():
+            dcp.load(state, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=bool(never_stepped)),
+                     no_dist=not dist.is_initialized())
+        set_model_state_dict(self.model, state["model"], options=StateDictOptions(strict=False))
+        set_optimizer_state_dict(self.model, self.opt, state["optimizer"] | trainer["param_groups"],
+                                 options=SHARDED_OPTIONS)
+        by_name = dict(self.model.named_parameters(remove_duplicate=False))
+        for fqn in never_stepped:  # a parameter without a gradient so far has no state, as in an unbroken run
+            self.opt.state.pop(by_name[fqn], None)
+        return self._restore_trainer(trainer)
+
+    def _restore_trainer(self, state: dict) -> tuple[int, dict]:
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        return state["step"], state["accumulators"]
+
+    def _check_sources(self, path: Path) -> None:
+        """Refuse to resume over frozen weights that are not the ones the checkpoint was written over."""
+        recorded = json.loads((path / SOURCES).read_text())["frozen"]
+        for prefix, src in self.frozen.items():
+            was = recorded.get(prefix)
+            if was is None:
+                raise UserError(f"config key '{src['key']}': checkpoint {path} holds no record of a frozen "
+                                f"'{prefix.rstrip('.')}' (written by another config)")
+            if was["path"] != src["path"] or was["fingerprint"] != fingerprint(src["path"]):
+                raise UserError(f"config key '{src['key']}': '{src['path']}' is not the file set checkpoint {path} "
+                                f"was written over (sizes or digests differ); resume with the original weights")
+
+
+def read_sharded(path: Path) -> dict:
+    """A sharded checkpoint read back in one process as full state dicts on CPU: 'model' (without the frozen modules
+    it left out), 'step' and the rest of trainer.pt."""
+    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    model = {k: torch.empty(md.size, dtype=md.properties.dtype) for k, md in saved.items()
+             if k.startswith("model.") and isinstance(md, TensorStorageMetadata)}
+    with _one_process_quiet():
+        dcp.load(model, checkpoint_id=path, no_dist=True)
+    state = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
+    return {**state, "model": {k.removeprefix("model."): v for k, v in model.items()}}
+
+
+def load_weights(model: nn.Module, cfg: RunConfig, weights: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's model weights into a model built from `cfg`; only the frozen modules it loaded from
+    disk may be missing from them."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    prefixes = tuple(frozen_sources(cfg))
+    lacking = [k for k in missing if not k.startswith(prefixes)]
+    if lacking or unexpected:
+        raise UserError(f"checkpoint weights do not fit the run's model: missing {lacking[:3]}, "
+                        f"unexpected {unexpected[:3]}")
