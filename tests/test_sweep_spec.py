@@ -99,13 +99,14 @@ def test_reproduce_all_of_protocol_2_runs_the_v2_study_grids_only():
     """Calibration and pilot grids of other issues (protocol 0) never train into the v2 study's runs."""
     protocols = {p.stem: load_spec(p.stem, "smoke").protocol for p in GRID_DIR.glob("*.yaml")}
     v2 = {name for name, protocol in protocols.items() if protocol == 2}
-    assert v2 and all(name.startswith("v2_") or name == "encoder_pretrain_v2" for name in v2)
+    assert v2 and all(name.startswith(("v2_", "encoder_pretrain_v2")) for name in v2)
     assert {protocols[g] for g in ("world_v2_calibration", "world_v2_calibration_r3", "regime")} == {0}
 
 
-def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes():
+@pytest.mark.parametrize("grid", ["data_scaling", "v2_data_scaling"])
+def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes(grid):
     for scale in ("cpu", "gpu"):
-        trials = expand(load_spec("data_scaling", scale))
+        trials = expand(load_spec(grid, scale))
         for regime in ("fixed", "epoch"):
             ds = sorted({t.config.data.unique_samples for t in trials if t.axes["regime"] == regime})
             assert len(ds) >= 5 and ds[-1] / ds[0] >= 100
