@@ -34,7 +34,10 @@ PAPER_SCALE = 2e8  # the paper's training samples (PAPER.md)
 
 
 def _claimed_arms(ctx: Context, study: Study) -> list[tuple[str, str]]:
-    """(arm, matched baseline) for each arm the study's first measure claims beats its baseline."""
+    """(arm, matched baseline) for each arm the study's first measure claims beats its baseline (none for a study
+    without a baseline, such as the pilot)."""
+    if study.baseline is None or not study.measures:
+        return []
     baselines = ctx.runs.filter(study.baseline)["arm"].unique(maintain_order=True).to_list()
     out = []
     for arm, group in ctx.in_arm_order(ctx.runs.filter(~study.baseline)).group_by("arm", maintain_order=True):

@@ -79,11 +79,24 @@ def _data_scaling(runs: Path, rng: np.random.Generator) -> None:
     write_grid(runs, "v2_data_scaling", trials)
 
 
+def _pilot(runs: Path) -> None:
+    """The pilot: arms without a baseline or a claim (its learning curves are drawn, nothing is judged)."""
+    trials = []
+    for arm, ema in (("text_only", 0.0), ("si_ema_norm", 0.99)):
+        target = "none" if arm == "text_only" else "semantic_input"
+        p = write_run(runs, [f"objective.target={target}", f"objective.target_ema={ema}", "train.seed=0"],
+                      [0.25, 0.4, 0.5])
+        _add_v2_metrics(p, False)
+        trials.append(({"arm": arm, "objective.target": target, "seed": 0}, p))
+    write_grid(runs, "v2_pilot", trials)
+
+
 @pytest.fixture(scope="module")
 def v2_report(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("v2") / "runs"
     _targets(runs)
     _data_scaling(runs, np.random.default_rng(0))
+    _pilot(runs)
     out = runs.parent / "report"
     build_report(runs, out, fit=FitSettings(n_boot=20, boot_starts=2, starts=8))
     return out
@@ -145,3 +158,12 @@ def test_compute_matched_figure_and_extrapolation(v2_report):
     assert (extrapolated["lo"] <= extrapolated["predicted"]).all()
     assert (extrapolated["decades beyond measured"] - np.log10(2e8 / 800)).abs().max() < 1e-9
     assert "decades beyond the largest measured D" in (v2_report / "report.md").read_text()
+
+
+def test_the_pilot_shows_its_learning_curves_and_no_verdict(v2_report):
+    report = (v2_report / "report.md").read_text()
+    pilot = report[report.index("## Anti-collapse pilot"):]
+    pilot = pilot[:pilot.index("\n## ", 1)]
+    assert "v2_pilot__smoke_learning" in pilot
+    verdicts = pl.read_csv(v2_report / "tables" / "verdicts.csv")
+    assert verdicts.height and verdicts.filter(pl.col("study").str.contains("pilot")).is_empty()
