@@ -7,7 +7,7 @@ import pytest
 
 from study.runstore import RunStore
 from study.train import train
-from sweeps.backends.slurm import SlurmOptions, distributed_env, first_host, launch
+from sweeps.backends.slurm import SlurmOptions, distributed_env, first_host, launch, sized_resources
 from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
 from tests.slurm_helpers import require_slurm
@@ -32,6 +32,26 @@ def test_distributed_env_from_slurm_variables():
     assert env == {"MASTER_ADDR": "gpu07", "MASTER_PORT": str(20000 + 123456 % 20000), "RANK": "5",
                    "WORLD_SIZE": "8", "LOCAL_RANK": "1"}
     assert distributed_env({})["WORLD_SIZE"] == "1"
+
+
+def test_slurm_resources_are_sized_from_data_workers_unless_given():
+    import argparse
+
+    from unihetero.commands.sweep import backend_options
+
+    spec = load_spec("generation_target", "smoke")
+    args = {"backend": "slurm", "partition": None, "account": None, "qos": None, "time_min": 5, "gpus_per_node": 0,
+            "nodes": 1, "tasks_per_node": 2, "array_parallelism": 4, "no_wait": True}
+    trials = [t.config for t in expand(spec)]
+    trials[0].data.workers = 3  # the most demanding trial
+    assert sized_resources(trials, None, None, tasks_per_node=2) == (4, 32.0)  # 1 + 3 workers, 4 GB per CPU
+    assert sized_resources(trials, 2, None) == (2, 8.0)
+    assert sized_resources(trials, None, 6.0) == (4, 6.0)
+    assert sized_resources(trials, None, 0.0) == (4, None)  # the partition's default
+    sized = backend_options(argparse.Namespace(**args, cpus_per_task=None, mem_gb=None), spec)
+    assert (sized.cpus_per_task, sized.mem_gb) == (1, 8.0)  # no data workers: one CPU per task, two tasks
+    given = backend_options(argparse.Namespace(**args, cpus_per_task=3, mem_gb=2.0), spec)
+    assert (given.cpus_per_task, given.mem_gb) == (3, 2.0)
 
 
 @pytest.mark.slurm

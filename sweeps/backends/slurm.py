@@ -22,6 +22,7 @@ from pathlib import Path
 
 import submitit
 
+from study.config import RunConfig
 from sweeps.execute import TrialTask, execute_on_ranks
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -44,6 +45,20 @@ class SlurmOptions:
     folder: str = ""  # submitit logs and pickles (default: RUNS_DIR/.slurm/<name>)
     name: str = "sweep"
     wait: bool = True
+
+
+MEM_GB_PER_CPU = 4.0  # the default memory request per CPU of a task (a rank: its process and data workers)
+
+
+def sized_resources(trials: list[RunConfig], cpus_per_task: int | None, mem_gb: float | None,
+                    tasks_per_node: int = 1) -> tuple[int, float | None]:
+    """CPUs per task and memory per node: by default one CPU for the rank and one per data worker of the grid's
+    most demanding trial, MEM_GB_PER_CPU for each CPU of the node's tasks; given values win, and mem_gb 0 requests
+    none (the partition's default)."""
+    cpus = cpus_per_task or 1 + max((t.data.workers for t in trials), default=0)
+    if mem_gb is None:
+        return cpus, MEM_GB_PER_CPU * cpus * tasks_per_node
+    return cpus, mem_gb or None
 
 
 def first_host(nodelist: str) -> str:

@@ -42,11 +42,13 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
     slurm.add_argument("--account")
     slurm.add_argument("--qos")
     slurm.add_argument("--time-min", type=positive_int, default=60, help="time limit per job in minutes")
-    slurm.add_argument("--cpus-per-task", type=positive_int, default=1)
+    slurm.add_argument("--cpus-per-task", type=positive_int,
+                       help="CPUs per task (default: 1 + the grid's largest data.workers)")
     slurm.add_argument("--gpus-per-node", type=int, default=0)
     slurm.add_argument("--nodes", type=positive_int, default=1)
     slurm.add_argument("--tasks-per-node", type=positive_int, default=1)
-    slurm.add_argument("--mem-gb", type=nonnegative_float)
+    slurm.add_argument("--mem-gb", type=nonnegative_float,
+                       help="memory per node in GB (default: 4 per CPU of its tasks; 0: the partition's default)")
     slurm.add_argument("--array-parallelism", type=positive_int, default=64, help="most array jobs at once")
     slurm.add_argument("--no-wait", action="store_true", help="submit and return (watch with sweep status)")
 
@@ -109,11 +111,13 @@ def backend_options(args: argparse.Namespace, spec: GridSpec) -> LocalOptions | 
                           max_concurrent=args.max_concurrent,
                           max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
                           gpus_per_trial=args.gpus_per_trial, name=name)
-    from sweeps.backends.slurm import SlurmOptions
+    from sweeps.backends.slurm import SlurmOptions, sized_resources
 
+    cpus, mem_gb = sized_resources([t.config for t in pipeline(spec)], args.cpus_per_task, args.mem_gb,
+                                   args.tasks_per_node)
     return SlurmOptions(partition=args.partition, account=args.account, qos=args.qos, time_min=args.time_min,
-                        cpus_per_task=args.cpus_per_task, gpus_per_node=args.gpus_per_node, nodes=args.nodes,
-                        tasks_per_node=args.tasks_per_node, mem_gb=args.mem_gb,
+                        cpus_per_task=cpus, gpus_per_node=args.gpus_per_node, nodes=args.nodes,
+                        tasks_per_node=args.tasks_per_node, mem_gb=mem_gb,
                         array_parallelism=args.array_parallelism, name=name, wait=not args.no_wait)
 
 
