@@ -106,13 +106,13 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def global_sums(values: dict[str, torch.Tensor | float], ranks: Ranks) -> dict[str, float]:
-    """Each scalar summed over ranks (one all-reduce, in float64: counts stay exact), as plain floats."""
-    if ranks.world == 1:
-        return {k: float(v) for k, v in values.items()}
-    stacked = torch.tensor([float(v) for v in values.values()], dtype=torch.float64)
-    dist.all_reduce(stacked)
-    return dict(zip(values, stacked.tolist(), strict=True))
+def global_sums(values: dict[str, torch.Tensor], ranks: Ranks) -> dict[str, torch.Tensor]:
+    """Each scalar summed over ranks, as float64 tensors on the values' device (counts stay exact); nothing is read
+    back to the host. Several ranks: one all-reduce of the stacked values."""
+    stacked = torch.stack([v.detach().double() for v in values.values()])
+    if ranks.world > 1:
+        dist.all_reduce(stacked)
+    return dict(zip(values, stacked.unbind(), strict=True))
 
 
 class FollowerStore(RunStore):
@@ -195,9 +195,10 @@ def gradient_sync(loss_fn: nn.Module, sync: bool) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip the global gradient norm; the norm before clipping, a tensor on the device (read when logged)."""
     norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm)
-    return (norm.full_tensor() if isinstance(norm, DTensor) else norm).item()
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def full_model_state(model: nn.Module) -> dict:

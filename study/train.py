@@ -10,7 +10,8 @@ r x grad_accum ... Each loss is a mean over its own units (caption: non-pad next
 pixel: generation positions), so a shard's loss is weighted by its share of the global batch's units:
 the shards' weighted losses, and their gradients, add up to those of the whole batch, and a 2-rank run
 matches the 1-rank one within float rounding. Masks are drawn for the global batch; the diffusion
-head's noise is drawn per shard (same distribution, different draws). Logged losses are these global means.
+head's noise is drawn per shard (same distribution, different draws). Logged losses are these global means,
+summed on their device between log steps (study/step_log.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from study.model.unified import UnifiedModel
 from study.objectives import compute_losses, unit_counts
 from study.preemption import Preempted, Preemption, pass_on
 from study.runstore import RunStore
+from study.step_log import DeviceLog, NonFinite
 
 LOSS_WEIGHTS = {"caption": "understanding_weight", "semantic": "semantic_weight", "pixel": "pixel_weight"}
 
@@ -65,7 +67,8 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.95), foreach=True)
+    fused = bool(params) and params[0].is_cuda  # one kernel, no host reads; CPU keeps foreach (its numerics)
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(0.9, 0.95), foreach=not fused, fused=fused or None)
 
 
 def lr_factor(step: int, cfg: RunConfig) -> float:
@@ -115,11 +118,6 @@ class LossModule(nn.Module):
         return compute_losses(self.model, self.cfg, images, tokens, mask, generator)
 
 
-def loss_units(model: UnifiedModel, cfg: RunConfig, tokens: torch.Tensor, mask: torch.Tensor | None) -> dict[str, int]:
-    """How many units each loss averages over in a batch, as ints (see `objectives.unit_counts`)."""
-    return {k: int(v) for k, v in unit_counts(model, cfg, tokens, mask).items()}
-
-
 def weighted_losses(losses: dict[str, torch.Tensor], shares: dict[str, float],
                     cfg: RunConfig) -> dict[str, torch.Tensor]:
     """Each loss times its shard's share of the batch's units, and 'total', their objective-weighted sum."""
@@ -147,25 +145,26 @@ def _rank_rows(cfg: RunConfig, ranks: Ranks, batch: Batch,
 
 def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: Ranks, batch: Batch, step: int,
                 flops_per_sample: Callable[[int], float],
-                nan_at_step: int | None) -> tuple[dict[str, float], dict[str, float]]:
-    """Forward and backward of this rank's micro-batches; the step's global mean losses and global counts
-    (tokens, flops and the units of each loss)."""
+                nan_at_step: int | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Forward and backward of this rank's micro-batches; the step's global mean losses and its global token and
+    FLOP counts, as tensors not read back to the host."""
     gen = step_generator(cfg.train.seed, step)
     mask = sample_mask(cfg.masking, cfg.train.batch_size, model.num_visual, gen)
     images, tokens, mask = _rank_rows(cfg, ranks, batch, mask)
     n, accum = images.shape[0], cfg.train.grad_accum
     bounds = [n * i // accum for i in range(accum + 1)]
     parts = [slice(bounds[i], bounds[i + 1]) for i in range(accum)]
-    units = [loss_units(model, cfg, tokens[part], None if mask is None else mask[part]) for part in parts]
+    units = [unit_counts(model, cfg, tokens[part], None if mask is None else mask[part]) for part in parts]
     local = {k: sum(u[k] for u in units) for k in units[0]} | {
-        "tokens": int((tokens != model.pad_id).sum()) + model.num_visual * n,
-        "flops": n * flops_per_sample(tokens.shape[1])}
+        "tokens": (tokens != model.pad_id).sum() + model.num_visual * n,
+        "flops": torch.tensor(n * flops_per_sample(tokens.shape[1]), dtype=torch.float64)}  # from shapes
     totals = distributed.global_sums(local, ranks)
     sums: dict[str, torch.Tensor] = {}
     for micro, part in enumerate(parts):
         shard = ranks.rank * accum + micro
         shard_mask = None if mask is None else mask[part]
-        shares = {k: units[micro][k] / max(1, totals[k]) for k in units[micro]}
+        # float64 division rounded to float32: what a host float times a float32 loss computed before
+        shares = {k: (units[micro][k] / totals[k].clamp(min=1)).float() for k in units[micro]}
         # a single CPU shard continues the mask generator, as the single-process run always did
         noise = gen if ranks.world * accum == 1 and ranks.device.type == "cpu" else \
             step_generator(cfg.train.seed, step, 1 + shard, ranks.device)
@@ -178,7 +177,7 @@ def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: 
             (losses["total"] * ranks.world).backward()  # DDP and FSDP average gradients over ranks
         for k, v in losses.items():
             sums[k] = sums.get(k, 0) + v.detach()
-    return distributed.global_sums(sums, ranks), totals
+    return distributed.global_sums(sums, ranks), {k: totals[k] for k in ("tokens", "flops")}
 
 
 def build_model(cfg: RunConfig, runs_dir: Path) -> UnifiedModel:
@@ -296,15 +295,10 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     stream = training_stream(cfg, start, store.path)
     flops_per_sample = functools.cache(lambda caption_tokens: train_flops_per_sample(cfg, caption_tokens))
     progress = None if quiet or not ranks.main else Progress(cfg.steps, cfg.train.log_every)
-    tick = time.perf_counter()
+    tick, device_log = time.perf_counter(), DeviceLog()
     try:
         for step, batch in zip(range(start, cfg.steps), stream, strict=False):
             values, counts = _train_step(loss_fn, model, cfg, ranks, batch, step, flops_per_sample, nan_at_step)
-            if not all(math.isfinite(v) for v in values.values()):
-                bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-                reason = f"non-finite loss at step {step + 1}: {bad}"
-                store.write_status("failed", step=step + 1, total_steps=cfg.steps, reason=reason)
-                raise TrainingFailed(reason)
             if cfg.train.grad_clip > 0:
                 values["grad_norm"] = distributed.clip_grad_norm(model, cfg.train.grad_clip)
             opt.step()
@@ -312,12 +306,16 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
             opt.zero_grad(set_to_none=True)
             model.update_ema(cfg.objective.target_ema)
             done = step + 1
-            tick = log_step(store, cfg, acc, values, int(counts["tokens"]), counts["flops"], done,
-                            sched.get_last_lr()[0], tick, progress)
-            if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps:
+            device_log.add(values, counts, done)
+            evaluating = cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.steps
+            saving = cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.steps
+            if at_log_step(cfg, done) or evaluating or saving:  # the step's only host reads
+                _flush(device_log, acc, store, cfg)
+            tick = count_step(store, cfg, acc, done, sched.get_last_lr()[0], tick, progress)
+            if evaluating:
                 _evaluate(store, model, loss_fn, cfg, ranks, done, final=False)
                 model.train()
-            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.steps:
+            if saving:
                 checkpointer.save(done, acc)
                 store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world)
                 if interrupt and interrupt.after_step == done:
@@ -325,6 +323,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
                     return store.path
             signum = preemption.requested(ranks.world, ranks.device, done % cfg.train.log_every == 0)
             if signum and done < cfg.steps:
+                _flush(device_log, acc, store, cfg)
                 checkpointer.save(done, acc, background=False)
                 store.write_status("running", step=done, total_steps=cfg.steps, world_size=ranks.world,
                                    preempted=signal.Signals(signum).name)
@@ -340,14 +339,20 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
 
 def log_step(store: RunStore, cfg: RunConfig, acc: dict, values: dict[str, float], tokens: int, flops: float,
              done: int, lr: float, tick: float, progress: Progress | None) -> float:
-    """Add a step's losses and counts to the log accumulators; at a log step, append the metrics record (and
-    show progress) and start a new interval. Returns the interval's start time."""
+    """Add a step's losses and counts (host numbers) to the log accumulators, then `count_step`."""
     for k, v in values.items():
         acc["sum"][k] = acc["sum"].get(k, 0.0) + v
-    acc["count"] += 1
     acc["tokens"] += tokens
     acc["flops"] += flops
-    if done % cfg.train.log_every and done != cfg.steps:
+    return count_step(store, cfg, acc, done, lr, tick, progress)
+
+
+def count_step(store: RunStore, cfg: RunConfig, acc: dict, done: int, lr: float, tick: float,
+               progress: Progress | None) -> float:
+    """Count a step into the log interval; at a log step, append the metrics record (and show progress) and start
+    a new interval. Returns the interval's start time."""
+    acc["count"] += 1
+    if not at_log_step(cfg, done):
         return tick
     now = time.perf_counter()
     record = metrics_record(cfg, done, acc, lr, now - tick)
@@ -356,6 +361,19 @@ def log_step(store: RunStore, cfg: RunConfig, acc: dict, values: dict[str, float
         progress.update(done, record)
     acc["sum"], acc["count"] = {}, 0
     return now
+
+
+def at_log_step(cfg: RunConfig, done: int) -> bool:
+    return done % cfg.train.log_every == 0 or done == cfg.steps
+
+
+def _flush(device_log: DeviceLog, acc: dict, store: RunStore, cfg: RunConfig) -> None:
+    """Read the step log into the accumulators; a non-finite loss since the last read fails the run at its step."""
+    try:
+        device_log.flush(acc)
+    except NonFinite as e:
+        store.write_status("failed", step=e.step, total_steps=cfg.steps, reason=e.reason)
+        raise TrainingFailed(e.reason) from None
 
 
 def metrics_record(cfg: RunConfig, step: int, acc: dict, lr: float, seconds: float) -> dict:

@@ -23,9 +23,9 @@ from study.data.world import World
 from study.errors import UserError
 from study.masking import sample_mask
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses
+from study.objectives import compute_losses, unit_counts
 from study.runstore import RunStore
-from study.train import Interrupt, loss_units, train, weighted_losses
+from study.train import Interrupt, train, weighted_losses
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).parents[1]
@@ -90,10 +90,10 @@ def test_shard_losses_add_up_to_the_batch_losses():
     batch = make_batch(World(cfg.data), held_out_indices(0, 8))
     mask = sample_mask(cfg.masking, 8, model.num_visual, torch.Generator().manual_seed(1))
     whole = compute_losses(model, cfg, batch.images, batch.tokens, mask, None)
-    totals = loss_units(model, cfg, batch.tokens, mask)
+    totals = unit_counts(model, cfg, batch.tokens, mask)
     parts, units = [], []
     for rows in (slice(0, 4), slice(4, 8)):
-        units.append(loss_units(model, cfg, batch.tokens[rows], mask[rows]))
+        units.append(unit_counts(model, cfg, batch.tokens[rows], mask[rows]))
         shares = {k: units[-1][k] / totals[k] for k in totals}
         parts.append(weighted_losses(compute_losses(model, cfg, batch.images[rows], batch.tokens[rows],
                                                     mask[rows], None), shares, cfg))
