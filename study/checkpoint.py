@@ -55,7 +55,8 @@ SHARDED_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 def frozen_sources(cfg: RunConfig) -> dict[str, dict[str, str]]:
-    """The modules the run loads from disk and never trains, by state-dict prefix: their config key and path."""
+    """The modules the run loads from disk and never trains, by state-dict prefix: their config key and path (`cfg`
+    with its upstream references resolved to files)."""
     m, o = cfg.model, cfg.objective
     out = {}
     if m.freeze_encoder and (m.encoder_checkpoint or m.backbone == "hf"):
@@ -212,7 +213,7 @@ class Checkpointer:
             if was is None:
                 raise UserError(f"config key '{src['key']}': checkpoint {path} holds no record of a frozen "
                                 f"'{prefix.rstrip('.')}' (written by another config)")
-            if was["path"] != src["path"] or was["fingerprint"] != fingerprint(src["path"]):
+            if was["fingerprint"] != fingerprint(src["path"]):  # the content: a moved runs directory may resume
                 raise UserError(f"config key '{src['key']}': '{src['path']}' is not the file set checkpoint {path} "
                                 f"was written over (sizes or digests differ); resume with the original weights")
 

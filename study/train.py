@@ -283,7 +283,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
     loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    checkpointer = Checkpointer(store, cfg, ranks, model, opt, sched)
+    checkpointer = Checkpointer(store, upstream.resolve(cfg, store.path.parent), ranks, model, opt, sched)
     restored = checkpointer.restore()
     start, acc = restored or (0, {"sum": {}, "count": 0, "tokens": 0, "flops": 0.0})
     for name in ("metrics.jsonl", "eval.jsonl"):  # records after the checkpoint are redone; all, without one
