@@ -171,6 +171,8 @@ def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: 
         with distributed.gradient_sync(loss_fn, sync=micro == accum - 1):
             with _autocast(cfg, ranks.device):
                 inputs = _to(ranks.device, images[part], tokens[part], shard_mask)
+                if images.dtype == torch.uint8:  # shard batches travel as bytes, become floats on the device
+                    inputs[0] = inputs[0].float().div_(255)
                 losses = weighted_losses(loss_fn(*inputs, noise), shares, cfg)
             if nan_at_step == step + 1:  # fault injection (tests)
                 losses["total"] = losses["total"] * float("nan")

@@ -128,7 +128,8 @@ def test_folder_shards_corrupt_sample_is_skipped_and_counted(tmp_path):
     assert [e["key"] for e in errors] == ["000000005", "000000005"] and {e["step"] for e in errors} <= {1, 2, 3, 4}
     assert all("UnidentifiedImageError" in e["reason"] for e in errors)
     first = next(iter(ShardReader(cfg, 0, 0, 1, 0)))
-    assert first.images.shape[1:] == (3, 16, 16) and first.images.min() >= 0 and first.images.max() <= 1
+    assert first.images.shape[1:] == (3, 16, 16) and first.images.dtype == torch.uint8  # bytes until the device
+    assert first.images.float().std() > 10  # real pixels, not a blank
 
 
 def test_truncated_shard_is_counted_not_fatal(shard_dir, tmp_path):

@@ -65,7 +65,7 @@ def held_out_indices(start: int, count: int) -> np.ndarray:
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    images: torch.Tensor  # (B, 3, H, W): float in [0, 1]; uint8 in shard training batches (study.data.shards)
     tokens: torch.Tensor  # (B, L) caption ids, <bos> ... <eos>, right-padded with <pad>
     scenes: list[Scene]   # ground truth (world batches only)
     errors: list[dict] = field(default_factory=list)  # corrupt samples left out (shard batches only)

@@ -106,20 +106,26 @@ def read_part(part: Part, errors: list[dict]) -> Iterator[tuple[str, dict[str, b
 
 
 def decode_image(data: bytes, size: int) -> torch.Tensor:
-    """Image bytes -> (3, size, size) float in [0, 1]: shorter side resized to `size`, centre crop."""
+    """Image bytes -> (3, size, size) uint8: shorter side resized to `size`, centre crop."""
     with Image.open(io.BytesIO(data)) as img:
         return fit_image(img, size)
 
 
 def fit_image(img: Image.Image, size: int) -> torch.Tensor:
-    """A PIL image -> (3, size, size) float in [0, 1]: RGB, shorter side resized to `size`, centre crop."""
+    """A PIL image -> (3, size, size) uint8: RGB, shorter side resized to `size`, centre crop. Images travel as
+    bytes (a quarter of float32's) and become floats on the device that uses them (`as_input`)."""
     img = img.convert("RGB")
     w, h = img.size
     scale = size / min(w, h)
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
     left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def as_input(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 images -> float in [0, 1] on `device` (the encoders' input convention)."""
+    return images.to(device, non_blocking=True).float().div_(255)
 
 
 class Captions:
@@ -150,7 +156,7 @@ def decode_sample(sample: dict[str, bytes], size: int, captions: Captions) -> tu
 
 
 def collate(decoded: list[tuple[torch.Tensor, list[int]]], errors: list[dict], pad_id: int, size: int) -> Batch:
-    images = torch.stack([d[0] for d in decoded]) if decoded else torch.zeros(0, 3, size, size)
+    images = torch.stack([d[0] for d in decoded]) if decoded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
     tokens = pad_tokens([d[1] for d in decoded], pad_id) if decoded else torch.zeros(0, 1, dtype=torch.long)
     return Batch(images, tokens, [], errors)
 
@@ -223,7 +229,9 @@ class ShardStream:
 
         self.rank, world = distributed_rank()
         dataset = ShardReader(cfg, start_step, self.rank, world, cfg.data.workers)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.data.workers)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.data.workers,
+                                                  pin_memory=torch.cuda.is_available(),
+                                                  persistent_workers=cfg.data.workers > 0)
         self.store, self.step = RunStore(run_dir), start_step
         if self.rank == 0 and (self.store.path / ERRORS).exists():
             self.store.truncate_records(ERRORS, start_step)  # records after the checkpoint are redone
@@ -253,4 +261,4 @@ def held_out_batches(cfg: RunConfig, captions: Captions, count: int, batch: int)
         good = decode_batch(chunk, size, captions, errors)
         count -= len(good.images)
         if len(good.images):
-            yield good
+            yield Batch(as_input(good.images, "cpu"), good.tokens, good.scenes, good.errors)

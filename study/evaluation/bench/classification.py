@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from study.config import RunConfig
+from study.data.shards import as_input
 from study.evaluation.bench.prompts import Prompts
-from study.evaluation.bench.scoring import IMAGE_BLOCK, ONE_PROCESS, Shard, as_input, model_device, score_rows
+from study.evaluation.bench.scoring import IMAGE_BLOCK, ONE_PROCESS, Shard, model_device, score_rows
 from study.evaluation.bench.tasks import Classification
 from study.evaluation.probe import TRAIN_FRACTION, layer_features, train_test_accuracy
 from study.model.unified import UnifiedModel

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from study.data.shards import fit_image, image_size
+from study.data.shards import as_input, fit_image, image_size
 from study.evaluation.bench.captioning import max_new_tokens
 from study.evaluation.bench.prompts import Prompts
 from study.evaluation.bench.run import load_trained
@@ -39,7 +39,7 @@ class RunLMM:
         visuals = doc_to_visual(self.task_dict[task][split][doc_id])
         if not visuals:
             raise ValueError(f"task {task} document {doc_id}: no image")
-        return fit_image(visuals[0], self.size)[None].to(model_device(self.model))
+        return as_input(fit_image(visuals[0], self.size)[None], model_device(self.model))
 
     @torch.no_grad()
     def loglikelihood(self, requests: Sequence) -> list[tuple[float, bool]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from study.data.shards import as_input
 from study.evaluation.likelihood import sequence_scores
 from study.model.unified import UnifiedModel
 
@@ -44,11 +45,6 @@ ONE_PROCESS = Shard()
 
 def model_device(model: UnifiedModel) -> torch.device:
     return next(model.parameters()).device
-
-
-def as_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 images -> float in [0, 1] on `device` (the encoders' input convention)."""
-    return images.to(device, non_blocking=True).float().div_(255)
 
 
 @torch.no_grad()

@@ -95,7 +95,7 @@ def load_task(path: str | Path, image_size: int, limit: int = 0) -> Task:
 
 def _decode(path: Path, row: int | str, data: bytes, size: int) -> torch.Tensor:
     try:
-        return (decode_image(data, size) * 255).round().to(torch.uint8)
+        return decode_image(data, size)
     except CORRUPT as e:
         raise BenchmarkFileError(path, f"undecodable image ({e.__class__.__name__})", row) from None
 
