@@ -25,12 +25,25 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torc
     return (pred - target).pow(2).mean(-1)
 
 
-def generation_positions(mask: torch.Tensor | None, loss_on: str, batch: int, num_visual: int,
-                         device: torch.device) -> torch.Tensor:
-    """Boolean (B, V-1): which next-token targets (visual tokens 1..V-1) carry generation loss."""
+def generation_weights(mask: torch.Tensor | None, loss_on: str) -> torch.Tensor | None:
+    """Float (B, V-1) weights of the next-token targets (visual tokens 1..V-1) under loss_on=masked: 1 where the
+    token was masked; None when every position carries generation loss. Weights, not boolean indexing, so a
+    batch's shapes never depend on its mask (no host read, one compiled graph)."""
     if loss_on == "masked" and mask is not None:
-        return mask[:, 1:]
-    return torch.ones(batch, num_visual - 1, dtype=torch.bool, device=device)
+        return mask[:, 1:].float()
+    return None
+
+
+def weighted_mean(per_token: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-token losses (B, V-1) over the positions that carry loss; 0 when none does."""
+    if weights is None:
+        return per_token.mean()
+    return (per_token * weights).sum() / weights.sum().clamp(min=1)
+
+
+def next_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, V-1, D) -> (B * (V-1), D), contiguous: the rows the generation heads read or predict."""
+    return x.reshape(-1, x.shape[-1])
 
 
 def generation_hidden(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, tokens: torch.Tensor,
@@ -55,29 +68,47 @@ def generation_hidden(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor,
 
 def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, tokens: torch.Tensor,
                    mask: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """Every active loss, unweighted, plus 'total' (the weighted sum that is optimised)."""
+    """Every active loss, unweighted, plus 'total' (the weighted sum that is optimised): the diffusion head's noise
+    drawn from `generator`, then `loss_terms`."""
+    return loss_terms(model, cfg, images, tokens, mask, diffusion_draws(model, cfg, images, generator))
+
+
+def diffusion_draws(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The diffusion head's timesteps and noise for a batch (every generation position, diffusion_batch_mul times);
+    None without a diffusion head."""
+    if model.pixel_head is None or cfg.objective.pixel_head != "diffusion":
+        return None
+    rows = cfg.objective.diffusion_batch_mul * images.shape[0] * (model.num_visual - 1)
+    return model.pixel_head.draw(rows, generator, images.device)
+
+
+def loss_terms(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, tokens: torch.Tensor,
+               mask: torch.Tensor | None, draws: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """The losses given every random draw (`diffusion_draws`): no generator and no data-dependent shape inside, so
+    it traces as one graph (`torch.compile`)."""
     o = cfg.objective
     enc, embeds = model.encode(images)
     hidden, gen_hidden, sem_hidden = generation_hidden(model, cfg, embeds, tokens, mask)
     v = model.num_visual
     losses = {"caption": caption_loss(model.text_logits(hidden, v), tokens, model.pad_id)}
     total = o.understanding_weight * losses["caption"]
-    where = generation_positions(mask, cfg.masking.loss_on, images.shape[0], v, images.device)
+    weights = generation_weights(mask, cfg.masking.loss_on)
+    rows = (images.shape[0], v - 1)
     if model.semantic_head is not None:  # hidden state at i predicts visual token i + 1
-        target = model.semantic_targets(enc, embeds)[:, 1:][where]
-        per_token = regression_loss(model.semantic_head(sem_hidden[:, : v - 1][where]), target, o.semantic_loss)
-        losses["semantic"] = per_token.sum() / max(1, per_token.numel())
+        target = next_tokens(model.semantic_targets(enc, embeds)[:, 1:])
+        pred = model.semantic_head(next_tokens(sem_hidden[:, : v - 1]))
+        losses["semantic"] = weighted_mean(regression_loss(pred, target, o.semantic_loss).view(rows), weights)
         total = total + o.semantic_weight * losses["semantic"]
     if model.pixel_head is not None:
-        h_next = gen_hidden[:, : v - 1][where]
-        target = model.pixel_targets(images)[:, 1:][where]
+        h_next = next_tokens(gen_hidden[:, : v - 1])
+        target = next_tokens(model.pixel_targets(images)[:, 1:])
         cond = h_next if o.pixel_grad_to_llm else h_next.detach()
-        if cond.shape[0] == 0:  # nothing masked in this batch under loss_on=masked
-            losses["pixel"] = hidden.new_zeros(())
-        elif o.pixel_head == "diffusion":
-            losses["pixel"] = model.pixel_head.loss(target, cond, o.diffusion_batch_mul, generator)
+        flat = None if weights is None else weights.flatten()
+        if o.pixel_head == "diffusion":
+            losses["pixel"] = model.pixel_head.loss(target, cond, o.diffusion_batch_mul, draws, flat)
         else:
-            losses["pixel"] = regression_loss(model.pixel_head(cond), target, "mse").mean()
+            losses["pixel"] = weighted_mean(regression_loss(model.pixel_head(cond), target, "mse").view(rows), weights)
         total = total + o.pixel_weight * losses["pixel"]
     losses["total"] = total
     return losses
@@ -87,5 +118,7 @@ def unit_counts(model: UnifiedModel, cfg: RunConfig, tokens: torch.Tensor,
                 mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """How many units each loss averages over in a batch (non-pad next tokens; generation positions), as tensors
     on the tokens' device."""
-    positions = generation_positions(mask, cfg.masking.loss_on, tokens.shape[0], model.num_visual, tokens.device).sum()
+    weights = generation_weights(mask, cfg.masking.loss_on)
+    positions = (tokens.new_tensor(tokens.shape[0] * (model.num_visual - 1)) if weights is None
+                 else weights.sum().long())
     return {"caption": (tokens[:, 1:] != model.pad_id).sum(), "semantic": positions, "pixel": positions}

@@ -80,7 +80,7 @@ def test_diffusion_head_samples_what_it_learned():
     opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(400):
-        loss = head.loss(target, cond, 2, gen)
+        loss = head.loss(target, cond, 2, head.draw(2 * len(target), gen, target.device))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -3,8 +3,9 @@ import torch
 
 from study.data.loader import TrainStream
 from study.masking import sample_mask
+from study.model.diffloss import DiffusionHead
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses
+from study.objectives import compute_losses, diffusion_draws, loss_terms, regression_loss
 from study.train import build_optimizer, step_generator
 from tests.conftest import tiny_config
 
@@ -100,6 +101,51 @@ def test_batch_with_nothing_masked_has_zero_generation_loss_not_nan():
     losses = compute_losses(model, cfg, batch.images, batch.tokens, empty, None)
     assert losses["semantic"].item() == 0 and losses["pixel"].item() == 0
     assert torch.isfinite(losses["total"])
+
+
+def test_masked_generation_losses_average_the_masked_positions_only():
+    cfg = tiny_config("objective.target=semantic_input+pixel", "objective.pixel_head=mse", "masking.loss_on=masked",
+                      "masking.distribution=uniform", "masking.low=0.2", "masking.high=0.6", "masking.per=sample")
+    model = UnifiedModel(cfg)
+    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, torch.Generator().manual_seed(3))
+    losses = compute_losses(model, cfg, batch.images, batch.tokens, mask, None)
+    enc, embeds = model.encode(batch.images)  # by hand: the masked positions picked out by boolean indexing
+    hidden = model(model.mask_inputs(embeds, mask), batch.tokens)[0][:, : model.num_visual - 1]
+    where = mask[:, 1:]
+    assert where.any() and not where.all()
+    semantic = regression_loss(model.semantic_head(hidden[where]), model.semantic_targets(enc, embeds)[:, 1:][where],
+                               cfg.objective.semantic_loss).mean()
+    pixel = regression_loss(model.pixel_head(hidden[where]), model.pixel_targets(batch.images)[:, 1:][where], "mse")
+    torch.testing.assert_close(losses["semantic"], semantic)
+    torch.testing.assert_close(losses["pixel"], pixel.mean())
+
+
+def test_weighted_diffusion_loss_is_the_loss_of_the_weighted_rows():
+    torch.manual_seed(0)
+    head = DiffusionHead(12, 8, width=32, depth=1, timesteps=100)
+    target, cond = torch.randn(10, 12), torch.randn(10, 8)
+    t, noise = head.draw(20, torch.Generator().manual_seed(1), target.device)
+    keep = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 0, 1], dtype=torch.bool)
+    copies = torch.cat([keep, keep])  # row i's noised copies are rows i and 10 + i
+    weighted = head.loss(target, cond, 2, (t, noise), keep.float())
+    torch.testing.assert_close(weighted, head.loss(target[keep], cond[keep], 2, (t[copies], noise[copies])))
+    unweighted = head.loss(target, cond, 2, (t, noise))
+    torch.testing.assert_close(head.loss(target, cond, 2, (t, noise), torch.ones(10)), unweighted)
+
+
+@pytest.mark.parametrize("loss_on", ["next", "masked"])
+def test_the_losses_trace_as_one_graph(loss_on):
+    """No boolean indexing and no generator inside: a masked batch's losses compile without a graph break."""
+    cfg = tiny_config("objective.target=semantic_input+pixel", "masking.distribution=truncnorm",
+                      f"masking.loss_on={loss_on}", "masking.caption_on=clean")
+    model = UnifiedModel(cfg)
+    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    gen = torch.Generator().manual_seed(0)
+    mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, gen)
+    draws = diffusion_draws(model, cfg, batch.images, gen)
+    explained = torch._dynamo.explain(loss_terms)(model, cfg, batch.images, batch.tokens, mask, draws)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_frozen_encoder_loads_from_a_run_checkpoint_and_stays_fixed(tmp_path):

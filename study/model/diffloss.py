@@ -56,16 +56,27 @@ class DiffusionHead(nn.Module):
             h = block(h, c)
         return self.output(self.final_norm(h))
 
+    def draw(self, rows: int, generator: torch.Generator | None,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The random part of the loss for `rows` noised rows: timesteps (rows,) and noise (rows, target_dim).
+        Drawn apart from `loss`, so the loss itself is one traceable graph (no generator inside)."""
+        t = torch.randint(0, self.timesteps, (rows,), generator=generator, device=device)
+        return t, torch.randn((rows, self.output.out_features), generator=generator, device=device)
+
     def loss(self, target: torch.Tensor, cond: torch.Tensor, batch_mul: int,
-             generator: torch.Generator | None) -> torch.Tensor:
-        """Mean noise-prediction MSE; each (target, cond) row gets `batch_mul` noise draws."""
+             draws: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean noise-prediction MSE; each (target, cond) row gets `batch_mul` noised copies, `draws` their timesteps
+        and noise (`draw(batch_mul * N)`). With `weights` (N,), the mean over the rows of weight 1 (0 without any)."""
         target, cond = target.repeat(batch_mul, 1), cond.repeat(batch_mul, 1)
-        n = target.shape[0]
-        t = torch.randint(0, self.timesteps, (n,), generator=generator, device=target.device)
-        noise = torch.randn(target.shape, generator=generator, device=target.device, dtype=target.dtype)
+        t, noise = draws[0], draws[1].to(target.dtype)
         a = self.alpha_bar[t][:, None].to(target.dtype)
         x_t = a.sqrt() * target + (1 - a).sqrt() * noise
-        return F.mse_loss(self.predict_noise(x_t, t, cond).float(), noise.float())
+        pred = self.predict_noise(x_t, t, cond).float()
+        if weights is None:
+            return F.mse_loss(pred, noise.float())
+        per_row = (pred - noise.float()).pow(2).mean(-1)
+        weights = weights.repeat(batch_mul)
+        return (per_row * weights).sum() / weights.sum().clamp(min=1)
 
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
