@@ -1,4 +1,5 @@
-"""The local inputs a run reads (backbone directories, the shard index), checked before it writes anything."""
+"""The local inputs a run reads (backbone directories, the shard index and its split), checked before it writes
+anything."""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ def check_inputs(cfg: RunConfig) -> None:
     for key, path in dirs:
         if not Path(path).is_dir():
             raise UserError(f"config key '{key}': '{path}' is not a directory")
-    if d.source == "shards" and not (Path(d.shards) / "index.json").is_file():
-        raise UserError(f"config key 'data.shards': '{d.shards}' holds no index.json")
+    if d.source == "shards":
+        if not (Path(d.shards) / "index.json").is_file():
+            raise UserError(f"config key 'data.shards': '{d.shards}' holds no index.json")
+        from study.data.shards import split
+
+        split(cfg)  # held-out shards that leave none for training, or a D beyond the training samples
     if cfg.eval.benchmarks:
         from study.evaluation.bench.run import check_benchmarks
 

@@ -155,6 +155,17 @@ def test_missing_shards_fail_before_anything_is_written(tmp_path, capsys):
         tiny_config("data.source=shards")
 
 
+@pytest.mark.parametrize("override, key", [("data.held_out_shards=5", "data.held_out_shards"),
+                                           ("data.unique_samples=31", "data.unique_samples")])
+def test_a_split_without_enough_training_data_fails_before_anything_is_written(shard_dir, tmp_path, capsys,
+                                                                              override, key):
+    runs = tmp_path / "runs"
+    code = main(["train", "tiny", "data.source=shards", f"data.shards={shard_dir}", "train.batch_size=4", override,
+                 "--runs-dir", str(runs)])
+    assert code == 2 and not runs.exists()
+    assert f"config key '{key}'" in capsys.readouterr().err
+
+
 def test_interrupted_shard_run_resumes_to_the_same_weights(shard_dir, tmp_path):
     cfg = _cfg(shard_dir, "data.unique_samples=30", "train.samples_seen=48", "train.checkpoint_every=4",
                "train.log_every=2")  # 12 steps: the second and third epochs start mid-run
