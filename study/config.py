@@ -172,8 +172,14 @@ class TrainConfig:
     threads: int = opt(0, "torch intra-op threads (0 = torch default)", ge=0)
     device: str = opt("auto", "where to train: auto (this rank's GPU when CUDA is available, else cpu), cpu or cuda",
                       choices=("auto", "cpu", "cuda"))
-    parallel: str = opt("ddp", "several ranks (torchrun, Slurm tasks): ddp replicates the model, fsdp shards it "
-                               "(fully_shard per block); none allows only one process", choices=("none", "ddp", "fsdp"))
+    parallel: str = opt("auto", "several ranks (torchrun, Slurm tasks): ddp replicates the model, fsdp shards it "
+                                "(fully_shard per block); none allows only one process; auto is fsdp for "
+                                "model.backbone=hf, ddp for the miniature. How a run is laid out on ranks, not what "
+                                "it trains: a run resumes under another", choices=("auto", "none", "ddp", "fsdp"),
+                        identity=False)
+    fsdp_replicas: int = opt(1, "fsdp: hybrid sharding - the model replicated across this many groups of ranks "
+                                "(typically nodes) and sharded within each; 1 shards it across all ranks", ge=1,
+                             identity=False)
     grad_accum: int = opt(1, "micro-batches per step on each rank (each is batch_size / (ranks x grad_accum) "
                              "images)", ge=1)
     dist_timeout_min: float = opt(30.0, "several ranks: minutes a collective may wait for the other ranks before the "

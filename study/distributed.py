@@ -26,6 +26,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
@@ -64,12 +65,28 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
+def strategy(cfg: RunConfig) -> str:
+    """`train.parallel` resolved: auto is fsdp for pretrained backbones (rarely small enough to replicate), ddp for
+    the miniature."""
+    if cfg.train.parallel == "auto":
+        return "fsdp" if cfg.model.backbone == "hf" else "ddp"
+    return cfg.train.parallel
+
+
+def meta_initialised(cfg: RunConfig, ranks: Ranks) -> bool:
+    """Whether the model is built on the meta device and loaded once sharded: pretrained backbones under FSDP."""
+    return cfg.model.backbone == "hf" and ranks.world > 1 and strategy(cfg) == "fsdp"
+
+
 def check(cfg: RunConfig, world: int, device: torch.device) -> None:
     """What only the runtime can check (ranks, device), as one-line errors before anything is written."""
     t = cfg.train
-    if world > 1 and t.parallel == "none":
+    if world > 1 and strategy(cfg) == "none":
         raise UserError(f"config key 'train.parallel': none trains one process but WORLD_SIZE is {world}; "
                         "use ddp or fsdp")
+    if world > 1 and strategy(cfg) == "fsdp" and world % t.fsdp_replicas:
+        raise UserError(f"config key 'train.fsdp_replicas': {t.fsdp_replicas} replicas do not divide the {world} "
+                        "ranks")
     if t.batch_size % (world * t.grad_accum):
         raise UserError(f"config key 'train.batch_size': {t.batch_size} is not divisible by {world} ranks x "
                         f"train.grad_accum {t.grad_accum}")
@@ -155,11 +172,11 @@ def parallelize(loss_fn: nn.Module, model: nn.Module, cfg: RunConfig, ranks: Ran
             block.compile()
     if ranks.world == 1:
         return loss_fn
-    if t.parallel == "fsdp":
-        policy = mixed_precision(cfg)
+    if strategy(cfg) == "fsdp":
+        policy, mesh = mixed_precision(cfg), device_mesh(cfg, ranks)
         for block in transformer_blocks(model):
-            fully_shard(block, mp_policy=policy)
-        return fully_shard(loss_fn, mp_policy=policy)
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        return fully_shard(loss_fn, mesh=mesh, mp_policy=policy)
     device_ids = [ranks.device.index] if ranks.device.type == "cuda" else None
     # a loss may leave parameters unused in a step (the pixel head of a shard with nothing masked)
     return DistributedDataParallel(loss_fn, device_ids=device_ids, find_unused_parameters=True)
@@ -172,6 +189,16 @@ def call_in_root(loss_fn: nn.Module, model: nn.Module, task: Callable[[nn.Module
     if isinstance(loss_fn, FSDPModule):
         return loss_fn(task=task)
     return task(model)
+
+
+def device_mesh(cfg: RunConfig, ranks: Ranks) -> DeviceMesh | None:
+    """FSDP's mesh: None (every rank one shard group) or, with train.fsdp_replicas > 1, a 2-D mesh of replicas x
+    shards in which consecutive ranks (one node's GPUs under torchrun and Slurm) share a replica."""
+    replicas = cfg.train.fsdp_replicas
+    if replicas == 1:
+        return None
+    return init_device_mesh(ranks.device.type, (replicas, ranks.world // replicas),
+                            mesh_dim_names=("replicate", "shard"))
 
 
 def mixed_precision(cfg: RunConfig) -> MixedPrecisionPolicy:
@@ -187,9 +214,12 @@ def is_sharded(model: nn.Module) -> bool:
 
 
 def gradient_sync(loss_fn: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
-    """Reduce gradients across ranks only when `sync` (the last micro-batch of a step)."""
+    """The gradient reduction of a micro-batch; `sync` on the last of a step. DDP reduces on the last only (it holds
+    full gradients anyway). FSDP reduce-scatters every micro-batch, so a rank never keeps more than its fp32
+    gradient shard (skipping it would keep every unsharded gradient, upcast to fp32, until the last); under hybrid
+    sharding the all-reduce across replicas waits for the last micro-batch."""
     if isinstance(loss_fn, FSDPModule):
-        loss_fn.set_requires_gradient_sync(sync)
+        loss_fn.set_requires_all_reduce(sync)
     if isinstance(loss_fn, DistributedDataParallel) and not sync:
         return loss_fn.no_sync()
     return contextlib.nullcontext()

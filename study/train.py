@@ -37,6 +37,7 @@ from study.distributed import Ranks
 from study.evaluate import evaluate
 from study.inputs import check_inputs
 from study.masking import sample_mask
+from study.model import meta_init
 from study.model.flops import train_flops_per_sample
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses, unit_counts
@@ -182,9 +183,25 @@ def _train_step(loss_fn: nn.Module, model: UnifiedModel, cfg: RunConfig, ranks: 
     return distributed.global_sums(sums, ranks), {k: totals[k] for k in ("tokens", "flops")}
 
 
-def build_model(cfg: RunConfig, runs_dir: Path) -> UnifiedModel:
-    """The run's model, its upstream references (`run:<id>`) read from the runs directory."""
-    return UnifiedModel(upstream.resolve(cfg, runs_dir))
+def build_model(cfg: RunConfig, runs_dir: Path, weights: bool = True) -> UnifiedModel:
+    """The run's model, its upstream references (`run:<id>`) read from the runs directory (`weights`: see
+    UnifiedModel)."""
+    return UnifiedModel(upstream.resolve(cfg, runs_dir), weights)
+
+
+def _build_parallel(cfg: RunConfig, runs_dir: Path, ranks: Ranks) -> tuple[UnifiedModel, nn.Module]:
+    """The run's model and the module to call for its losses, laid out on the ranks. Pretrained backbones sharded by
+    FSDP are initialised on the meta device and filled from rank 0's model (study/model/meta_init.py): no rank
+    holds the whole model on its device; anything else is built whole and moved to the device."""
+    if not distributed.meta_initialised(cfg, ranks):
+        model = build_model(cfg, runs_dir).to(ranks.device)
+        return model, distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
+    model = build_model(cfg, runs_dir, weights=ranks.main)
+    state = model.state_dict() if ranks.main else {}  # rank 0's values outlive its parameters' move to meta
+    meta_init.to_meta(model)
+    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
+    meta_init.materialise(loss_fn, model, ranks.device, state)
+    return model, loss_fn
 
 
 def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks, store_dir: Path) -> UnifiedModel | None:
@@ -281,8 +298,7 @@ def _train(store: RunStore, cfg: RunConfig, ranks: Ranks, interrupt: Interrupt |
         return store.path
     if ranks.main:
         upstream.pin(cfg, store.path)  # the weights it trains on are the ones it started with
-    model = build_model(cfg, store.path.parent).to(ranks.device)
-    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
+    model, loss_fn = _build_parallel(cfg, store.path.parent, ranks)
     opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     checkpointer = Checkpointer(store, upstream.resolve(cfg, store.path.parent), ranks, model, opt, sched)

@@ -7,7 +7,9 @@
 - `LatentTarget`: a frozen KL VAE whose latents, patchified to one vector per visual token, are the pixel
   target.
 
-Everything loads with `local_files_only=True`; nothing is ever downloaded.
+Everything loads with `local_files_only=True`; nothing is ever downloaded. With `weights=False` a backbone is built
+from its config with its parameters on the meta device, for a sharded model to be filled from rank 0
+(study/model/meta_init.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 from study.errors import UserError
 from study.model.flops import Dims
 from study.model.layers import KVCache
+from study.model.meta_init import parameters_on_meta
 from study.model.vit import patchify
 
 VISION_MODELS = {"dinov2": ("Dinov2Model", 1), "siglip_vision_model": ("SiglipVisionModel", 0),
@@ -55,7 +58,7 @@ def vision_spec(path: str) -> tuple[int, list[float], list[float]]:
 
 
 class VisionEncoder(nn.Module):
-    def __init__(self, path: str, layer: int):
+    def __init__(self, path: str, layer: int, weights: bool = True):
         super().__init__()
         import transformers
         from transformers import AutoConfig
@@ -65,7 +68,12 @@ class VisionEncoder(nn.Module):
             raise UserError(f"config key 'model.vision_path': '{path}' holds a {config.model_type!r} model "
                             f"(allowed: {', '.join(VISION_MODELS)})")
         cls_name, self.prefix = VISION_MODELS[config.model_type]
-        self.model = _load("vision_path", path, getattr(transformers, cls_name).from_pretrained, dtype=torch.float32)
+        cls = getattr(transformers, cls_name)
+        if weights:
+            self.model = _load("vision_path", path, cls.from_pretrained, dtype=torch.float32)
+        else:  # parameters on meta, filled later (study/model/meta_init.py)
+            with parameters_on_meta():
+                self.model = cls._from_config(getattr(config, "vision_config", config), dtype=torch.float32)
         vc = self.model.config
         if not -(vc.num_hidden_layers + 1) <= layer <= vc.num_hidden_layers:
             raise UserError(f"config key 'model.vision_layer': {layer} is outside the {vc.num_hidden_layers} "
@@ -83,12 +91,18 @@ class VisionEncoder(nn.Module):
 
 
 class CausalLM(nn.Module):
-    def __init__(self, path: str, attention: str):
+    def __init__(self, path: str, attention: str, weights: bool = True):
         super().__init__()
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
-        self.lm = _load("llm_path", path, AutoModelForCausalLM.from_pretrained, dtype=torch.float32,
-                        attn_implementation=ATTENTION[attention])
+        if weights:
+            self.lm = _load("llm_path", path, AutoModelForCausalLM.from_pretrained, dtype=torch.float32,
+                            attn_implementation=ATTENTION[attention])
+        else:  # parameters on meta, filled later (study/model/meta_init.py)
+            config = _load("llm_path", path, AutoConfig.from_pretrained)
+            with parameters_on_meta():
+                self.lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
+                                                           attn_implementation=ATTENTION[attention])
         self.width = self.lm.config.hidden_size
 
     @property
@@ -122,11 +136,16 @@ def cache_argument(decoder: type) -> str:
 class LatentTarget(nn.Module):
     """Frozen KL-VAE latents of the image, one latent patch per visual token, in raster order."""
 
-    def __init__(self, path: str, grid: int, patch: int):
+    def __init__(self, path: str, grid: int, patch: int, weights: bool = True):
         super().__init__()
         from diffusers import AutoencoderKL
 
-        self.vae = _load("vae_path", path, AutoencoderKL.from_pretrained, low_cpu_mem_usage=False)
+        if weights:
+            self.vae = _load("vae_path", path, AutoencoderKL.from_pretrained, low_cpu_mem_usage=False)
+        else:  # parameters on meta, filled later (study/model/meta_init.py)
+            config = _load("vae_path", path, AutoencoderKL.load_config)
+            with parameters_on_meta():
+                self.vae = AutoencoderKL.from_config(config)
         self.vae.requires_grad_(False).eval()
         c = self.vae.config
         self.patch, self.scale, self.shift = patch, c.scaling_factor, c.shift_factor or 0.0
@@ -182,3 +201,4 @@ def backbone_dims(vision_path: str, llm_path: str, vae_path: str, latent_patch: 
                 else vc.intermediate_size, 3 if swiglu else 2, lc.hidden_size, lc.num_hidden_layers,
                 lc.intermediate_size, head * getattr(lc, "num_key_value_heads", lc.num_attention_heads),
                 lc.vocab_size, target)
+

@@ -30,13 +30,15 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class UnifiedModel(nn.Module):
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, weights: bool = True):
+        """The model of `cfg`; `weights=False` leaves the pretrained backbones' parameters on the meta device, to be
+        loaded once sharded (study/model/meta_init.py)."""
         super().__init__()
         m, o = cfg.model, cfg.objective
         self.visual_attention = m.visual_attention
         self.pad_id, self.bos_id = PAD_ID, BOS_ID
         if m.backbone == "hf":
-            self._build_hf(cfg)
+            self._build_hf(cfg, weights)
         else:
             self.encoder = VisionEncoder(cfg.data.image_size, m.patch_size, m.enc_width, m.enc_depth, m.heads,
                                          m.mlp_ratio, m.attention)
@@ -68,7 +70,8 @@ class UnifiedModel(nn.Module):
             if m.backbone == "hf":
                 from study.model.hf import LatentTarget
 
-                self.latents = LatentTarget(m.vae_path, int(round(self.num_visual ** 0.5)), m.vae_latent_patch)
+                self.latents = LatentTarget(m.vae_path, int(round(self.num_visual ** 0.5)), m.vae_latent_patch,
+                                            weights)
                 self.patch_dim = self.latents.dim
             # DDIM's first, high-noise steps need a bound on the clean target: patches lie in [-1, 1]; VAE latents
             # (scaled to about unit variance) get a loose 5 that only stops those steps from exploding
@@ -82,9 +85,9 @@ class UnifiedModel(nn.Module):
         if o.target_projector and self.ema_projector is not None:
             self.ema_projector.load_state_dict(load_module_weights(o.target_projector, "projector",
                                                                    "objective.target_projector"))
-        if m.encoder_checkpoint:
-            self.encoder.load_state_dict(load_module_weights(m.encoder_checkpoint, "encoder",
-                                                             "model.encoder_checkpoint"))
+        if m.encoder_checkpoint:  # into meta parameters by assignment: the encoder then holds values
+            encoder = load_module_weights(m.encoder_checkpoint, "encoder", "model.encoder_checkpoint")
+            self.encoder.load_state_dict(encoder, assign=not weights)
         if m.freeze_encoder:
             self.encoder.requires_grad_(False)
 
@@ -96,12 +99,12 @@ class UnifiedModel(nn.Module):
                 init_weights(part)
         nn.init.normal_(self.mask_embedding, std=0.02)
 
-    def _build_hf(self, cfg: RunConfig) -> None:
+    def _build_hf(self, cfg: RunConfig, weights: bool) -> None:
         from study.model import hf
 
         m = cfg.model
-        self.encoder = hf.VisionEncoder(m.vision_path, m.vision_layer)
-        self.llm = hf.CausalLM(m.llm_path, m.attention)
+        self.encoder = hf.VisionEncoder(m.vision_path, m.vision_layer, weights)
+        self.llm = hf.CausalLM(m.llm_path, m.attention, weights)
         tokenizer = hf.load_tokenizer(m.llm_path)
         vocab = self.llm.tok_embed.num_embeddings
         if len(tokenizer) > vocab:
