@@ -209,10 +209,6 @@ def mixed_precision(cfg: RunConfig) -> MixedPrecisionPolicy:
     return MixedPrecisionPolicy()
 
 
-def is_sharded(model: nn.Module) -> bool:
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-
 def gradient_sync(loss_fn: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """The gradient reduction of a micro-batch; `sync` on the last of a step. DDP reduces on the last only (it holds
     full gradients anyway). FSDP reduce-scatters every micro-batch, so a rank never keeps more than its fp32

@@ -52,8 +52,9 @@ def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
 @torch.no_grad()
 def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_dir: Path | None = None,
              rank: int = 0, world: int = 1) -> dict:
-    """All metrics at `step` as a flat dict (random-init floor when step == 0). On shards every rank of a
-    several-rank run calls it (`rank` of `world`) and gets the same metrics; the world is evaluated by one."""
+    """All metrics at `step` as a flat dict (random-init floor when step == 0), on the model's device. Every rank of a
+    several-rank run calls it (`rank` of `world`) on the live model and gets the same metrics: shards are split
+    across the ranks, the world (the miniature's 128-2,048 images) is evaluated whole by each."""
     was_training = model.training
     model.eval()
     gen = eval_generator(cfg, step)
@@ -72,14 +73,15 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, fi
     world = World(cfg.data)
     n = cfg.eval.num_images
     batch = make_batch(world, held_out_indices(0, n))
-    _, embeds = model.encode(batch.images)
-    hidden, _ = model(embeds, batch.tokens)
-    out: dict = {"caption_loss": float(caption_loss(model.text_logits(hidden, model.num_visual), batch.tokens))}
+    images, tokens = batch.images.to(model.device), batch.tokens.to(model.device)
+    _, embeds = model.encode(images)
+    hidden, _ = model(embeds, tokens)
+    out: dict = {"caption_loss": float(caption_loss(model.text_logits(hidden, model.num_visual), tokens))}
     out.update(collapse_diagnostics(embeds))
     out.update(zero_shot(model, cfg, embeds, batch.scenes))
     probe = make_batch(world, held_out_indices(n, cfg.eval.probe_images))
-    out.update(linear_probe(model, cfg, probe.images, probe.scenes))
-    gen_images = batch.images[:GENERATION_IMAGES]
+    out.update(linear_probe(model, cfg, probe.images.to(model.device), probe.scenes))
+    gen_images = images[:GENERATION_IMAGES]
     if model.semantic_head is not None:
         out.update(semantic_metrics(model, cfg, gen_images, gen))
     if model.pixel_head is not None:
@@ -102,5 +104,6 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, fi
 
 def _save_decoded(path: Path, originals: torch.Tensor, decoded: torch.Tensor) -> None:
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, original=originals.numpy(), decoded=((decoded + 1) / 2).clamp(0, 1).numpy())
+    np.savez_compressed(buffer, original=originals.float().cpu().numpy(),
+                        decoded=((decoded.float() + 1) / 2).clamp(0, 1).cpu().numpy())
     atomic_write(path, buffer.getvalue())

@@ -204,37 +204,19 @@ def _build_parallel(cfg: RunConfig, runs_dir: Path, ranks: Ranks) -> tuple[Unifi
     return model, loss_fn
 
 
-def _eval_model(model: UnifiedModel, cfg: RunConfig, ranks: Ranks, store_dir: Path) -> UnifiedModel | None:
-    """The model rank 0 evaluates on the world: the model itself on CPU; otherwise an unsharded CPU copy
-    (gathering an FSDP model takes every rank). The world's evaluation builds its batches on CPU."""
-    if not distributed.is_sharded(model) and ranks.device.type == "cpu":
-        return model
-    state = distributed.full_model_state(model)
-    if not ranks.main:
-        return None
-    with torch.random.fork_rng(devices=[]):
-        copy = build_model(cfg, store_dir.parent)
-    copy.load_state_dict({k: v.cpu() for k, v in state.items()})
-    return copy
-
-
 def _evaluate(store: RunStore, model: UnifiedModel, loss_fn: nn.Module, cfg: RunConfig, ranks: Ranks, step: int,
               final: bool) -> dict:
-    """Evaluate and let rank 0 write the record; rank 0's record ({} on the others). Shards are evaluated where
-    training runs (every rank, its device, the run's precision, the live model); the world on rank 0 while the
-    others wait."""
+    """Evaluate and let rank 0 write the record; rank 0's record ({} on the others). Every rank evaluates on its
+    device, in the run's precision, on the live model (an FSDP-sharded one gathered block by block, as in training):
+    nothing is gathered whole or rebuilt (study/evaluate.py)."""
     record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": final}
-    if cfg.data.source == "shards":
-        def task(live: UnifiedModel) -> dict:
-            return evaluate(live, cfg, step, final=final, run_dir=store.path if ranks.main else None,
-                            rank=ranks.rank, world=ranks.world)
 
-        with _autocast(cfg, ranks.device):
-            record.update(distributed.call_in_root(loss_fn, model, task))
-    else:
-        eval_model = _eval_model(model, cfg, ranks, store.path)
-        if ranks.main:
-            record.update(evaluate(eval_model, cfg, step, final=final, run_dir=store.path))
+    def task(live: UnifiedModel) -> dict:
+        return evaluate(live, cfg, step, final=final, run_dir=store.path if ranks.main else None, rank=ranks.rank,
+                        world=ranks.world)
+
+    with _autocast(cfg, ranks.device):
+        record.update(distributed.call_in_root(loss_fn, model, task))
     if ranks.main:
         store.append("eval.jsonl", record)
     distributed.barrier(ranks)

@@ -69,9 +69,14 @@ def _free_port() -> int:
 
 
 def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str, stop_after: int | None) -> None:
+    import study.train as train_module
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
+    built, build = [], train_module.build_model
+    train_module.build_model = lambda *args, **kwargs: built.append(1) or build(*args, **kwargs)
     train(cfg, run_dir, interrupt=Interrupt(stop_after) if stop_after else None, quiet=True)
+    Path(f"{run_dir}.built.{rank}").write_text(str(len(built)))  # models this rank built, for the tests
     if strategy(cfg) == "fsdp":
         # the run is complete and written; skip interpreter teardown, where FSDP2 over gloo sometimes aborts
         # ("terminate called without an active exception", about 1 exit in 6 on a loaded 2-core machine)
@@ -123,9 +128,18 @@ def test_two_ranks_under_torchrun_match_one_rank(reference, tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_two_ranks_match_one_rank(reference, tmp_path):
+    """Training, and the evaluations: each rank evaluates the live sharded model on its device, and no model is
+    built for it (each rank builds one, the one it trains)."""
     run = _spawn(_config("train.parallel=fsdp"), tmp_path / "fsdp")
     _assert_same_training(run, reference)
     assert RunStore(run).status()["world_size"] == 2
+    assert [(tmp_path / f"fsdp.built.{rank}").read_text() for rank in range(2)] == ["1", "1"]
+    evals, expected = RunStore(run).records("eval.jsonl"), RunStore(reference).records("eval.jsonl")
+    assert [e["step"] for e in evals] == [e["step"] for e in expected] == [0, 6]
+    for got, want in zip(evals, expected, strict=True):
+        metrics = {k for k, v in want.items() if isinstance(v, float) and "seconds" not in k}
+        assert metrics >= {"caption_loss", "zs_acc", "probe_acc/shape", "sem/cos", "rollout_err/1", "pix/psnr"}
+        assert {k: got[k] for k in metrics} == pytest.approx({k: want[k] for k in metrics}, rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-
 
 
 def linear_probe(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
-    return probe_scores(layer_features(model, images, cfg.eval.probe_layer), cfg, scenes)
+    return probe_scores(layer_features(model, images, cfg.eval.probe_layer).float().cpu(), cfg, scenes)
 
 
 def train_test_accuracy(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -> tuple[float, float]:
@@ -93,6 +93,8 @@ def probe_scores(feats: torch.Tensor, cfg: RunConfig, scenes: list[Scene]) -> di
     x, labels, owner = object_features(feats, scenes, cell_of_patches(cfg.data.image_size, cfg.model.patch_size))
     train = torch.from_numpy(owner < int(TRAIN_FRACTION * len(scenes)))
     out = {}
-    for name, classes in PROBE_TARGETS.items():
-        out[f"probe_acc/{name}"], out[f"chance/probe_{name}"] = train_test_accuracy(x, labels[name], train, classes)
+    with torch.autocast("cpu", enabled=False):  # the probe is fit in fp32 whatever the run's precision
+        for name, classes in PROBE_TARGETS.items():
+            out[f"probe_acc/{name}"], out[f"chance/probe_{name}"] = train_test_accuracy(x, labels[name], train,
+                                                                                          classes)
     return out

@@ -121,8 +121,8 @@ def masked_view_scaling(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tenso
     """Accuracy when candidate scores are averaged over K randomly masked views, for each K."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
     ratio = torch.full((embeds.shape[0],), cfg.eval.view_mask_ratio, dtype=torch.float64)
-    views = [candidate_scores(model, model.mask_inputs(embeds, random_mask(ratio, embeds.shape[1], generator)), q)
-             for _ in range(max(cfg.eval.views))]
+    views = [candidate_scores(model, model.mask_inputs(embeds, random_mask(ratio, embeds.shape[1], generator).to(
+        embeds.device)), q) for _ in range(max(cfg.eval.views))]
     tokens_per_image = sum(embeds.shape[1] + len(t) for t in q.tokens) / len(scenes)
     rows = []
     for k in sorted(cfg.eval.views):

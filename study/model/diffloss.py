@@ -83,7 +83,8 @@ class DiffusionHead(nn.Module):
         """Deterministic DDIM from Gaussian noise in `steps` steps; each step's estimate of the clean target is
         clipped to the targets' bound when they have one (pixels in [-1, 1])."""
         dim = self.output.out_features
-        x = torch.randn((cond.shape[0], dim), generator=generator, device=cond.device)
+        start = generator.device if generator is not None else cond.device  # a CPU generator serves any device
+        x = torch.randn((cond.shape[0], dim), generator=generator, device=start).to(cond.device)
         ts = torch.linspace(self.timesteps - 1, 0, steps, device=cond.device).round().long()
         for i, t in enumerate(ts):
             a = self.alpha_bar[t]

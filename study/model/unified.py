@@ -112,6 +112,10 @@ class UnifiedModel(nn.Module):
                             f"tokens, the model's embedding only {vocab}")
         self.pad_id, self.bos_id, _ = hf.special_ids(tokenizer)
 
+    @property
+    def device(self) -> torch.device:
+        return self.mask_embedding.device
+
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Vision-encoder outputs (B, V, enc_width) and LLM input embeddings (B, V, width)."""
         enc = self.encoder(images)
