@@ -20,7 +20,8 @@ VOCAB_SIZE = 320  # byte alphabet + merges + specials, below the LMs' embedding 
 SPECIALS = ("<pad>", "<s>", "</s>")
 
 
-def _tokenizer():
+def world_tokenizer():
+    """A small byte-level BPE tokenizer trained on the miniature world's words."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -34,7 +35,7 @@ def _tokenizer():
                                    eos_token=SPECIALS[2])
 
 
-def _preprocessor(path: Path, processor: str, size: int) -> None:
+def write_preprocessor(path: Path, processor: str, size: int) -> None:
     """The image processor config, in each family's own style (DINOv2: centre crop; SigLIP: plain resize)."""
     side = {"height": size, "width": size}
     config = ({"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "do_center_crop": True,
@@ -65,13 +66,13 @@ def write_tiny(out: Path, seed: int = 0) -> dict[str, Path]:
                               block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
                               sample_size=32), None, 0),
     }
-    tokenizer = _tokenizer()
+    tokenizer = world_tokenizer()
     paths = {}
     for name, (model, processor, size) in models.items():
         paths[name] = path = out / name
         model.save_pretrained(path)
         if processor:
-            _preprocessor(path, processor, size)
+            write_preprocessor(path, processor, size)
         if name in ("qwen2", "llama"):
             tokenizer.save_pretrained(path)
     return paths
