@@ -227,22 +227,29 @@ def test_process_group_timeout_is_a_config_key(monkeypatch):
     assert seen["timeout"] == datetime.timedelta(minutes=90)
 
 
+def _fsdp_model(rank: int, world: int, port: int, *overrides: str):
+    """This rank's config, FSDP-wrapped model and loss module, and a held-out batch of 8, in a spawned worker."""
+    from study import distributed
+    from study.train import LossModule
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    cfg = _config("train.parallel=fsdp", *overrides)
+    ranks, _ = distributed.setup(cfg)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg)
+    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
+    return cfg, model, loss_fn, make_batch(World(cfg.data), held_out_indices(0, 8))
+
+
 def _micro_batch_worker(rank: int, world: int, port: int, out: str) -> None:
     import json
 
     from torch.distributed.tensor import DTensor
 
     from study import distributed
-    from study.train import LossModule
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    cfg = _config("train.parallel=fsdp", "train.grad_accum=2")
-    ranks, _ = distributed.setup(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg)
-    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
-    batch = make_batch(World(cfg.data), held_out_indices(0, 8))
+    cfg, model, loss_fn, batch = _fsdp_model(rank, world, port, "train.grad_accum=2")
     mask = sample_mask(cfg.masking, 8, model.num_visual, torch.Generator().manual_seed(1))
     rows = slice(2 * rank, 2 * rank + 2)  # this rank's first micro-batch of a global batch of 8
     with distributed.gradient_sync(loss_fn, sync=False):
@@ -274,19 +281,11 @@ def _precision_worker(rank: int, world: int, port: int, out: str) -> None:
     import json
 
     from study import distributed
-    from study.train import LossModule
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    cfg = _config("train.parallel=fsdp", "train.precision=bf16")
-    ranks, _ = distributed.setup(cfg)
-    torch.manual_seed(0)
-    model = UnifiedModel(cfg)
-    loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
+    _, model, loss_fn, batch = _fsdp_model(rank, world, port, "train.precision=bf16")
     seen = []
     block = distributed.transformer_blocks(model)[0]
     block.register_forward_pre_hook(lambda module, args: seen.append(str(next(module.parameters()).dtype)))
-    batch = make_batch(World(cfg.data), held_out_indices(0, 8))
     losses = loss_fn(batch.images[rank * 4:(rank + 1) * 4], batch.tokens[rank * 4:(rank + 1) * 4], None, None)
     losses["total"].backward()
     grads = {str(p.grad.dtype) for p in model.parameters() if p.grad is not None}
