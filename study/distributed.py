@@ -84,6 +84,10 @@ def check(cfg: RunConfig, world: int, device: torch.device) -> None:
     if world > 1 and strategy(cfg) == "none":
         raise UserError(f"config key 'train.parallel': none trains one process but WORLD_SIZE is {world}; "
                         "use ddp or fsdp")
+    for key in ("num_images", "probe_images"):  # each rank evaluates a share of at least one image
+        if cfg.data.source == "world" and getattr(cfg.eval, key) < world:
+            raise UserError(f"config key 'eval.{key}': {getattr(cfg.eval, key)} held-out images cannot be shared "
+                            f"by {world} ranks")
     if world > 1 and strategy(cfg) == "fsdp" and world % t.fsdp_replicas:
         raise UserError(f"config key 'train.fsdp_replicas': {t.fsdp_replicas} replicas do not divide the {world} "
                         "ranks")

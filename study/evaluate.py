@@ -34,6 +34,7 @@ from study.evaluation.diagnostics import collapse_diagnostics
 from study.evaluation.generation import pixel_metrics, semantic_metrics
 from study.evaluation.heldout import heldout_metrics
 from study.evaluation.probe import linear_probe
+from study.evaluation.ranks import Split
 from study.evaluation.zero_shot import masked_view_scaling, zero_shot
 from study.model.flops import forward_flops
 from study.model.unified import UnifiedModel
@@ -53,34 +54,41 @@ def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
 def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_dir: Path | None = None,
              rank: int = 0, world: int = 1) -> dict:
     """All metrics at `step` as a flat dict (random-init floor when step == 0), on the model's device. Every rank of a
-    several-rank run calls it (`rank` of `world`) on the live model and gets the same metrics: shards are split
-    across the ranks, the world (the miniature's 128-2,048 images) is evaluated whole by each."""
+    several-rank run calls it (`rank` of `world`) on the live model, evaluates its share of the held-out data, and
+    gets the same metrics."""
     was_training = model.training
     model.eval()
     gen = eval_generator(cfg, step)
     if cfg.data.source == "shards":
         out = heldout_metrics(model, cfg, step, gen, run_dir, rank, world)
     else:
-        out = _world_metrics(model, cfg, gen, final, run_dir)
+        out = _world_metrics(model, cfg, gen, final, run_dir, Split(rank, world))
     if cfg.eval.benchmarks:
         out.update(run_benchmarks(model, cfg, cfg.eval.benchmarks, cfg.eval.bench_limit))
     model.train(was_training)
     return out
 
 
-def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, final: bool,
-                   run_dir: Path | None) -> dict:
+def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, final: bool, run_dir: Path | None,
+                   split: Split) -> dict:
+    """The world's metrics; each rank of `split` encodes, captions, scores and probes its block of the held-out images
+    and the results are gathered (the generation metrics' 64 images are evaluated alike by every rank)."""
     world = World(cfg.data)
     n = cfg.eval.num_images
     batch = make_batch(world, held_out_indices(0, n))
     images, tokens = batch.images.to(model.device), batch.tokens.to(model.device)
-    _, embeds = model.encode(images)
-    hidden, _ = model(embeds, tokens)
-    out: dict = {"caption_loss": float(caption_loss(model.text_logits(hidden, model.num_visual), tokens))}
+    rows = split.rows(n)
+    _, local = model.encode(images[rows])
+    hidden, _ = model(local, tokens[rows])
+    loss = caption_loss(model.text_logits(hidden, model.num_visual), tokens[rows]).double()
+    units = (tokens[rows, 1:] != model.pad_id).sum().double()
+    loss_sum, unit_sum = split.gather(torch.stack([loss * units, units])[None]).sum(0)
+    out: dict = {"caption_loss": float(loss_sum / unit_sum)}
+    embeds = split.gather(local)
     out.update(collapse_diagnostics(embeds))
-    out.update(zero_shot(model, cfg, embeds, batch.scenes))
+    out.update(zero_shot(model, cfg, embeds, batch.scenes, split))
     probe = make_batch(world, held_out_indices(n, cfg.eval.probe_images))
-    out.update(linear_probe(model, cfg, probe.images.to(model.device), probe.scenes))
+    out.update(linear_probe(model, cfg, probe.images.to(model.device), probe.scenes, split))
     gen_images = images[:GENERATION_IMAGES]
     if model.semantic_head is not None:
         out.update(semantic_metrics(model, cfg, gen_images, gen))
@@ -92,7 +100,7 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, fi
         if cfg.eval.inference_scaling:
             fwd = forward_flops(cfg, 0)
             per_token = (fwd["llm"] + fwd.get("lm_head", 0.0)) / model.num_visual
-            scaling["views"] = masked_view_scaling(model, cfg, embeds, batch.scenes, gen, per_token)
+            scaling["views"] = masked_view_scaling(model, cfg, embeds, batch.scenes, gen, per_token, split)
             if model.pixel_head is not None:
                 scaling["diffusion_steps"] = diffusion_rows
         atomic_write(Path(run_dir) / "inference_scaling.json", json.dumps(scaling, indent=1).encode())

@@ -32,7 +32,7 @@ from tests.conftest import tiny_config
 ROOT = Path(__file__).parents[1]
 OVERRIDES = ("objective.target=semantic_input+pixel", "objective.pixel_head=mse", "masking.distribution=truncnorm",
              "masking.per=sample", "masking.loss_on=masked", "train.samples_seen=96", "train.checkpoint_every=3",
-             "train.log_every=1", "train.threads=1", "eval.num_images=4", "eval.probe_images=20",
+             "train.log_every=1", "train.threads=1", "eval.num_images=5", "eval.probe_images=21",
              "eval.inference_scaling=false")
 LOSS_TOL = 1e-5
 WEIGHT_TOL = 1e-4
@@ -54,6 +54,16 @@ def _assert_same_training(run: Path, reference: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], atol=WEIGHT_TOL, rtol=0, msg=key)
+
+
+def _assert_same_evaluations(run: Path, reference: Path) -> None:
+    """Every evaluation metric within float rounding (the held-out images split 3 + 2, the probe's 11 + 10)."""
+    evals, expected = RunStore(run).records("eval.jsonl"), RunStore(reference).records("eval.jsonl")
+    assert [e["step"] for e in evals] == [e["step"] for e in expected] == [0, 6]
+    for got, want in zip(evals, expected, strict=True):
+        metrics = {k for k, v in want.items() if isinstance(v, float) and "seconds" not in k}
+        assert metrics >= {"caption_loss", "zs_acc", "probe_acc/shape", "sem/cos", "rollout_err/1", "pix/psnr"}
+        assert {k: got[k] for k in metrics} == pytest.approx({k: want[k] for k in metrics}, rel=1e-4, abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -122,24 +132,19 @@ def test_two_ranks_under_torchrun_match_one_rank(reference, tmp_path):
     _assert_same_training(run, reference)
     status = RunStore(run).status()
     assert status["state"] == "completed" and status["world_size"] == 2
-    # rank 0 alone writes: one record per evaluation, as in the 1-rank run
-    assert [e["step"] for e in RunStore(run).records("eval.jsonl")] == [0, 6]
+    # rank 0 alone writes: one record per evaluation, as in the 1-rank run, each rank evaluating its share
+    _assert_same_evaluations(run, reference)
 
 
 @pytest.mark.slow
 def test_fsdp_two_ranks_match_one_rank(reference, tmp_path):
-    """Training, and the evaluations: each rank evaluates the live sharded model on its device, and no model is
-    built for it (each rank builds one, the one it trains)."""
+    """Training, and the evaluations: each rank evaluates its share of the held-out images on the live sharded
+    model, on its device, and no model is built for it (each rank builds one, the one it trains)."""
     run = _spawn(_config("train.parallel=fsdp"), tmp_path / "fsdp")
     _assert_same_training(run, reference)
     assert RunStore(run).status()["world_size"] == 2
     assert [(tmp_path / f"fsdp.built.{rank}").read_text() for rank in range(2)] == ["1", "1"]
-    evals, expected = RunStore(run).records("eval.jsonl"), RunStore(reference).records("eval.jsonl")
-    assert [e["step"] for e in evals] == [e["step"] for e in expected] == [0, 6]
-    for got, want in zip(evals, expected, strict=True):
-        metrics = {k for k, v in want.items() if isinstance(v, float) and "seconds" not in k}
-        assert metrics >= {"caption_loss", "zs_acc", "probe_acc/shape", "sem/cos", "rollout_err/1", "pix/psnr"}
-        assert {k: got[k] for k in metrics} == pytest.approx({k: want[k] for k in metrics}, rel=1e-4, abs=1e-5)
+    _assert_same_evaluations(run, reference)
 
 
 @pytest.mark.slow
@@ -193,6 +198,7 @@ def test_one_rank_variants_match(reference, tmp_path, override):
 @pytest.mark.parametrize(("overrides", "env", "message"), [
     (["train.grad_accum=3"], {}, "'train.batch_size': 16 is not divisible by 1 ranks x train.grad_accum 3"),
     (["train.parallel=none"], {"WORLD_SIZE": "2"}, "'train.parallel': none trains one process"),
+    (["eval.num_images=4", "train.batch_size=40"], {"WORLD_SIZE": "5"}, "'eval.num_images': 4 held-out images"),
     (["train.parallel=fsdp", "train.fsdp_replicas=3"], {"WORLD_SIZE": "2"},
      "'train.fsdp_replicas': 3 replicas do not divide the 2 ranks"),
     (["train.device=cuda"], {}, "'train.device': cuda asked for but no CUDA device"),
@@ -212,6 +218,14 @@ def test_parallel_auto_shards_pretrained_backbones_and_replicates_the_miniature(
     assert [strategy(tiny_config(*hf)), strategy(tiny_config())] == ["fsdp", "ddp"]
     assert strategy(tiny_config(*hf, "train.parallel=ddp")) == "ddp"
     assert tiny_config("train.parallel=fsdp").run_id() == tiny_config().run_id()  # a layout, not the run
+
+
+@pytest.mark.parametrize("n, world", [(5, 2), (5, 3), (21, 2), (2048, 8), (7, 1)])
+def test_evaluation_rows_are_dealt_as_tensor_split_deals_them(n, world):
+    from study.evaluation.ranks import Split
+
+    blocks = [torch.arange(n)[Split(rank, world).rows(n)] for rank in range(world)]
+    assert [b.tolist() for b in blocks] == [b.tolist() for b in torch.tensor_split(torch.arange(n), world)]
 
 
 def test_process_group_timeout_is_a_config_key(monkeypatch):

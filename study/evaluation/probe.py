@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from study.config import RunConfig
 from study.data.world import COLOURS, SHAPES, SIZES, Scene
+from study.evaluation.ranks import ONE, Split
 from study.model.unified import UnifiedModel
 
 PROBE_TARGETS = {"shape": len(SHAPES), "colour": len(COLOURS), "size": len(SIZES)}
@@ -73,8 +74,11 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-
     return w.detach()
 
 
-def linear_probe(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
-    return probe_scores(layer_features(model, images, cfg.eval.probe_layer).float().cpu(), cfg, scenes)
+def linear_probe(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, scenes: list[Scene],
+                 split: Split = ONE) -> dict[str, float]:
+    """Probe accuracies of `images`' features, each rank of `split` extracting those of its block of images."""
+    local = layer_features(model, images[split.rows(len(images))], cfg.eval.probe_layer)
+    return probe_scores(split.gather(local.float().cpu()), cfg, scenes)
 
 
 def train_test_accuracy(x: torch.Tensor, y: torch.Tensor, train: torch.Tensor, classes: int) -> tuple[float, float]:

@@ -10,6 +10,7 @@ own tokens are scored, so the shared context favours no candidate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 from study.config import RunConfig
 from study.data.tokenizer import encode
 from study.data.world import COLOURS, LOCATIONS, SHAPES, SIZES, Obj, Scene, count_words
-from study.evaluation.likelihood import sequence_scores
+from study.evaluation.likelihood import CHUNK, sequence_scores
+from study.evaluation.ranks import ONE, Split
 from study.masking import random_mask
 from study.model.unified import UnifiedModel
 
@@ -62,9 +64,15 @@ def build_questions(scenes: list[Scene], min_objects: int, max_objects: int) -> 
                      attribute)
 
 
-def candidate_scores(model: UnifiedModel, embeds: torch.Tensor, q: Questions) -> torch.Tensor:
-    """Log-likelihood (C,) of each candidate caption given its image's visual embeddings."""
-    return sequence_scores(model, embeds, q.image, q.tokens, q.score_from, model.pad_id)
+def candidate_scores(model: UnifiedModel, embeds: torch.Tensor, scenes: list[Scene], cfg: RunConfig,
+                     split: Split) -> torch.Tensor:
+    """Log-likelihood (C,) of each candidate caption of `scenes` (in `build_questions` order) given its image's
+    visual embeddings `embeds`; each rank of `split` scores the candidates of its block of images."""
+    rows = split.rows(len(scenes))
+    q = build_questions(scenes[rows], cfg.data.min_objects, cfg.data.max_objects)
+    forwards = split.most(math.ceil(len(q.tokens) / CHUNK))
+    return split.gather(sequence_scores(model, embeds[rows], q.image, q.tokens, q.score_from, model.pad_id,
+                                        forwards=forwards))
 
 
 def accuracy_by_attribute(scores: torch.Tensor, q: Questions) -> dict[str, float]:
@@ -95,10 +103,11 @@ def summarise(acc: dict[str, float], prefix: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def zero_shot(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
-    """Zero-shot accuracies of the images whose visual input embeddings are `embeds`."""
+def zero_shot(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes: list[Scene],
+              split: Split = ONE) -> dict[str, float]:
+    """Zero-shot accuracies of the images whose visual input embeddings are `embeds`, scored across `split`."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
-    out = summarise(accuracy_by_attribute(candidate_scores(model, embeds, q), q), "zs_acc")
+    out = summarise(accuracy_by_attribute(candidate_scores(model, embeds, scenes, cfg, split), q), "zs_acc")
     chance = chance_levels(cfg)
     out.update({f"chance/{a}": c for a, c in chance.items()})
     out["chance"] = float(np.mean([chance[a] for a in ATTRIBUTES]))
@@ -117,12 +126,13 @@ def chance_normalised(out: dict[str, float], chance: dict[str, float]) -> float:
 
 @torch.no_grad()
 def masked_view_scaling(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes: list[Scene],
-                        generator: torch.Generator, flops_per_token: float) -> list[dict]:
-    """Accuracy when candidate scores are averaged over K randomly masked views, for each K."""
+                        generator: torch.Generator, flops_per_token: float, split: Split = ONE) -> list[dict]:
+    """Accuracy when candidate scores are averaged over K randomly masked views, for each K (the masks drawn for
+    every image, whatever the split)."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
     ratio = torch.full((embeds.shape[0],), cfg.eval.view_mask_ratio, dtype=torch.float64)
     views = [candidate_scores(model, model.mask_inputs(embeds, random_mask(ratio, embeds.shape[1], generator).to(
-        embeds.device)), q) for _ in range(max(cfg.eval.views))]
+        embeds.device)), scenes, cfg, split) for _ in range(max(cfg.eval.views))]
     tokens_per_image = sum(embeds.shape[1] + len(t) for t in q.tokens) / len(scenes)
     rows = []
     for k in sorted(cfg.eval.views):
