@@ -197,6 +197,10 @@ class EvalConfig:
     probe_images: int = opt(512, "held-out images for the linear probe (split train/test)", ge=20)
     probe_layer: str = opt("llm.mid", "probe features: encoder, projector, llm.<k>, llm.mid or llm.final")
     rollout_steps: int = opt(8, "free-running rollout length for semantic targets", ge=1)
+    rollout_cache: bool = opt(True, "the free-running rollout feeds each predicted token once through a KV cache "
+                                    "(causal visual attention); false recomputes the whole prefix at every step, "
+                                    "as the cpu studies' records were measured (equal within float rounding)",
+                              identity=False)
     views: list[int] = opt([1, 2, 4, 8], "inference scaling: answers averaged over K masked views")
     view_mask_ratio: float = opt(0.25, "fraction of visual tokens masked in each view", ge=0, le=1)
     diffusion_steps: list[int] = opt([4, 16, 64], "inference scaling: diffusion sampling steps")

@@ -60,3 +60,24 @@ def test_greedy_decoding_is_the_recomputed_argmax(tiny_hf, case):
         tokens = torch.cat([tokens, model.llm.lm_head(hidden[:, -1]).argmax(-1)[:, None]], dim=1)
     assert got == tokens[:, 1:].tolist()
     assert len({tuple(row) for row in got}) > 1 or len(set(got[0])) > 1  # not one repeated token
+
+
+@pytest.mark.parametrize("case, target", [("mini_causal", "semantic_input"), ("mini_causal", "semantic_encoder"),
+                                          ("qwen2", "semantic_input"), ("mini_bidirectional", "semantic_input")])
+def test_cached_rollout_equals_the_recomputed_one(tiny_hf, case, target):
+    """The KV-cached free-running rollout gives the errors of recomputing the prefix at every step (bidirectional
+    visual attention, which a cache cannot serve, recomputes either way)."""
+    from study.evaluation.generation import rollout_errors
+
+    overrides = [*_cases(tiny_hf)[case], f"objective.target={target}", "eval.rollout_steps=4"]
+    torch.manual_seed(0)
+    model = UnifiedModel(tiny_config(*overrides)).eval()
+    images = torch.rand(6, 3, *(2 * [model.encoder.image_size if case == "qwen2" else 16]))
+    with torch.no_grad():
+        enc, embeds = model.encode(images)
+        targets = model.semantic_targets(enc, embeds)
+        errors = {cached: rollout_errors(model, tiny_config(*overrides, f"eval.rollout_cache={cached}"), enc, embeds,
+                                         targets) for cached in ("true", "false")}
+    assert set(errors["true"]) == {f"rollout_err{kind}/{k}" for kind in ("", "_copy_last") for k in range(1, 5)}
+    assert errors["true"] == pytest.approx(errors["false"], abs=1e-5)
+    assert errors["true"]["rollout_err/4"] > 0

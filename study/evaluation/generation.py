@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from study.config import RunConfig
 from study.masking import random_mask
 from study.model.flops import diffusion_sample_flops
+from study.model.layers import KVCache
 from study.model.unified import UnifiedModel
 from study.model.vit import patchify
 
@@ -70,21 +71,30 @@ def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, 
 @torch.no_grad()
 def rollout_errors(model: UnifiedModel, cfg: RunConfig, enc, embeds, targets) -> dict[str, float]:
     """1 - cosine to the true target at each free-running step k, from the middle of the image, beside the same
-    error of copying the last given target (a collapsed arm's low rollout error is that baseline's)."""
+    error of copying the last given target (a collapsed arm's low rollout error is that baseline's). With
+    eval.rollout_cache and causal visual attention each predicted token is fed once through a KV cache (visual
+    positions never attend to text, so no start token is needed); otherwise the prefix is recomputed each step."""
     v = model.num_visual
     start = v // 2
     steps = min(cfg.eval.rollout_steps, v - start)
     inputs = embeds[:, :start]
     last_given = targets[:, start - 1].float()  # the trivial rollout: repeat the last token it was given
-    out = {}
+    bos = _bos(model, inputs.shape[0], inputs.device)
+    cache = KVCache() if cfg.eval.rollout_cache and model.visual_attention == "causal" else None
+    fresh, out = inputs, {}
     for k in range(1, steps + 1):
-        hidden, _ = model(inputs, _bos(model, inputs.shape[0], inputs.device))
-        pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
+        if cache is None:
+            hidden, _ = model(inputs, bos)
+            pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
+        else:
+            hidden, _ = model(fresh, bos[:, :0], cache=cache)
+            pred = model.semantic_head(hidden[:, -1])
         truth = targets[:, start + k - 1].float()
         out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), truth, dim=-1).mean())
         out[f"rollout_err_copy_last/{k}"] = float(1 - F.cosine_similarity(last_given, truth, dim=-1).mean())
         fed = pred if model.semantic_target == "semantic_input" else model.projector(pred)
-        inputs = torch.cat([inputs, fed[:, None].to(inputs.dtype)], dim=1)
+        fresh = fed[:, None].to(inputs.dtype)
+        inputs = torch.cat([inputs, fresh], dim=1)
     return out
 
 
