@@ -22,7 +22,7 @@ from analysis.utilization import FitSettings
 from reports import figures
 from reports.families import holm_adjustments, lead_section
 from reports.glance import glance_section
-from reports.paper import FAMILY_SIZES, STUDIES, studies_for
+from reports.paper import ALL_STUDIES, FAMILY_SIZES, STUDIES, studies_for
 from reports.render import Section, Table, render_html, render_markdown, write_tables
 from reports.studies import VERDICT_SCHEMA, Context, Study, build_section
 
@@ -107,7 +107,8 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
         verdicts.append(rows)
         if ctx.grid.preset == DEMO and study.baseline is not None and not ctx.runs.is_empty():
             opening.append(glance_section(ctx, study, section, rows))
-    lead = lead_section([(study, rows) for (_, study), rows in zip(contexts, verdicts, strict=True)])
+    lead = lead_section([(study, rows) for (_, study), rows in zip(contexts, verdicts, strict=True)],
+                        ALL_STUDIES)
     opening += [lead] if lead else []
     sections = [*opening, _summary(verdicts), *sections, _status_section(runs, grids)]
 

@@ -9,6 +9,8 @@ family: takeaway x regime, the difference with its interval, n, the adjusted p a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import polars as pl
 
@@ -16,6 +18,7 @@ from analysis import stats
 from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import DIFFERENCE, Context, Study, comparison_key, comparisons
 
+NOT_MEASURED = "not yet measured: its grid has no comparison yet"
 RULE = (
     "Protocol 2 (the paper's regime): a verdict is decided when the Holm-adjusted two-sided paired t-test "
     "p-value is below 0.05 within its family (one per takeaway, across regimes, padded with p = 1 for "
@@ -46,25 +49,32 @@ def holm_adjustments(items: list[tuple[Context, Study]], sizes: dict[str, int]) 
     return out
 
 
-def lead_section(judged: list[tuple[Study, pl.DataFrame]]) -> Section | None:
-    """The lead table of the studies with a family: one row per Holm-judged comparison (None when there are
-    none); the data-utilization figures, judged by their bootstrap intervals, stay in their sections."""
-    rows = []
+def lead_section(judged: list[tuple[Study, pl.DataFrame]], planned: Sequence[Study] = ()) -> Section | None:
+    """The lead table of the studies with a family: one row per Holm-judged comparison, then one row per
+    `planned` study with a family and nothing judged yet (None when nothing is judged); the data-utilization
+    figures, judged by their bootstrap intervals, stay in their sections."""
+    rows, measured = [], set()
     for study, verdicts in judged:
         if not study.family:
             continue
         for v in verdicts.filter(pl.col("measure").str.starts_with(DIFFERENCE)).iter_rows(named=True):
+            measured.add((study.grid, study.part))
             rows.append({"takeaway": study.claim_id, "regime": study.regime or "-", "comparison": v["comparison"],
                          "measure": v["measure"], "estimate": v["estimate"], "lo": v["lo"], "hi": v["hi"],
                          "n": v["n"], "p_holm": v["p_value"], "verdict": v["verdict"]})
     if not rows:
         return None
+    rows += [{"takeaway": s.claim_id, "regime": s.regime or "-", "comparison": f"grid `{s.grid}`", "measure": "-",
+              "estimate": None, "lo": None, "hi": None, "n": 0, "p_holm": None, "verdict": NOT_MEASURED}
+             for s in planned if s.family and (s.grid, s.part) not in measured]
     data = pl.DataFrame(rows)
     shown = data.select(
         "takeaway", "regime", "comparison", "measure",
-        pl.struct("estimate", "lo", "hi").map_elements(lambda r: fmt_ci(r["estimate"], r["lo"], r["hi"], sign=True),
-                                                       return_dtype=pl.String).alias("difference [95% CI]"),
-        "n", pl.col("p_holm").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).alias("p (Holm)"), "verdict")
+        pl.struct("estimate", "lo", "hi").map_elements(
+            lambda r: "-" if r["estimate"] is None else fmt_ci(r["estimate"], r["lo"], r["hi"], sign=True),
+            return_dtype=pl.String).alias("difference [95% CI]"),
+        "n", pl.col("p_holm").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).fill_null("-")
+        .alias("p (Holm)"), "verdict")
     section = Section("lead", "Lead table: each takeaway in each regime", text=[RULE])
     section.tables.append(Table("lead", "Takeaway x regime: measured difference, interval, n, verdict", data, shown))
     return section

@@ -16,6 +16,7 @@ from scipy import stats as scipy_stats
 from analysis import stats
 from analysis.utilization import FitSettings
 from reports.build import build_report
+from reports.families import NOT_MEASURED
 from tests.test_analysis_runs import write_grid, write_run
 
 SEEDS = (1, 2, 3, 4, 5)
@@ -110,8 +111,16 @@ def test_the_report_leads_with_the_takeaway_by_regime_table(v2_report):
     md = (v2_report / "report.md").read_text()
     assert md.index("Lead table: each takeaway in each regime") < md.index("Verdicts: the paper's claims")
     lead = _lead(v2_report)
-    assert set(lead["takeaway"]) == {"Takeaway 1", "Takeaway 2", "Takeaway 3"}
-    assert set(lead["regime"]) == {"(b) frozen contrastive encoder"}
+    measured = lead.filter(pl.col("verdict") != NOT_MEASURED)
+    assert set(measured["takeaway"]) == {"Takeaway 1", "Takeaway 2", "Takeaway 3"}
+    assert set(measured["regime"]) == {"(b) frozen contrastive encoder"}
+    # the planned comparisons without runs are rows too, so a partial study shows what it lacks
+    pending = lead.filter(pl.col("verdict") == NOT_MEASURED)
+    assert set(zip(pending["takeaway"], pending["comparison"], strict=True)) == {
+        ("Takeaway 1", "grid `v2_targets_self_distill`"), ("Takeaway 3", "grid `v2_targets_self_distill`"),
+        ("Takeaway 1", "grid `v2_targets_scratch`"), ("Takeaway 3", "grid `v2_targets_scratch`"),
+        ("Masking", "grid `v2_masking`")}
+    assert (pending["n"] == 0).all() and pending["estimate"].is_null().all()
 
 
 def test_verdicts_follow_holm_within_the_family(v2_report):
