@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from analysis import stats
-from analysis.runs import SEED, D, config_columns
+from analysis.runs import SEED, D, identity_columns
 
 MIN_PAIRS = 3
 NO_CLAIM = "no claim"
@@ -63,9 +63,9 @@ def _is_treatment(key: str, treatment: Sequence[str]) -> bool:
 
 
 def with_pair_key(runs: pl.DataFrame, treatment: Sequence[str]) -> pl.DataFrame:
-    """`runs` with a `pair` column: the config minus the treatment keys (exact keys, or prefixes ending in
-    '.'). Runs with equal `pair` differ only in the treatment."""
-    keys = [c for c in config_columns(runs) if not _is_treatment(c, treatment)]
+    """`runs` with a `pair` column: the config's identity keys minus the treatment keys (exact keys, or
+    prefixes ending in '.'). Runs with equal `pair` differ only in the treatment."""
+    keys = [c for c in identity_columns(runs) if not _is_treatment(c, treatment)]
     if not keys:
         return runs.with_columns(pl.lit("").alias("pair"))
     return runs.with_columns(

@@ -74,6 +74,23 @@ def config_columns(df: pl.DataFrame) -> list[str]:
     return [c for c in df.columns if c.split(".", 1)[0] in SECTIONS and "." in c]
 
 
+def _outside_identity() -> frozenset[str]:
+    defaults = RunConfig()
+    return frozenset(f"{section.name}.{f.name}" for section in dataclasses.fields(defaults)
+                     for f in dataclasses.fields(getattr(defaults, section.name))
+                     if not f.metadata.get("identity", True))
+
+
+OUTSIDE_IDENTITY = _outside_identity()  # config keys that are not part of a run's id (`opt(identity=False)`)
+
+
+def identity_columns(df: pl.DataFrame) -> list[str]:
+    """The config columns that make a run what it is: those outside its id (parallel layout, checkpoint
+    format, trackers, the rollout cache) left out, so runs recorded before such a key existed or changed its
+    default still pair with newer ones."""
+    return [c for c in config_columns(df) if c not in OUTSIDE_IDENTITY]
+
+
 def _metrics(record: dict) -> dict[str, float]:
     """Numeric metrics of a record (booleans and bookkeeping left out)."""
     return {k: float(v) for k, v in record.items() if is_number(v) and k not in KEYS}
@@ -258,7 +275,7 @@ def format_value(value: Any) -> str:
 def describe_arms(runs: pl.DataFrame, exclude: tuple[str, ...] = (SEED, D)) -> pl.Series:
     """A readable arm label per run, from the config keys that vary among `runs` (seed and D left out):
     e.g. "target=semantic_input, lr=0.001"; "all runs" when nothing varies."""
-    keys = [k for k in config_columns(runs) if k not in exclude and runs[k].n_unique() > 1]
+    keys = [k for k in identity_columns(runs) if k not in exclude and runs[k].n_unique() > 1]
     names = short_names(keys)
     labels = [", ".join(f"{names[k]}={format_value(r[k])}" for k in keys) or "all runs"
               for r in runs.select(keys).iter_rows(named=True)] if keys else ["all runs"] * len(runs)

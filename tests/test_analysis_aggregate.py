@@ -16,7 +16,7 @@ from analysis.aggregate import (
     seed_stats,
     values_at,
 )
-from analysis.runs import CURVE_SCHEMA, SEED, D
+from analysis.runs import CURVE_SCHEMA, SEED, D, describe_arms
 
 
 def _runs(effect: float, seeds: int = 8, scales: tuple[int, ...] = (100, 1000), noise: float = 0.01) -> pl.DataFrame:
@@ -80,6 +80,19 @@ def test_runs_pair_only_when_they_differ_in_the_treatment():
                                  direction=lambda arm_runs: 1)
     assert table["arm"].to_list() == ["semantic_input"] and table["baseline"].to_list() == ["none"]
     assert table["verdict"].to_list() == ["reproduced"]
+
+
+def test_keys_outside_a_runs_identity_do_not_break_pairs():
+    """A run recorded after `train.parallel` changed its default (and `eval.rollout_cache` appeared) is the same
+    run as before: it still pairs, and its arm label does not change; an identity key still splits pairs."""
+    runs = _runs(0.03, seeds=4, scales=(100,))
+    newer = pl.col("arm") == "semantic_input"
+    runs = runs.with_columns(pl.when(newer).then(pl.lit("auto")).otherwise(pl.lit("ddp")).alias("train.parallel"),
+                             pl.when(newer).then(False).otherwise(None).alias("eval.rollout_cache"))
+    assert compare(runs, "zs_acc", "semantic_input", "none", ("objective.target",))["n"] == 4
+    assert describe_arms(runs).unique().sort().to_list() == ["target=none", "target=semantic_input"]
+    split = runs.with_columns(pl.when(newer).then(0.01).otherwise(0.001).alias("train.lr"))
+    assert compare(split, "zs_acc", "semantic_input", "none", ("objective.target",)) is None
 
 
 def test_curve_stats_and_values_at():
