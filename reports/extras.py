@@ -142,8 +142,10 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
         fits = {arm: f for (arm, m), f in all_fits.items() if m == metric}
         fit_rows += _fit_rows(fits, metric)
         points = ctx.in_arm_order(seed_stats(ctx.runs, metric, ["arm", D]))
-        ctx.figure(section, f"scaling_{metric}", f"{metric} vs unique samples D: seed means (95% CI), fitted law "
-                   f"({utilization.form_for(metric)}) with bootstrap band",
+        band = " with bootstrap band" if any(f.intervals for f in fits.values()) else ""
+        law = (f", fitted law ({utilization.form_for(metric)}) of {len(fits)} arm(s){band}" if fits
+               else ", no arm fitted yet")
+        ctx.figure(section, f"scaling_{metric}", f"{metric} vs unique samples D: seed means (95% CI){law}",
                    lambda stem, points=points, fits=fits, metric=metric: figures.scaling_curves(
                        points, fits, ctx.colours, metric, stem, f"{study.title}: {metric} vs unique data",
                        ctx.chance(metric)))

@@ -166,7 +166,9 @@ def test_compute_matched_figure_and_extrapolation(v2_report):
     assert set(extrapolated["arm"]) == {"text_only", "semantic_input"}
     assert (extrapolated["lo"] <= extrapolated["predicted"]).all()
     assert (extrapolated["decades beyond measured"] - np.log10(2e8 / 800)).abs().max() < 1e-9
-    assert "decades beyond the largest measured D" in (v2_report / "report.md").read_text()
+    md = (v2_report / "report.md").read_text()
+    assert "decades beyond the largest measured D" in md
+    assert "seed means (95% CI), fitted law (bounded) of 2 arm(s) with bootstrap band" in md
 
 
 def test_the_pilot_shows_its_learning_curves_and_no_verdict(v2_report):
