@@ -28,6 +28,8 @@ from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import Context, Study, comparison_result, verdict_row
 
 INCONCLUSIVE = "inconclusive at this scale"
+EXPONENT = "scaling exponent"  # how the data-utilization verdict rows of a fitted law begin
+MULTIPLIER = "effective data multiplier"
 UTILIZATION_METRICS = ("caption_loss",)  # fitted beside each study's primary metric
 INFERENCE_METRICS = {"views": PRIMARY, "diffusion_steps": "psnr"}
 PAPER_SCALE = 2e8  # the paper's training samples (PAPER.md)
@@ -169,12 +171,12 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
                 continue
             no_interval = "" if fa.intervals and fb.intervals else " (no interval: a fit without bootstrap)"
             verdicts.append(verdict_row(
-                study, f"{arm} vs {base}", f"scaling exponent of 1-{metric} vs D, arm minus baseline",
+                study, f"{arm} vs {base}", f"{EXPONENT} of 1-{metric} vs D, arm minus baseline",
                 fa.n_points, da.point, da.lo, da.hi, float("nan"),
                 fmt_ci(da.point, da.lo, da.hi, sign=True) + no_interval,
                 judge(da.lo, da.hi, min(fa.n_points, fb.n_points), +1)))
             verdicts.append(verdict_row(
-                study, f"{arm} vs {base}", f"effective data multiplier at D={scales[-1]:,} (> 1: better use of data)",
+                study, f"{arm} vs {base}", f"{MULTIPLIER} at D={scales[-1]:,} (> 1: better use of data)",
                 fa.n_points, m.point, m.lo, m.hi, float("nan"), fmt_ci(m.point, m.lo, m.hi) + no_interval,
                 utilization.multiplier_verdict(m)))
     if util:

@@ -4,7 +4,9 @@ Each study of protocol 2 names the family of its claimed comparisons (one per ta
 Within a family, the two-sided paired t-test p-values are adjusted by Holm's step-down method, padded to
 the family's size in the protocol with p = 1 for comparisons not measured yet, so that a partial study is
 never judged more leniently than the whole one. The lead table shows every judged comparison of every
-family: takeaway x regime, the difference with its interval, n, the adjusted p and the verdict.
+family: takeaway x regime, the difference with its interval, n, the adjusted p and the verdict; beside
+them, the data-utilization rows of a fitted law (exponent difference, data multiplier), which are judged by
+their bootstrap intervals outside Holm's families.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from analysis import stats
+from reports.extras import EXPONENT, MULTIPLIER
 from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import DIFFERENCE, Context, Study, comparison_key, comparisons
 
@@ -25,7 +28,11 @@ RULE = (
     "comparisons not yet measured), on the side of the mean difference; with fewer than 3 pairs it is "
     "inconclusive. Intervals are the unadjusted 95% Student-t intervals of the paired difference. Primary "
     "metric: `zs_norm`, the chance-normalised attribute accuracy (0 = chance, 1 = perfect), `zs_acc` beside it. "
-    "A verdict that begins with “collapsed (k/n)” is of an arm whose visual input collapsed in k of its n runs.")
+    "A verdict that begins with “collapsed (k/n)” is of an arm whose visual input collapsed in k of its n runs. "
+    "Takeaway 2's scaling-exponent and data-multiplier rows compare fitted laws: their interval is the 95% "
+    "bootstrap interval (decided when it excludes no effect: 0 for the exponent, 1 for the multiplier), "
+    "n counts the arm's fitted (D, seed) points, and they are outside Holm's families (p shown as -).")
+LEAD_MEASURES = (DIFFERENCE, EXPONENT, MULTIPLIER)
 
 
 def holm_adjustments(items: list[tuple[Context, Study]], sizes: dict[str, int]) -> dict[str, dict]:
@@ -51,17 +58,19 @@ def holm_adjustments(items: list[tuple[Context, Study]], sizes: dict[str, int]) 
 
 def lead_section(judged: list[tuple[Study, pl.DataFrame]], planned: Sequence[Study] = ()) -> Section | None:
     """The lead table of the studies with a family: one row per Holm-judged comparison, then one row per
-    `planned` study with a family and nothing judged yet (None when nothing is judged); the data-utilization
-    figures, judged by their bootstrap intervals, stay in their sections."""
+    `planned` study with a family and nothing judged yet (None when nothing is judged). The data-utilization
+    rows of a fitted law come with the paired differences; their p is not Holm's, so it is left out."""
     rows, measured = [], set()
     for study, verdicts in judged:
         if not study.family:
             continue
-        for v in verdicts.filter(pl.col("measure").str.starts_with(DIFFERENCE)).iter_rows(named=True):
+        lead = pl.any_horizontal(pl.col("measure").str.starts_with(m) for m in LEAD_MEASURES)
+        for v in verdicts.filter(lead).iter_rows(named=True):
             measured.add((study.grid, study.part))
             rows.append({"takeaway": study.claim_id, "regime": study.regime or "-", "comparison": v["comparison"],
                          "measure": v["measure"], "estimate": v["estimate"], "lo": v["lo"], "hi": v["hi"],
-                         "n": v["n"], "p_holm": v["p_value"], "verdict": v["verdict"]})
+                         "n": v["n"], "verdict": v["verdict"],
+                         "p_holm": v["p_value"] if v["measure"].startswith(DIFFERENCE) else None})
     if not rows:
         return None
     rows += [{"takeaway": s.claim_id, "regime": s.regime or "-", "comparison": f"grid `{s.grid}`", "measure": "-",
@@ -70,8 +79,9 @@ def lead_section(judged: list[tuple[Study, pl.DataFrame]], planned: Sequence[Stu
     data = pl.DataFrame(rows)
     shown = data.select(
         "takeaway", "regime", "comparison", "measure",
-        pl.struct("estimate", "lo", "hi").map_elements(
-            lambda r: "-" if r["estimate"] is None else fmt_ci(r["estimate"], r["lo"], r["hi"], sign=True),
+        pl.struct("estimate", "lo", "hi", "measure").map_elements(
+            lambda r: "-" if r["estimate"] is None else fmt_ci(r["estimate"], r["lo"], r["hi"],
+                                                               sign=not r["measure"].startswith(MULTIPLIER)),
             return_dtype=pl.String).alias("difference [95% CI]"),
         "n", pl.col("p_holm").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).fill_null("-")
         .alias("p (Holm)"), "verdict")

@@ -153,7 +153,22 @@ def test_takeaway_three_and_two_are_judged_per_comparison(v2_report):
     assert t3.filter(pl.col("measure").str.contains("zs_norm"))["verdict"].to_list() == [
         "baseline collapsed (5/5): reproduced"]  # semantic_encoder, the baseline here, collapsed
     t2 = lead.filter(pl.col("takeaway") == "Takeaway 2")
-    assert len(t2) == 5 and all("at D=" in c for c in t2["comparison"])
+    per_d = t2.filter(pl.col("measure").str.starts_with("difference"))
+    assert len(per_d) == 5 and all("at D=" in c for c in per_d["comparison"])
+
+
+def test_the_lead_table_carries_the_fitted_laws_data_utilization(v2_report):
+    """semantic_input's law is text only's at 3x the data: a multiplier of 3 with the same exponent, judged
+    by the bootstrap interval, outside Holm's family."""
+    t2 = _lead(v2_report).filter(pl.col("takeaway") == "Takeaway 2")
+    law = t2.filter(~pl.col("measure").str.starts_with("difference"))
+    assert [m.split(" of ")[0].split(" at ")[0] for m in law["measure"]] == [
+        "scaling exponent", "effective data multiplier"]
+    assert law["p_holm"].is_null().all() and (law["n"] == 10).all()
+    exponent, multiplier = law.row(0, named=True), law.row(1, named=True)
+    assert abs(exponent["estimate"]) < 0.1
+    assert 1 < multiplier["lo"] <= 3.0 <= multiplier["hi"]  # the law's extra floor widens it at the largest D
+    assert multiplier["verdict"] == "reproduced"
 
 
 def test_compute_matched_figure_and_extrapolation(v2_report):
