@@ -6,7 +6,7 @@ pairs, so seed-to-seed variation common to both arms cancels.
 
 The verdict on a claimed direction comes from the 95% interval of the mean paired difference
 (`analysis.stats.verdict`), and needs at least MIN_PAIRS pairs: with fewer, an interval is
-degenerate and the verdict is "inconclusive at this scale".
+degenerate and the verdict says so (`too_few_pairs`), apart from an inconclusive interval.
 """
 
 from __future__ import annotations
@@ -85,11 +85,18 @@ def paired_values(runs: pl.DataFrame, metric: str, arm: str, baseline: str,
     return side(arm, "a", True).join(side(baseline, "b", False), on="pair", how="inner")
 
 
+def too_few_pairs(n: int) -> str:
+    """The verdict of a claimed comparison that rests on fewer than MIN_PAIRS pairs: undecided, and why."""
+    return f"inconclusive: too few pairs ({n} of {MIN_PAIRS} needed)"
+
+
 def judge(lo: float, hi: float, n: int, direction: int) -> str:
     """Verdict on a claimed sign of a difference (+1 / -1; 0 means no claim) from its interval."""
     if direction == 0:
         return NO_CLAIM
-    if n < MIN_PAIRS or not (np.isfinite(lo) and np.isfinite(hi)):
+    if n < MIN_PAIRS:
+        return too_few_pairs(n)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive at this scale"
     return stats.verdict((lo, hi), direction)
 
@@ -113,7 +120,9 @@ def judge_adjusted(diff: float, p_adjusted: float, n: int, direction: int, alpha
     alpha, on the side of the mean difference; inconclusive otherwise or with fewer than MIN_PAIRS pairs."""
     if direction == 0:
         return NO_CLAIM
-    if n < MIN_PAIRS or not np.isfinite(p_adjusted) or p_adjusted >= alpha or diff == 0:
+    if n < MIN_PAIRS:
+        return too_few_pairs(n)
+    if not np.isfinite(p_adjusted) or p_adjusted >= alpha or diff == 0:
         return "inconclusive at this scale"
     return "reproduced" if diff * direction > 0 else "not reproduced"
 

@@ -33,9 +33,10 @@ DECISION_RULE = (
     "Verdicts come from the 95% interval of the paired difference (arm minus baseline over runs that differ "
     "only in the studied setting: same seed, same data): “reproduced” when it excludes 0 on the paper's "
     "side, “not reproduced” when it excludes 0 on the other side, “inconclusive at this scale” when it "
-    f"contains 0 or rests on fewer than {MIN_PAIRS} pairs. Primary metric: `zs_acc`, held-out zero-shot "
-    "accuracy over size, colour, shape and location of every object. The studies of protocol 2 (the paper's "
-    "regime, in the lead table) are judged by that protocol's rule instead: Holm-adjusted p-values, `zs_norm`.")
+    f"contains 0, “inconclusive: too few pairs” when it rests on fewer than {MIN_PAIRS}. Primary metric: "
+    "`zs_acc`, held-out zero-shot accuracy over size, colour, shape and location of every object. The studies "
+    "of protocol 2 (the paper's regime, in the lead table) are judged by that protocol's rule instead: "
+    "Holm-adjusted p-values, `zs_norm`.")
 
 
 def _other_runs(runs: RunSet, grids: list[Grid]) -> Grid | None:

@@ -120,7 +120,7 @@ figcaption { font-size: 13px; color: #444; }
 
 def _html_cell(value: object) -> str:
     text = _cell(value)
-    cls = VERDICT_CLASSES.get(text)
+    cls = VERDICT_CLASSES.get(text, "unsure" if text.startswith("inconclusive") else None)
     return f'<td class="{cls}">{html.escape(text)}</td>' if cls else f"<td>{html.escape(text)}</td>"
 
 

@@ -11,6 +11,7 @@ from analysis.aggregate import (
     compare_to_baselines,
     curve_stats,
     judge,
+    judge_adjusted,
     matched_baseline,
     paired_values,
     seed_stats,
@@ -65,7 +66,9 @@ def test_no_effect_is_inconclusive_and_few_pairs_never_decide():
         "inconclusive at this scale"
     two = _runs(0.2, seeds=1)  # two pairs, a large effect: still no verdict
     row = compare(two, "zs_acc", "semantic_input", "none", ("objective.target",), +1)
-    assert row["n"] == 2 and row["verdict"] == "inconclusive at this scale"
+    assert row["n"] == 2 and row["verdict"] == "inconclusive: too few pairs (2 of 3 needed)"
+    assert judge_adjusted(0.2, 0.001, 2, +1) == "inconclusive: too few pairs (2 of 3 needed)"
+    assert judge_adjusted(0.2, 0.001, 3, +1) == "reproduced"
     assert judge(0.1, 0.2, 3, 0) == "no claim"
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from analysis.utilization import FitSettings
 from reports.build import build_report
-from reports.render import fmt_ci
+from reports.render import fmt_ci, html_table
 from tests.test_analysis_runs import write_grid, write_run
 
 SEEDS = (0, 1, 2)
@@ -227,6 +227,14 @@ def test_intervals_are_printed_only_when_they_bound_something():
     assert fmt_ci(0.05, 0.01, float("inf")) == "0.05 [0.01, inf]"  # a one-sided bound still says something
     assert fmt_ci(0.05, float("-inf"), float("inf"), sign=True) == "+0.05"  # one pair: no interval
     assert fmt_ci(0.05, 0.05, 0.05) == "0.05"
+
+
+def test_every_inconclusive_verdict_is_marked_unsure_in_html():
+    verdicts = pl.DataFrame({"verdict": ["reproduced", "inconclusive: too few pairs (1 of 3 needed)", "no claim"]})
+    html = html_table(verdicts, "verdicts")
+    assert '<td class="ok">reproduced</td>' in html
+    assert '<td class="unsure">inconclusive: too few pairs (1 of 3 needed)</td>' in html
+    assert "<td>no claim</td>" in html
 
 
 def test_report_lists_left_out_runs(report: Path):
