@@ -30,7 +30,9 @@ def test_submitit_job_runs_on_local_slurm(tmp_path):
 
     executor = submitit.AutoExecutor(folder=tmp_path, cluster="slurm")
     executor.update_parameters(
-        timeout_min=2,
+        # submitit asks Slurm for USR2 90 s before the limit; a 2-minute limit sent it during the job's
+        # cold start, before submitit's handler was installed, and killed the probe (CI, 2026-12-05).
+        timeout_min=10,
         slurm_partition=partition,
         cpus_per_task=1,
         mem_gb=1,
