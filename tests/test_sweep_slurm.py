@@ -7,7 +7,7 @@ import pytest
 
 from study.runstore import RunStore
 from study.train import train
-from sweeps.backends.slurm import SlurmOptions, distributed_env, first_host, launch, sized_resources
+from sweeps.backends.slurm import SlurmOptions, _executor, distributed_env, first_host, launch, sized_resources
 from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
 from tests.slurm_helpers import require_slurm
@@ -32,6 +32,13 @@ def test_distributed_env_from_slurm_variables():
     assert env == {"MASTER_ADDR": "gpu07", "MASTER_PORT": str(20000 + 123456 % 20000), "RANK": "5",
                    "WORLD_SIZE": "8", "LOCAL_RANK": "1"}
     assert distributed_env({})["WORLD_SIZE"] == "1"
+
+
+@pytest.mark.parametrize(("time_min", "warning"), [(1, "USR2@15"), (2, "USR2@30"), (5, "USR2@75"), (60, "USR2@90")])
+def test_the_time_limit_warning_comes_before_the_limit_but_never_at_the_start(tmp_path, time_min, warning):
+    executor = _executor(SlurmOptions(time_min=time_min), tmp_path)
+    script = executor._executor._make_submission_file_text("true", "0")
+    assert f"#SBATCH --signal={warning}\n" in script and f"#SBATCH --time={time_min}\n" in script
 
 
 def test_slurm_resources_are_sized_from_data_workers_unless_given():

@@ -48,6 +48,14 @@ class SlurmOptions:
 
 
 MEM_GB_PER_CPU = 4.0  # the default memory request per CPU of a task (a rank: its process and data workers)
+WARNING_S = 90  # the time-limit warning (USR2: checkpoint and requeue) comes this long before the limit ...
+WARNING_SHARE = 0.25  # ... or this share of a short limit before it, so it never lands as the job starts
+
+
+def warning_delay_s(time_min: int) -> int:
+    """Seconds before the time limit that Slurm sends USR2: 90, or a quarter of a limit under 6 minutes
+    (Slurm may send it up to a minute early, so a fixed 90 s would stop a 2-minute job as it starts)."""
+    return int(min(WARNING_S, WARNING_SHARE * 60 * time_min))
 
 
 def sized_resources(trials: list[RunConfig], cpus_per_task: int | None, mem_gb: float | None,
@@ -92,7 +100,8 @@ class SlurmTrial(submitit.helpers.Checkpointable):
 def _executor(options: SlurmOptions, folder: Path, after: tuple[str, ...] = ()) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                      slurm_max_num_timeout=options.max_num_timeout)
-    params = {"name": options.name, "timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
+    params = {"name": options.name, "timeout_min": options.time_min,
+              "slurm_signal_delay_s": warning_delay_s(options.time_min), "cpus_per_task": options.cpus_per_task,
               "nodes": options.nodes, "tasks_per_node": options.tasks_per_node,
               "slurm_array_parallelism": options.array_parallelism}
     optional = {"gpus_per_node": options.gpus_per_node or None, "mem_gb": options.mem_gb,
