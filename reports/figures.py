@@ -7,6 +7,7 @@ every figure) and an output path stem; it returns the PNG path.
 from __future__ import annotations
 
 import colorsys
+import textwrap
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def masking_histograms(draws: Mapping[str, np.ndarray], colours: Mapping[str, Co
     bins = np.linspace(0, 1, 41)
     for ax, (arm, p) in zip(axs.flat, draws.items(), strict=False):
         ax.hist(p, bins=bins, density=True, color=colours[arm], alpha=0.85)
-        ax.set_title(arm, fontsize=9)
+        ax.set_title(textwrap.fill(arm, 36), fontsize=9)  # arms that share a distribution: a long title
         ax.set_xlabel("masking probability (fraction of visual tokens)", fontsize=8)
         ax.set_ylabel("density", fontsize=8)
     for ax in list(axs.flat)[n:]:
