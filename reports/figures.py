@@ -46,8 +46,26 @@ def _axes(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.
         return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
 
 
+def _wrapped(text: str, width_in: float, fontsize: float) -> str:
+    """`text` broken into lines that fit `width_in` inches at `fontsize` points (a character ~0.6 em wide)."""
+    return textwrap.fill(text, max(12, int(width_in * 72 / (0.6 * fontsize))))
+
+
+def _wrap_titles(fig: plt.Figure) -> None:
+    """Wrap every axes title to its axes' width and the figure title to the figure's, so none is cut off."""
+    for ax in fig.axes:
+        width = ax.get_position().width * fig.get_figwidth()
+        for loc in ("center", "left"):
+            if text := ax.get_title(loc):
+                size = (ax.title if loc == "center" else ax._left_title).get_fontsize()
+                ax.set_title(_wrapped(text, width, size), loc=loc, fontsize=size)
+    if text := fig.get_suptitle():
+        fig.suptitle(_wrapped(text, fig.get_figwidth(), fig._suptitle.get_fontsize()))
+
+
 def _save(fig: plt.Figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
+    _wrap_titles(fig)
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=DPI)
     with matplotlib.rc_context({"svg.hashsalt": stem.name}):  # element ids from the name, not at random
@@ -157,7 +175,7 @@ def masking_histograms(draws: Mapping[str, np.ndarray], colours: Mapping[str, Co
     bins = np.linspace(0, 1, 41)
     for ax, (arm, p) in zip(axs.flat, draws.items(), strict=False):
         ax.hist(p, bins=bins, density=True, color=colours[arm], alpha=0.85)
-        ax.set_title(textwrap.fill(arm, 36), fontsize=9)  # arms that share a distribution: a long title
+        ax.set_title(arm, fontsize=9)
         ax.set_xlabel("masking probability (fraction of visual tokens)", fontsize=8)
         ax.set_ylabel("density", fontsize=8)
     for ax in list(axs.flat)[n:]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from analysis import scaling
 from reports import figures
@@ -38,3 +39,20 @@ def test_scaling_and_bar_figures(tmp_path: Path):
         assert path.suffix == ".png" and path.with_suffix(".svg").stat().st_size > 1000
         w, h = _png_size(path)
         assert 400 <= w <= 2000 and 200 <= h <= 2000
+
+
+def test_long_titles_wrap_inside_the_figure(tmp_path: Path):
+    title = "data scaling and utilization, regime (b) frozen contrastive encoder: zs_norm vs unique data D, fitted"
+    arms = {f"text_only · gauss_.{i}_.25 = semantic_input · gauss_.{i}_.25": np.linspace(0, 1, 50) for i in (5, 7)}
+    png = figures.masking_histograms(arms, figures.palette(list(arms)), tmp_path / "masking", title)
+    assert png.exists()
+    fig, axs = figures._axes()
+    axs[0, 0].plot([0, 1], [0, 1])
+    axs[0, 0].set_title(title)
+    figures._save(fig, tmp_path / "single")
+    renderer = FigureCanvasAgg(fig).get_renderer()  # _save closed the figure's own canvas
+    texts = [ax.title for ax in fig.axes]
+    assert all("\n" in t.get_text() for t in texts)
+    width = fig.get_figwidth() * fig.dpi
+    for box in (t.get_window_extent(renderer) for t in texts):
+        assert box.x0 >= 0 and box.x1 <= width
