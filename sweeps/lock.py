@@ -42,14 +42,19 @@ def read_lock(run_dir: Path) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host lives (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no procfs (not Linux), or it ended just now
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # the state follows the parenthesised command name
 
 
 def is_stale(owner: dict, timeout_s: float, tag: str | None = None) -> bool:
@@ -60,7 +65,7 @@ def is_stale(owner: dict, timeout_s: float, tag: str | None = None) -> bool:
     if tag is not None and owner.get("tag") == tag:
         return True
     pid = owner.get("pid")
-    return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid)
+    return owner.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid)
 
 
 def _create_exclusive(path: Path, body: bytes) -> bool:

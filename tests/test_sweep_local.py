@@ -13,6 +13,7 @@ import pytest
 
 from study.runstore import RunStore
 from sweeps.execute import ATTEMPTS
+from sweeps.lock import pid_alive, read_lock
 from sweeps.spec import expand, load_spec
 from tests.test_sweep_spec import write_grid
 from unihetero.cli import main
@@ -80,6 +81,34 @@ def test_killed_sweep_resumes_its_running_trial(tmp_path, capsys):
     metrics = store.records("metrics.jsonl")
     assert metrics[:len(kept)] == kept  # records written before the kill are kept as they were
     assert [m["step"] for m in metrics] == list(range(5, 31, 5))
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_takes_its_pool_workers_with_it(tmp_path, capsys):
+    grid = write_grid(tmp_path, **{"train.samples_seen": 4800})
+    runs = tmp_path / "runs"
+    dirs = run_dirs(grid, runs)
+    proc = cli_process(launch_argv(grid, runs, "--workers", "2"))
+    deadline = time.monotonic() + 120
+    while len(held := [d for d in dirs if RunStore(d).checkpoints() and read_lock(d)]) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    workers = [read_lock(d)["pid"] for d in held]
+    assert proc.pid not in workers and all(map(pid_alive, workers))
+    os.kill(proc.pid, signal.SIGKILL)  # the launcher alone: its workers are not sent anything
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while any(map(pid_alive, workers)):
+        assert time.monotonic() < deadline, "a pool worker outlived its launcher"
+        time.sleep(0.1)
+    main(["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)])
+    assert "0/3 completed, 0 running, 2 interrupted, 0 failed, 1 pending" in capsys.readouterr().out
+
+    assert main(launch_argv(grid, runs, "--workers", "2")) == 0
+    for run in held:  # each resumed from the checkpoint its worker wrote on the way out
+        assert RunStore(run).status()["state"] == "completed"
+        first, second = attempts(run)
+        assert first["from_step"] == 0 and second["from_step"] > 0
 
 
 @pytest.mark.slow
