@@ -105,7 +105,7 @@ def test_a_killed_launcher_takes_its_pool_workers_with_it(tmp_path, capsys):
     assert "0/3 completed, 0 running, 2 interrupted, 0 failed, 1 pending" in capsys.readouterr().out
 
     assert main(launch_argv(grid, runs, "--workers", "2")) == 0
-    for run in held:  # each resumed from the checkpoint its worker wrote on the way out
+    for run in held:  # each resumed from a checkpoint, not from the start
         assert RunStore(run).status()["state"] == "completed"
         first, second = attempts(run)
         assert first["from_step"] == 0 and second["from_step"] > 0

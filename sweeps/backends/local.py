@@ -31,7 +31,7 @@ def _end_with_launcher(launcher_pid: int) -> None:
     """Have the kernel send this worker SIGTERM when the launcher dies (Linux; elsewhere a no-op)."""
     if sys.platform != "linux":
         return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != launcher_pid:  # the launcher died before the request was in place
         os.kill(os.getpid(), signal.SIGTERM)
 
