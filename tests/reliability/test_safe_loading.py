@@ -148,3 +148,37 @@ def test_pickle_payload_as_encoder_checkpoint_is_not_executed(tmp_path):
 def test_pickle_payload_as_encoder_checkpoint_is_one_line_exit_2(tmp_path, capsys):
     _, argv = _encoder_payload(tmp_path)
     _one_line_exit_2(argv, capsys)
+
+
+def test_every_torch_load_in_the_toolkit_is_a_safe_load():
+    """Every `torch.load` of the toolkit's own code passes weights_only=True (the tests above exercise them)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    unsafe = []
+    for package in ("study", "sweeps", "analysis", "reports", "unihetero", "benchmarks", "scripts"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load" and \
+                        getattr(node.func.value, "id", None) == "torch":
+                    safe = any(k.arg == "weights_only" and getattr(k.value, "value", None) is True
+                               for k in node.keywords)
+                    if not safe:
+                        unsafe.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert unsafe == []
+
+
+@pytest.mark.parametrize("command", ["bench", "eval"])
+def test_pickle_payload_in_a_checkpoint_is_not_executed_by_bench_or_eval(tmp_path, command, capsys):
+    from study.evaluation.bench import world_tasks
+
+    cfg = run_config()
+    run = train(cfg, tmp_path / "run", interrupt=Interrupt(after_step=10), quiet=True)
+    marker = tmp_path / "executed"
+    torch.save({"model": _Payload(marker), "step": 10}, run / "checkpoints" / "step_00000010.pt")
+    task = world_tasks.write_tsv(tmp_path / "mc.tsv", world_tasks.colour_questions(cfg, 4))
+    argv = ["bench", str(run), "--task", str(task)] if command == "bench" else ["eval", str(run)]
+    with contextlib.suppress(pickle.UnpicklingError):
+        main(argv)
+    assert not marker.exists()
