@@ -13,17 +13,18 @@ import torch
 
 from benchmarks.common import best_rate, write_result
 from study.config import load_config
-from study.data.loader import TrainStream, make_batch
-from study.data.world import World
+from study.data.batch import make_batch
+from study.data.loader import TrainStream
+from study.data.worlds import build_world
+from study.loop import build_optimizer
 from study.masking import sample_mask
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses
-from study.train import build_optimizer
 
 
 def render_rate(preset: str, images: int = 2048) -> float:
     cfg = load_config(preset)
-    world = World(cfg.data)
+    world = build_world(cfg.data)
     indices = np.arange(images)
     return best_rate(lambda: len(make_batch(world, indices).scenes))
 
@@ -33,7 +34,8 @@ def train_rate(preset: str, steps: int = 20) -> float:
     torch.manual_seed(0)
     model = UnifiedModel(cfg)
     opt = build_optimizer(model, cfg)
-    batches = [b for _, b in zip(range(steps), TrainStream(cfg, 0, prefetch=False), strict=False)]
+    stream = TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)
+    batches = [b for _, b in zip(range(steps), stream, strict=False)]
 
     def run() -> int:
         for batch in batches:

@@ -31,16 +31,22 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
-import study.train as train_module
+import study.loop as loop_module
+import study.vlm as vlm_module
 from study.config import RunConfig, load_config
 from study.data.loader import training_stream
 from study.data.shard_writer import world_samples, write_shards
+from study.data.worlds import build_world
 from study.distributed import transformer_blocks
+from study.draws import step_generator
+from study.inputs import prepare
+from study.loop import build_optimizer
 from study.model.flops import train_flops_per_sample
 from study.model.hf_tiny import VOCAB_SIZE, world_tokenizer, write_preprocessor
 from study.objectives import compute_losses
+from study.rebuild import build_model
 from study.runstore import RunStore
-from study.train import build_model, build_optimizer, step_generator
+from study.train import train
 
 VISION = {"full": dict(image_size=224, patch_size=14, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                        mlp_ratio=4),  # DINOv2-L/14
@@ -111,7 +117,8 @@ def write_data(out: Path, scale: str) -> Path:
         words = caption.split()
         return " ".join((words * (s["caption_words"] // len(words) + 1))[: s["caption_words"]])
 
-    samples = ((ext, data, lengthened(caption)) for ext, data, caption in world_samples(cfg.data, 2 * s["images"]))
+    rendered = world_samples(build_world(cfg.data), 2 * s["images"])
+    samples = ((ext, data, lengthened(caption)) for ext, data, caption in rendered)
     write_shards(samples, out / "shards", s["images"])
     return out / "shards"
 
@@ -133,8 +140,8 @@ def trainer_row(cfg: RunConfig, run_dir: Path, scale: str, device: torch.device)
     """Train through `study.train.train`; rates from its metrics records after the first `skip` steps, the seconds
     of its final evaluation, and its peak memory."""
     s = SCALES[scale]
-    eval_seconds, evaluate = [], train_module.evaluate
-    save = train_module.Checkpointer.save
+    eval_seconds, evaluate = [], vlm_module.evaluate
+    save = loop_module.Checkpointer.save
 
     def timed_evaluate(*args, **kwargs) -> dict:
         sync(device)
@@ -144,13 +151,13 @@ def trainer_row(cfg: RunConfig, run_dir: Path, scale: str, device: torch.device)
         eval_seconds.append(time.perf_counter() - t)
         return out
 
-    train_module.evaluate, train_module.Checkpointer.save = timed_evaluate, lambda *args, **kwargs: None
+    vlm_module.evaluate, loop_module.Checkpointer.save = timed_evaluate, lambda *args, **kwargs: None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
-        train_module.train(cfg, run_dir, quiet=True)
+        train(cfg, run_dir, quiet=True)
     finally:
-        train_module.evaluate, train_module.Checkpointer.save = evaluate, save
+        vlm_module.evaluate, loop_module.Checkpointer.save = evaluate, save
     records = RunStore(run_dir).records("metrics.jsonl")
     first = next(i for i, r in enumerate(records) if r["step"] >= s["skip"])
     kept = records[first + 1:]
@@ -166,11 +173,11 @@ def trainer_row(cfg: RunConfig, run_dir: Path, scale: str, device: torch.device)
 def bare_loop_row(cfg: RunConfig, run_dir: Path, scale: str, device: torch.device) -> dict:
     """The same model trained on the same batches, already in memory, by a loop of its own."""
     s = SCALES[scale]
-    stream = training_stream(cfg, 0, run_dir)
+    stream = training_stream(cfg, None, 0, run_dir)
     batches = [batch for _, batch in zip(range(min(s["steps"], 8)), stream, strict=False)]
     stream.close()
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, run_dir.parent).to(device)
+    model = build_model(prepare(cfg, run_dir.parent)).to(device)
     for block in transformer_blocks(model):
         if cfg.train.activation_checkpointing:
             block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)

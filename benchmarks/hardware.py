@@ -15,6 +15,7 @@ from benchmarks.common import write_result
 from benchmarks.train_step import reference_rate
 from study.config import load_config
 from study.data.loader import TrainStream
+from study.data.worlds import build_world
 from study.model.flops import train_flops_per_sample
 
 CASES = {"cpu-small": [], "cpu-small@medium": ["model.size=medium"]}  # the largest CPU size: medium
@@ -32,7 +33,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
 
 def padded_caption_tokens(cfg, batches: int = 8) -> float:
     """Mean padded caption length of the batches the training loop sees (what it computes on)."""
-    stream = TrainStream(cfg, 0, prefetch=False)
+    stream = TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)
     return sum(b.tokens.shape[1] for _, b in zip(range(batches), stream, strict=False)) / batches
 
 

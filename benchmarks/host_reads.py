@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-import study.train as train_module
+import study.loop as loop_module
 from benchmarks.common import write_result
 from study.config import load_config
+from study.train import train
 
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
-STUDY = str(Path(train_module.__file__).parent)
+STUDY = str(Path(loop_module.__file__).parent)
 LOG_EVERY, STEPS = 5, 20
 
 
@@ -29,12 +30,12 @@ def main() -> dict:
                                "train.checkpoint_every=0", "eval.every=0", "train.threads=1"])
     reads, last, per_step = {"toolkit": 0, "all": 0}, {"toolkit": 0, "all": 0}, {}
     originals = {name: getattr(torch.Tensor, name) for name in READS}
-    real_count_step = train_module.count_step
+    real_log = loop_module.Loop._log
 
-    def count_step(store, cfg, acc, done, *args):  # once per step, after the step's reads
+    def log(self, acc, done, *args):  # once per step, after the step's reads
         per_step[done] = {k: reads[k] - last[k] for k in reads}
         last.update(reads)
-        return real_count_step(store, cfg, acc, done, *args)
+        return real_log(self, acc, done, *args)
 
     for name, real in originals.items():
         def counted(self, *args, _real=real, **kwargs):
@@ -43,14 +44,14 @@ def main() -> dict:
             return _real(self, *args, **kwargs)
 
         setattr(torch.Tensor, name, counted)
-    train_module.count_step = count_step
+    loop_module.Loop._log = log
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            train_module.train(cfg, Path(tmp) / "run", quiet=True)
+            train(cfg, Path(tmp) / "run", quiet=True)
     finally:
         for name, real in originals.items():
             setattr(torch.Tensor, name, real)
-        train_module.count_step = real_count_step
+        loop_module.Loop._log = real_log
     between = [per_step[s] for s in range(2, STEPS + 1) if s % LOG_EVERY]  # step 1 also holds set-up and step 0
     logs = [per_step[s] for s in range(LOG_EVERY, STEPS + 1, LOG_EVERY)]
     result = {"config": "tiny, semantic_input+pixel, truncnorm masking, 1 process, CPU", "log_every": LOG_EVERY,

@@ -27,12 +27,14 @@ import torch
 
 from benchmarks.common import write_result
 from study.config import RunConfig, load_config
-from study.data.loader import TrainStream, make_batch, training_indices
-from study.data.world import make_world
+from study.data.batch import make_batch
+from study.data.loader import TrainStream, training_indices
+from study.data.worlds import build_world
+from study.loop import build_optimizer
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses
 from study.runstore import RunStore
-from study.train import build_optimizer, train
+from study.train import train
 
 OBJECTIVES = {"none": [], "semantic_input": ["objective.target=semantic_input"],
               "pixel_diffusion": ["objective.target=pixel", "objective.pixel_head=diffusion",
@@ -42,7 +44,7 @@ STEPS, WARMUP, BLOCK, ROUNDS = 60, 10, 10, 6
 
 def reference_batches(cfg: RunConfig) -> list:
     """The 8 batches both hand loop and pre-rendered trainer cycle through (rendered before timing)."""
-    stream = TrainStream(cfg, 0, prefetch=False)
+    stream = TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)
     return [b for _, b in zip(range(8), stream, strict=False)]
 
 
@@ -95,7 +97,7 @@ def toolkit_block_seconds(cfg: RunConfig, prerendered: bool = False) -> list[flo
     """Seconds of each 10-step block after the warmup of `study.train.train`, from its metrics records;
     with `prerendered`, its stream is replaced by the reference's batches (the loop's own cost only)."""
     batches = reference_batches(cfg) if prerendered else None
-    stream = mock.patch("study.train.training_stream", lambda *_: _Prerendered(batches)) if prerendered \
+    stream = mock.patch("study.vlm.training_stream", lambda *_: _Prerendered(batches)) if prerendered \
         else contextlib.nullcontext()
     with tempfile.TemporaryDirectory() as tmp, stream:
         train(cfg, tmp, quiet=True)
@@ -105,7 +107,7 @@ def toolkit_block_seconds(cfg: RunConfig, prerendered: bool = False) -> list[flo
 
 def render_times(cfg: RunConfig, batches: int = 10, first_step: int = 0) -> list[float]:
     """Seconds to render each of `batches` training batches on the calling thread."""
-    world, times = make_world(cfg.data), []
+    world, times = build_world(cfg.data), []
     for step in range(first_step, first_step + batches):
         tick = time.perf_counter()
         make_batch(world, training_indices(cfg, step))

@@ -15,20 +15,16 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from study.data.loader import held_out_indices, make_batch
-from study.data.world import World
-from study.model.unified import UnifiedModel
-from study.runstore import RunStore
+from study.data.batch import make_batch
+from study.data.loader import held_out_indices
+from study.rebuild import load_vlm
 
 
 @torch.no_grad()
 def structure(run_dir: str, images: int = 256) -> dict[str, float]:
-    store = RunStore(run_dir)
-    cfg = store.config()
-    model = UnifiedModel(cfg)
-    model.load_state_dict(store.load_latest_checkpoint()["model"])
-    model.eval()
-    _, emb = model.encode(make_batch(World(cfg.data), held_out_indices(0, images)).images)
+    run = load_vlm(run_dir, command="embedding_structure")
+    cfg, model = run.inputs.resolved, run.model
+    _, emb = model.encode(make_batch(run.inputs.world, held_out_indices(0, images)).images)
     total = (emb - emb.mean((0, 1), keepdim=True)).pow(2).sum()
     share = {name: float(1 - (emb - emb.mean(dim, keepdim=True)).pow(2).sum() / total)
              for name, dim in (("image", 1), ("position", 0))}

@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from study.config import RunConfig, load_config
-from study.data.loader import held_out_indices, make_batch
-from study.data.world import SHAPES, World, make_world
+from study.data.batch import make_batch
+from study.data.loader import held_out_indices
+from study.data.world import SHAPES, World
+from study.data.worlds import build_world
 from study.evaluation.probe import cell_of_patches
 from study.model.vit import VisionEncoder
 
@@ -43,7 +45,7 @@ def run(cfg: RunConfig, steps: int) -> list[str]:
     encoder = VisionEncoder(cfg.data.image_size, m.patch_size, m.enc_width, m.enc_depth, m.heads, m.mlp_ratio)
     head = torch.nn.Linear(m.enc_width, len(SHAPES))
     opt = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=cfg.train.lr)
-    cells, world, b = cell_of_patches(cfg.data.image_size, m.patch_size), make_world(cfg.data), cfg.train.batch_size
+    cells, world, b = cell_of_patches(cfg.data.image_size, m.patch_size), build_world(cfg.data), cfg.train.batch_size
     lines = [f"supervised shape head on the {m.size} encoder (patch {m.patch_size}), world v{cfg.data.world_version}; "
              f"held-out accuracy on {HELD_OUT} images, chance {1 / len(SHAPES):.2f}"]
     for step in range(steps + 1):

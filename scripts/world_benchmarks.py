@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from study.config import load_config
+from study.data.worlds import build_world
 from study.evaluation.bench import world_tasks
 
 
@@ -20,11 +21,11 @@ def main() -> None:
     parser.add_argument("--config", default="cpu-v2", help="preset or YAML whose world the images come from")
     parser.add_argument("--images", type=int, default=256)
     args = parser.parse_args()
-    cfg, out = load_config(args.config), Path(args.out)
+    world, out = build_world(load_config(args.config).data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(world_tasks.write_tsv(out / "colour_mc.tsv", world_tasks.colour_questions(cfg, args.images)))
-    print(world_tasks.write_count_folder(out / "count", cfg, args.images))
-    print(world_tasks.write_captions(out / "captions" / "captions.json", cfg, args.images))
+    print(world_tasks.write_tsv(out / "colour_mc.tsv", world_tasks.colour_questions(world, args.images)))
+    print(world_tasks.write_count_folder(out / "count", world, args.images))
+    print(world_tasks.write_captions(out / "captions" / "captions.json", world, args.images))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""A VLM run's checkpoints: one file gathered to rank 0, or sharded with torch.distributed.checkpoint (DCP).
+"""Every checkpoint's I/O: a run's checkpoints (one file gathered to rank 0, or sharded with
+torch.distributed.checkpoint, DCP), the weights an upstream run exports, and the modules a run loads from them.
+Everything is loaded with `safe_load` (weights only: a pickle payload in a file is never executed).
 
     step_XXXXXXXX.pt    full state dicts (model, optimizer, scheduler, step, RNG, log accumulators): any number
                         of ranks resumes from it, each reading the whole file
@@ -12,6 +14,9 @@ shards and the metadata are on disk, so a kill leaves the previous checkpoint as
 runs in a background thread (`train.checkpoint_async`). DCP reshards on load: a run resumes on another number of
 ranks. The data position is the step (the global sample order is a function of seed, epoch and position, see
 study/data/sample_order.py), so a resumed run reads on from where it stopped.
+
+An upstream run (an encoder-pretraining stage) also exports its final weights beside its records (`weights.pt`,
+committed with them, their sha256 in its status), which downstream runs load with `load_module_weights`.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import pickle
 import shutil
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -44,21 +51,120 @@ from study import distributed
 from study.config import RunConfig
 from study.distributed import Ranks
 from study.errors import UserError
+from study.runstore import RunStore, atomic_write, checkpoint_step, fsync_dir, naming, os_error_behind, sha256
+from study.upstream import WEIGHTS
 
-if TYPE_CHECKING:
-    from study.runstore import RunStore
-
+KEEP_CHECKPOINTS = 2
 SOURCES = "sources.json"
 TRAINER = "trainer.pt"
 HASHED_BYTES = 16 << 20  # files up to this size are hashed in a fingerprint; larger ones (weight shards) sized
 SHARDED_OPTIONS = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
-def frozen_sources(cfg: RunConfig) -> dict[str, dict[str, str]]:
-    """The modules the run loads from disk and never trains, by state-dict prefix: their config key and path (`cfg`
-    with its upstream references resolved to files)."""
+def safe_load(path: Path | str) -> Any:
+    """A checkpoint or weights file on CPU, weights only (tensors, numbers, strings and containers)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# -- one-file checkpoints, kept in the run directory ----------------------------------------------
+def save_full(store: RunStore, step: int, state: dict) -> Path:
+    """Write a whole-state checkpoint of `step` atomically, then keep the newest KEEP_CHECKPOINTS."""
+    path = store.checkpoint_dir / f"step_{step:08d}.pt"
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+    except RuntimeError as e:  # the disk filled (or failed) mid-write: say so, naming the checkpoint
+        cause = os_error_behind(e)
+        if cause is None:
+            raise
+        raise naming(cause, path) from e
+    prune(store)
+    return path
+
+
+def commit_sharded(store: RunStore, tmp: Path, step: int) -> Path:
+    """Rename a fully written sharded checkpoint into place (atomic: a kill leaves only `tmp`), then prune."""
+    path = store.checkpoint_dir / f"step_{step:08d}"
+    if path.exists():  # the same step written again by a resumed run
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    fsync_dir(store.checkpoint_dir)
+    prune(store)
+    return path
+
+
+def prune(store: RunStore) -> None:
+    for old in store.checkpoints()[:-KEEP_CHECKPOINTS]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint of either format as full state dicts on CPU (a sharded one's model without the frozen modules it
+    left out)."""
+    return read_sharded(path) if path.is_dir() else safe_load(path)
+
+
+def load_latest(store: RunStore) -> dict | None:
+    """The newest loadable checkpoint of the run, as `read_checkpoint` gives it; a corrupt one is skipped with a
+    warning naming it."""
+    for path in reversed(store.checkpoints()):
+        try:
+            return read_checkpoint(path)
+        except Exception as e:  # truncated or garbage file: fall back to the previous one
+            warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}), using an earlier one",
+                          stacklevel=2)
+    return None
+
+
+def load_at_step(store: RunStore, step: int | None) -> dict:
+    """The run's checkpoint at `step` (default: the latest); a step with none names the steps kept."""
+    paths = {checkpoint_step(p): p for p in store.checkpoints()}
+    if not paths:
+        raise UserError(f"run '{store.path}': no checkpoint (committed records carry none: train the run again "
+                        "in a new runs directory to evaluate it)")
+    step = max(paths) if step is None else step
+    if step not in paths:
+        raise UserError(f"--step {step}: no checkpoint at that step (kept: {', '.join(map(str, sorted(paths)))})")
+    try:
+        return read_checkpoint(paths[step])
+    except (OSError, RuntimeError, pickle.UnpicklingError) as e:
+        raise UserError(f"checkpoint '{paths[step]}' is unreadable or not weights only: "
+                        f"{e.__class__.__name__}") from None
+
+
+# -- an upstream run's exported weights, and the modules downstream runs load --------------------
+def export_weights(store: RunStore, model_state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Write a completed upstream run's final weights beside its records; the status fields that name them."""
+    path = store.path / WEIGHTS
+    atomic_write(path, lambda f: torch.save(model_state, f))
+    return {"weights": WEIGHTS, "weights_sha256": sha256(path)}
+
+
+def load_module_weights(path: str, module: str, key: str) -> dict[str, torch.Tensor]:
+    """One module's state dict from a run checkpoint ('model' with '<module>.' keys), exported weights or a bare
+    state dict; `key` names the config key in errors."""
+    try:
+        state = safe_load(path)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as e:
+        raise UserError(f"config key '{key}': cannot load '{path}': {e.__class__.__name__}") from None
+    state = state.get("model", state)
+    prefix = f"{module}."
+    if any(k.startswith(prefix) for k in state):
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+# -- checkpoints during training -------------------------------------------------------------
+def frozen_sources(cfg: RunConfig, digests: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The modules the run loads from disk and never trains, by state-dict prefix: their config key, path (`cfg`
+    with its upstream references resolved to files) and, where known, the file's sha256 (`digests` by config
+    key: the upstream weights, hashed once when they were resolved)."""
     m, o = cfg.model, cfg.objective
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
+    if o.task != "vlm":
+        return out
     if m.freeze_encoder and (m.encoder_checkpoint or m.backbone == "hf"):
         key = "encoder_checkpoint" if m.encoder_checkpoint else "vision_path"
         out["encoder."] = {"key": f"model.{key}", "path": getattr(m, key)}
@@ -66,12 +172,17 @@ def frozen_sources(cfg: RunConfig) -> dict[str, dict[str, str]]:
         out["latents."] = {"key": "model.vae_path", "path": m.vae_path}
     if o.target_projector and o.target_ema == 0 and "semantic_input" in o.parts():
         out["ema_projector."] = {"key": "objective.target_projector", "path": o.target_projector}
+    for source in out.values():
+        source["sha256"] = (digests or {}).get(source["key"])
     return out
 
 
-def fingerprint(path: str | Path) -> dict[str, list]:
-    """Each file of `path` (a file or a directory) with its size, and the sha256 of those up to HASHED_BYTES."""
+def fingerprint(path: str | Path, digest: str | None = None) -> dict[str, list]:
+    """Each file of `path` (a file or a directory) with its size, and the sha256 of those up to HASHED_BYTES (a
+    file's known `digest` is used as it is)."""
     root = Path(path)
+    if digest is not None and root.is_file():
+        return {root.name: [root.stat().st_size, digest if root.stat().st_size <= HASHED_BYTES else None]}
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     out = {}
     for file in files:
@@ -103,11 +214,12 @@ class Checkpointer:
     """Saves and restores a run's model, optimizer, scheduler, RNG and log accumulators; every rank calls it."""
 
     def __init__(self, store: RunStore, cfg: RunConfig, ranks: Ranks, model: nn.Module,
-                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler):
+                 opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+                 digests: dict[str, str] | None = None):
         self.store, self.cfg, self.ranks = store, cfg, ranks
         self.model, self.opt, self.sched = model, opt, sched
         self.sharded = sharded(cfg, ranks)
-        self.frozen = frozen_sources(cfg)
+        self.frozen = frozen_sources(cfg, digests)
         self.pending: tuple[Future, Path, int] | None = None
         # a background write's collectives need a group of their own, off the training stream's
         self.group = dist.new_group(backend="gloo") if cfg.train.checkpoint_async and dist.is_initialized() else None
@@ -121,7 +233,8 @@ class Checkpointer:
                      "optimizer": distributed.full_optimizer_state(self.model, self.opt),
                      "scheduler": self.sched.state_dict(), "step": step, "rng": torch.get_rng_state(),
                      "accumulators": acc}
-            self.store.save_checkpoint(step, state)  # rank 0 alone writes (a FollowerStore writes nothing)
+            if self.ranks.main:  # rank 0 alone writes
+                save_full(self.store, step, state)
             return
         tmp = self.store.checkpoint_dir / f".step_{step:08d}.tmp"
         state, param_groups = self._state()
@@ -131,7 +244,9 @@ class Checkpointer:
             torch.save({"scheduler": self.sched.state_dict(), "step": step, "rng": torch.get_rng_state(),
                         "accumulators": json.loads(json.dumps(acc)), "param_groups": param_groups,
                         "samples_read": step * self.cfg.train.batch_size}, tmp / TRAINER)
-            sources = {prefix: {**src, "fingerprint": fingerprint(src["path"])} for prefix, src in self.frozen.items()}
+            sources = {prefix: {"key": src["key"], "path": src["path"],
+                                "fingerprint": fingerprint(src["path"], src["sha256"])}
+                       for prefix, src in self.frozen.items()}
             (tmp / SOURCES).write_text(json.dumps({"world_size": self.ranks.world, "frozen": sources}, indent=1))
         distributed.barrier(self.ranks)  # the directory exists before any rank writes into it
         if self.cfg.train.checkpoint_async and background:
@@ -154,7 +269,7 @@ class Checkpointer:
 
     def _commit(self, tmp: Path, step: int) -> None:
         if self.ranks.main:  # DCP writes the metadata after every rank's shards: the checkpoint is whole
-            self.store.commit_checkpoint_dir(tmp, step)
+            commit_sharded(self.store, tmp, step)
 
     def _state(self) -> tuple[dict, dict]:
         """What DCP writes (this rank's model shards without the frozen modules, and its optimizer-state shards),
@@ -178,13 +293,13 @@ class Checkpointer:
         return None
 
     def _restore_full(self, path: Path) -> tuple[int, dict]:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_load(path)
         distributed.load_state(self.model, self.opt, state["model"], state["optimizer"])
         return self._restore_trainer(state)
 
     def _restore_sharded(self, path: Path) -> tuple[int, dict]:
         self._check_sources(path)
-        trainer = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
+        trainer = safe_load(path / TRAINER)
         saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
         state, _ = self._state()  # the template (every parameter with state): this run's shards, at any world size
         params = {k.removeprefix("state.").rsplit(".", 1)[0] for k in state["optimizer"] if k.startswith("state.")}
@@ -213,7 +328,8 @@ class Checkpointer:
             if was is None:
                 raise UserError(f"config key '{src['key']}': checkpoint {path} holds no record of a frozen "
                                 f"'{prefix.rstrip('.')}' (written by another config)")
-            if was["fingerprint"] != fingerprint(src["path"]):  # the content: a moved runs directory may resume
+            # the content, not the path: a moved runs directory may resume
+            if was["fingerprint"] != fingerprint(src["path"], src["sha256"]):
                 raise UserError(f"config key '{src['key']}': '{src['path']}' is not the file set checkpoint {path} "
                                 f"was written over (sizes or digests differ); resume with the original weights")
 
@@ -226,7 +342,7 @@ def read_sharded(path: Path) -> dict:
              if k.startswith("model.") and isinstance(md, TensorStorageMetadata)}
     with _one_process_quiet():
         dcp.load(model, checkpoint_id=path, no_dist=True)
-    state = torch.load(path / TRAINER, map_location="cpu", weights_only=True)
+    state = safe_load(path / TRAINER)
     return {**state, "model": {k.removeprefix("model."): v for k, v in model.items()}}
 
 

@@ -35,7 +35,6 @@ from torch.utils.checkpoint import checkpoint
 from study.config import RunConfig
 from study.errors import UserError
 from study.model.layers import check_attention_kernel
-from study.runstore import RunStore
 
 BLOCK_LISTS = ("blocks", "layers", "layer")  # names of the block lists: ours, transformers' models
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -81,6 +80,9 @@ def meta_initialised(cfg: RunConfig, ranks: Ranks) -> bool:
 def check(cfg: RunConfig, world: int, device: torch.device) -> None:
     """What only the runtime can check (ranks, device), as one-line errors before anything is written."""
     t = cfg.train
+    if world > 1 and cfg.objective.task != "vlm":
+        raise UserError(f"config key 'objective.task': {cfg.objective.task} (an encoder-pretraining stage) trains in "
+                        f"one process but WORLD_SIZE is {world}")
     if world > 1 and strategy(cfg) == "none":
         raise UserError(f"config key 'train.parallel': none trains one process but WORLD_SIZE is {world}; "
                         "use ddp or fsdp")
@@ -134,28 +136,6 @@ def global_sums(values: dict[str, torch.Tensor], ranks: Ranks) -> dict[str, torc
     if ranks.world > 1:
         dist.all_reduce(stacked)
     return dict(zip(values, stacked.unbind(), strict=True))
-
-
-class FollowerStore(RunStore):
-    """The run store as a rank other than 0 sees it: it reads, and every write is left to rank 0."""
-
-    def init(self, cfg: RunConfig) -> None:
-        pass
-
-    def write_status(self, state: str, **fields: Any) -> None:
-        pass
-
-    def append(self, name: str, record: dict) -> None:
-        pass
-
-    def truncate_records(self, name: str, after_step: int) -> None:
-        pass
-
-    def remove_partial_writes(self) -> None:
-        pass
-
-    def save_checkpoint(self, step: int, state: dict) -> None:
-        pass
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:

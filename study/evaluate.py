@@ -15,6 +15,9 @@ Which metrics exist depends on `data.source`:
   inference-scaling files: there is no ground truth to ask about.
 
 Either source adds the benchmarks of `eval.benchmarks` (`study.evaluation.bench`) as `bench/<task>/<metric>`.
+
+Every rank of a run calls `evaluate` alike and makes the same collectives (each evaluates its share of the
+held-out data); only the writing of files is rank 0's.
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ import numpy as np
 import torch
 
 from study.config import RunConfig
-from study.data.loader import held_out_indices, make_batch
+from study.data.batch import make_batch
+from study.data.loader import held_out_indices
 from study.data.world import World
 from study.evaluation.bench.run import run_benchmarks
+from study.evaluation.bench.scoring import Shard
 from study.evaluation.diagnostics import collapse_diagnostics
 from study.evaluation.generation import pixel_metrics, semantic_metrics
 from study.evaluation.heldout import heldout_metrics
 from study.evaluation.probe import linear_probe
-from study.evaluation.ranks import Split
+from study.evaluation.ranks import ONE, Split
 from study.evaluation.zero_shot import masked_view_scaling, zero_shot
 from study.model.flops import forward_flops
 from study.model.unified import UnifiedModel
@@ -51,29 +56,30 @@ def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, run_dir: Path | None = None,
-             rank: int = 0, world: int = 1) -> dict:
-    """All metrics at `step` as a flat dict (random-init floor when step == 0), on the model's device. Every rank of a
-    several-rank run calls it (`rank` of `world`) on the live model, evaluates its share of the held-out data, and
-    gets the same metrics."""
+def evaluate(model: UnifiedModel, cfg: RunConfig, step: int, final: bool, world: World | None,
+             run_dir: Path | None = None, split: Split = ONE) -> dict:
+    """All metrics at `step` as a flat dict (random-init floor when step == 0), on the model's device, on the run's
+    `world` (None for a run on shards). Every rank of a several-rank run calls it (`split`: its rank of the world
+    size) on the live model, evaluates its share of the held-out data, and gets the same metrics; the final
+    evaluation's files go to `run_dir` (rank 0's: None elsewhere)."""
     was_training = model.training
     model.eval()
     gen = eval_generator(cfg, step)
     if cfg.data.source == "shards":
-        out = heldout_metrics(model, cfg, step, gen, run_dir, rank, world)
+        out = heldout_metrics(model, cfg, step, gen, run_dir, split.rank, split.world)
     else:
-        out = _world_metrics(model, cfg, gen, final, run_dir, Split(rank, world))
+        out = _world_metrics(model, cfg, world, gen, final, run_dir, split)
     if cfg.eval.benchmarks:
-        out.update(run_benchmarks(model, cfg, cfg.eval.benchmarks, cfg.eval.bench_limit))
+        out.update(run_benchmarks(model, cfg, cfg.eval.benchmarks, cfg.eval.bench_limit,
+                                  Shard(split.rank, split.world)))
     model.train(was_training)
     return out
 
 
-def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, final: bool, run_dir: Path | None,
-                   split: Split) -> dict:
+def _world_metrics(model: UnifiedModel, cfg: RunConfig, world: World, gen: torch.Generator, final: bool,
+                   run_dir: Path | None, split: Split) -> dict:
     """The world's metrics; each rank of `split` encodes, captions, scores and probes its block of the held-out images
     and the results are gathered (the generation metrics' 64 images are evaluated alike by every rank)."""
-    world = World(cfg.data)
     n = cfg.eval.num_images
     batch = make_batch(world, held_out_indices(0, n))
     images, tokens = batch.images.to(model.device), batch.tokens.to(model.device)
@@ -95,14 +101,16 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, gen: torch.Generator, fi
     if model.pixel_head is not None:
         pixel, diffusion_rows, decoded = pixel_metrics(model, cfg, gen_images, gen, final)
         out.update(pixel)
-    if final and run_dir is not None:
-        scaling = {"views": [], "diffusion_steps": []}
-        if cfg.eval.inference_scaling:
-            fwd = forward_flops(cfg, 0)
-            per_token = (fwd["llm"] + fwd.get("lm_head", 0.0)) / model.num_visual
-            scaling["views"] = masked_view_scaling(model, cfg, embeds, batch.scenes, gen, per_token, split)
-            if model.pixel_head is not None:
-                scaling["diffusion_steps"] = diffusion_rows
+    if not final:
+        return out
+    scaling = {"views": [], "diffusion_steps": []}
+    if cfg.eval.inference_scaling:  # every rank scores its share of the views
+        fwd = forward_flops(cfg, 0)
+        per_token = (fwd["llm"] + fwd.get("lm_head", 0.0)) / model.num_visual
+        scaling["views"] = masked_view_scaling(model, cfg, embeds, batch.scenes, gen, per_token, split)
+        if model.pixel_head is not None:
+            scaling["diffusion_steps"] = diffusion_rows
+    if run_dir is not None:
         atomic_write(Path(run_dir) / "inference_scaling.json", json.dumps(scaling, indent=1).encode())
         if model.pixel_head is not None:
             _save_decoded(Path(run_dir) / "samples.npz", gen_images[:DECODED_IMAGES],

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from study.config import RunConfig
 from study.data.tokenizer import PAD_ID
+from study.draws import diffusion_draws
 from study.model.unified import UnifiedModel
 
 
@@ -68,19 +69,10 @@ def generation_hidden(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor,
 
 def compute_losses(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, tokens: torch.Tensor,
                    mask: torch.Tensor | None, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """Every active loss, unweighted, plus 'total' (the weighted sum that is optimised): the diffusion head's noise
-    drawn from `generator`, then `loss_terms`."""
-    return loss_terms(model, cfg, images, tokens, mask, diffusion_draws(model, cfg, images, generator))
-
-
-def diffusion_draws(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor,
-                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The diffusion head's timesteps and noise for a batch (every generation position, diffusion_batch_mul times);
-    None without a diffusion head."""
-    if model.pixel_head is None or cfg.objective.pixel_head != "diffusion":
-        return None
-    rows = cfg.objective.diffusion_batch_mul * images.shape[0] * (model.num_visual - 1)
-    return model.pixel_head.draw(rows, generator, images.device)
+    """Every active loss, unweighted, plus 'total' (the weighted sum that is optimised): the diffusion head's draws
+    for these rows from `generator` (study/draws.py), then `loss_terms`."""
+    draws = diffusion_draws(model, cfg, images.shape[0], generator, images.device)
+    return loss_terms(model, cfg, images, tokens, mask, draws)
 
 
 def loss_terms(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, tokens: torch.Tensor,

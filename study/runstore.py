@@ -4,14 +4,16 @@
     status.json     pending | running | completed | failed (+ reason, step, timestamps, host, job id)
     metrics.jsonl   one record per logged step (append-only, flushed per record)
     eval.jsonl      one record per evaluation
-    checkpoints/    step_XXXXXXXX.pt (one file) or step_XXXXXXXX/ (sharded, see study/checkpoint.py), the last
-                    two kept
+    checkpoints/    step_XXXXXXXX.pt (one file) or step_XXXXXXXX/ (sharded), the last two kept: written and read by
+                    study/checkpoint.py, which holds every checkpoint's I/O
 
-Every whole-file write is atomic (temp file, fsync, rename); the run itself writes its status.
+Every whole-file write is atomic (temp file, fsync, rename); the run itself writes its status. In a run of several
+ranks rank 0 writes, and the others hold a `FollowerStore`, which reads and writes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,14 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from study.config import RunConfig, from_dict
 from study.errors import UserError
 from study.tracking import Trackers, check_installed
-
-KEEP_CHECKPOINTS = 2
 
 
 def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
@@ -50,14 +49,14 @@ def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
         Path(tmp).unlink(missing_ok=True)
         if e.filename:
             raise
-        raise _naming(e, path) from e
+        raise naming(e, path) from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable."""
     dir_fd = os.open(path, os.O_RDONLY)
     try:
@@ -66,17 +65,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
-def _naming(e: OSError, path: Path) -> OSError:
+def naming(e: OSError, path: Path) -> OSError:
     """`e` naming `path` (a failed write or fsync does not say which file it was)."""
     return OSError(e.errno, e.strerror, str(path))
 
 
-def _os_error(e: BaseException) -> OSError | None:
+def os_error_behind(e: BaseException) -> OSError | None:
     """The OSError behind `e`: torch.save reports its file's failed write as a RuntimeError."""
     seen: BaseException | None = e
     while seen is not None and not isinstance(seen, OSError):
         seen = seen.__cause__ or seen.__context__
     return seen
+
+
+def sha256(path: Path | str) -> str:
+    """The sha256 hex digest of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -166,7 +174,7 @@ class RunStore:
         except OSError as e:
             if e.filename:
                 raise
-            raise _naming(e, self.path / name) from e
+            raise naming(e, self.path / name) from e
         if self._tracker_config is not None and self.trackers is None:  # at the first record: none for a done run
             self.trackers = Trackers(self._tracker_config, self.path)
         if self.trackers is not None:
@@ -194,49 +202,33 @@ class RunStore:
         found = [p for p in self.checkpoint_dir.glob("step_*") if p.suffix == ".pt" or p.is_dir()]
         return sorted(found, key=checkpoint_step)
 
-    def save_checkpoint(self, step: int, state: dict) -> Path:
-        path = self.checkpoint_dir / f"step_{step:08d}.pt"
-        try:
-            atomic_write(path, lambda f: torch.save(state, f))
-        except RuntimeError as e:  # the disk filled (or failed) mid-write: say so, naming the checkpoint
-            cause = _os_error(e)
-            if cause is None:
-                raise
-            raise _naming(cause, path) from e
-        self.prune_checkpoints()
-        return path
 
-    def commit_checkpoint_dir(self, tmp: Path, step: int) -> Path:
-        """Rename a fully written sharded checkpoint into place (atomic: a kill leaves only `tmp`), then prune."""
-        path = self.checkpoint_dir / f"step_{step:08d}"
-        if path.exists():  # the same step written again by a resumed run
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-        _fsync_dir(self.checkpoint_dir)
-        self.prune_checkpoints()
-        return path
 
-    def prune_checkpoints(self) -> None:
-        for old in self.checkpoints()[:-KEEP_CHECKPOINTS]:
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
+def open_run(path: str | Path, command: str) -> RunStore:
+    """The run store of an existing run directory, or a UserError naming the command and the path."""
+    store = RunStore(path)
+    if not (store.path / "config.yaml").is_file():
+        raise UserError(f"{command} '{path}': not a run directory (no config.yaml)")
+    return store
 
-    def load_latest_checkpoint(self) -> dict | None:
-        """The newest loadable checkpoint as full state dicts on CPU; a corrupt one is skipped with a warning naming
-        it. A sharded one's model state lacks the frozen modules it did not write (see study/checkpoint.py)."""
-        from study.checkpoint import read_sharded
 
-        for path in reversed(self.checkpoints()):
-            try:
-                if path.is_dir():
-                    return read_sharded(path)
-                return torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # truncated or garbage file: fall back to the previous one
-                warnings.warn(f"{path}: unreadable checkpoint ({e.__class__.__name__}), using an earlier one",
-                              stacklevel=2)
-        return None
+class FollowerStore(RunStore):
+    """The run store as a rank other than 0 sees it: it reads, and every write is left to rank 0."""
+
+    def init(self, cfg: RunConfig) -> None:
+        pass
+
+    def write_status(self, state: str, **fields: Any) -> None:
+        pass
+
+    def append(self, name: str, record: dict) -> None:
+        pass
+
+    def truncate_records(self, name: str, after_step: int) -> None:
+        pass
+
+    def remove_partial_writes(self) -> None:
+        pass
 
 
 def checkpoint_step(path: Path) -> int:

@@ -2,27 +2,29 @@
 
 A pipeline's stage-1 run names its encoder as `model.encoder_checkpoint: run:<id>` (or its target projector as
 `objective.target_projector: run:<id>`). The reference, not a path, is what the config and so the run id hold:
-another upstream run is another downstream run, and moving the runs directory changes no id. When the run
-starts, each reference resolves to the final checkpoint of that completed run, beside it in the runs directory.
+another upstream run is another downstream run, and moving the runs directory changes no id. Where a run (or a
+tool reading one) starts, `resolve` turns each reference into the file that completed run left, once: its status
+read once and the file hashed once, the digest kept for everything after (the pin, the checkpoints' record of the
+frozen modules).
 
 Weights, not ids, are what a downstream run trains on, and a retrain under the same id (another machine, other
 float rounding) gives other weights. So an upstream run exports its final weights (`weights.pt`, committed with
 its records, their sha256 in its status) and a downstream run pins the digest of every file it loads
-(`upstream.json`): a resume, or any later start, against different weights is refused.
+(`upstream.json`): a resume, or any later start, against different weights is refused. Committed records carry
+no checkpoints: an upstream run committed without its weights cannot feed a new dependent, which says so and
+how to retrain it (in a new runs directory, never over the committed record).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from study.config import RunConfig
 from study.errors import UserError
-from study.runstore import RunStore, atomic_write
+from study.runstore import RunStore, atomic_write, sha256
 
 RUN_PREFIX = "run:"
 REFERENCE_KEYS = (("model", "encoder_checkpoint"), ("objective", "target_projector"))
@@ -44,24 +46,27 @@ def upstream_ids(cfg: RunConfig) -> list[str]:
     return ids
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Upstream:
+    """A run's upstream references, resolved: `cfg` with files in their place, and per config key the run, file and
+    sha256 of what it loads."""
+
+    cfg: RunConfig
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def digests(self) -> dict[str, str]:
+        return {key: f["sha256"] for key, f in self.files.items()}
 
 
-def export_weights(store: RunStore, model_state: dict[str, torch.Tensor]) -> dict[str, str]:
-    """Write a completed upstream run's final weights beside its records; the status fields that name them."""
-    path = store.path / WEIGHTS
-    atomic_write(path, lambda f: torch.save(model_state, f))
-    return {"weights": WEIGHTS, "weights_sha256": sha256(path)}
+def retrain_hint(run_dir: Path) -> str:
+    return (f"retrain it with the pipeline that made it in a new runs directory (`unihetero sweep launch GRID "
+            f"--preset PRESET --runs-dir NEW_DIR`: the same run ids, and {run_dir.parent} stays as it is)")
 
 
-def final_checkpoint(run_dir: Path, key: str) -> Path:
-    """The exported weights (else the last checkpoint) of the completed run in `run_dir`, or a UserError naming
-    the key and the run."""
+def final_weights(run_dir: Path, key: str) -> tuple[Path, str]:
+    """The file a completed upstream run's dependents load (its exported weights, else its last checkpoint) and
+    that file's sha256, or a UserError naming the key, the run and what to do."""
     try:
         status = json.loads((run_dir / "status.json").read_text())
     except (OSError, ValueError):
@@ -72,54 +77,63 @@ def final_checkpoint(run_dir: Path, key: str) -> Path:
                         f"{state or 'missing'}, not completed")
     if "weights_sha256" in status:
         path = run_dir / status["weights"]
-        if not path.is_file() or sha256(path) != status["weights_sha256"]:
-            raise UserError(f"config key '{key}': {path} is missing or is not the file upstream run "
-                            f"'{run_dir.name}' exported (sha256 {status['weights_sha256'][:12]}...)")
-        return path
-    checkpoints = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    if not checkpoints:
-        raise UserError(f"config key '{key}': upstream run '{run_dir.name}' has no checkpoint left "
-                        f"(retrain it: its checkpoints are not part of committed records)")
-    return checkpoints[-1]
+        if not path.is_file():
+            raise UserError(f"config key '{key}': upstream run '{run_dir.name}' has no {path.name} here (committed "
+                            f"records may lack it): {retrain_hint(run_dir)}")
+        digest = sha256(path)
+        if digest != status["weights_sha256"]:
+            raise UserError(f"config key '{key}': {path} is not the file upstream run '{run_dir.name}' exported "
+                            f"(sha256 {status['weights_sha256'][:12]}...)")
+        return path, digest
+    checkpoints = RunStore(run_dir).checkpoints()
+    if not checkpoints or checkpoints[-1].is_dir():
+        raise UserError(f"config key '{key}': upstream run '{run_dir.name}' is completed but holds neither exported "
+                        f"weights nor a checkpoint (committed records carry none): {retrain_hint(run_dir)}")
+    return checkpoints[-1], sha256(checkpoints[-1])
 
 
-def pin(cfg: RunConfig, run_dir: Path) -> None:
-    """Record the digest of every upstream file this run loads (first start), or refuse different ones."""
-    loaded = resolve(cfg, run_dir.parent)
-    current = {}
+def has_weights(run_dir: Path) -> bool:
+    """Whether a completed upstream run holds what its dependents load (without hashing it)."""
+    status = RunStore(run_dir).status()
+    if "weights_sha256" in status:
+        return (run_dir / status["weights"]).is_file()
+    checkpoints = RunStore(run_dir).checkpoints()
+    return bool(checkpoints) and not checkpoints[-1].is_dir()
+
+
+def resolve(cfg: RunConfig, runs_dir: Path) -> Upstream:
+    """`cfg`'s run references resolved against `runs_dir` (cfg itself, and its id, keep the references)."""
+    if not upstream_ids(cfg):
+        return Upstream(cfg)
+    out, files, seen = copy.deepcopy(cfg), {}, {}
     for section, key in REFERENCE_KEYS:
-        reference = getattr(getattr(cfg, section), key)
-        if reference.startswith(RUN_PREFIX):
-            path = Path(getattr(getattr(loaded, section), key))
-            current[f"{section}.{key}"] = {"run": reference[len(RUN_PREFIX):], "file": path.name,
-                                           "sha256": sha256(path)}
-    if not current:
+        value = getattr(getattr(out, section), key)
+        if value.startswith(RUN_PREFIX):
+            run = value[len(RUN_PREFIX):]
+            if run not in seen:  # one upstream run named by two keys is read and hashed once
+                seen[run] = final_weights(runs_dir / run, f"{section}.{key}")
+            path, digest = seen[run]
+            setattr(getattr(out, section), key, str(path))
+            files[f"{section}.{key}"] = {"run": run, "file": path.name, "sha256": digest}
+    return Upstream(out, files)
+
+
+def pin(upstream: Upstream, run_dir: Path) -> None:
+    """Record the digest of every upstream file this run loads (first start), or refuse different ones."""
+    if not upstream.files:
         return
     pins = run_dir / PINS
     if not pins.exists():
-        atomic_write(pins, json.dumps(current, indent=1).encode())
+        atomic_write(pins, json.dumps(upstream.files, indent=1).encode())
         return
     try:
         pinned = json.loads(pins.read_text())
     except ValueError:
         raise UserError(f"{pins}: not valid JSON (it records the upstream weights this run trained on)") from None
-    for key, now in current.items():
+    for key, now in upstream.files.items():
         then = pinned.get(key, {})
         if then.get("sha256") != now["sha256"]:
             raise UserError(f"config key '{key}': upstream run '{now['run']}' now gives weights "
                             f"{now['file']} sha256 {now['sha256'][:12]}..., not the "
                             f"{then.get('sha256', 'unrecorded')[:12]}... this run trained on ({pins}): "
                             f"it was retrained; train against it in a new runs directory")
-
-
-def resolve(cfg: RunConfig, runs_dir: Path) -> RunConfig:
-    """A copy of `cfg` whose run references are checkpoint paths (cfg itself, and its id, keep the references)."""
-    if not upstream_ids(cfg):
-        return cfg
-    out = copy.deepcopy(cfg)
-    for section, key in REFERENCE_KEYS:
-        value = getattr(getattr(out, section), key)
-        if value.startswith(RUN_PREFIX):
-            path = final_checkpoint(runs_dir / value[len(RUN_PREFIX):], f"{section}.{key}")
-            setattr(getattr(out, section), key, str(path))
-    return out

@@ -72,10 +72,11 @@ class TrainArgs:
 
 
 def run_training(cfg: RunConfig, run_dir: Path, args: TrainArgs) -> None:
-    from study.train import Interrupt, train
+    from study.loop import Faults, inject
+    from study.train import train
 
-    train(cfg, run_dir, interrupt=Interrupt(after_step=args.stop_after) if args.stop_after else None, quiet=True,
-          nan_at_step=args.nan_at_step)
+    with inject(Faults(nan_at_step=args.nan_at_step)):
+        train(cfg, run_dir, until_step=args.stop_after, quiet=True)
     if args.exit_if_stopped and RunStore(run_dir).status()["state"] != "completed":
         os._exit(FAULT_EXIT_CODE)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from study.errors import UserError
+from study.upstream import has_weights
 from sweeps.backends import backend, backend_session
 from sweeps.execute import TrialTask
 from sweeps.layout import run_dir, write_membership
@@ -25,6 +27,7 @@ def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: obje
     states after. A backend with `launch_waves` (Slurm) gets every wave at once and chains them by job
     dependencies; the others run wave after wave, each trial only once its upstream runs completed."""
     trials = pipeline(spec)
+    check_upstream_weights(spec, trials, runs_dir)
     engine = backend(backend_name)
     with backend_session(engine, options):  # an unreachable cluster fails here, before anything is written
         write_membership(runs_dir, spec, trials)
@@ -37,6 +40,22 @@ def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: obje
                     ready = [t for t in wave if all(_completed(runs_dir, up) for up in t.upstream)]
                     engine.launch(_tasks(ready, runs_dir, retry_failed), options)
     return collect(trials, runs_dir)
+
+
+def check_upstream_weights(spec: GridSpec, trials: list[Trial], runs_dir: Path) -> None:
+    """A trial still to run whose upstream run is completed but holds no weights (a record committed without
+    them, as a fresh clone has it) cannot start: one line, before anything is written, says which run and how to
+    retrain it without touching the record."""
+    for trial in trials:
+        if _completed(runs_dir, trial.run_id):
+            continue
+        for up in trial.upstream:
+            if _completed(runs_dir, up) and not has_weights(run_dir(runs_dir, up)):
+                raise UserError(f"upstream run '{up}' in {runs_dir} is completed but its weights are not there "
+                                f"(committed records carry no checkpoints), so trial {trial.run_id} cannot start: "
+                                f"retrain the pipeline in a new runs directory, `unihetero sweep launch {spec.name} "
+                                f"--preset {spec.scale} --runs-dir NEW_DIR` (the same run ids; {runs_dir} stays "
+                                "as it is)")
 
 
 def _tasks(trials: list[Trial], runs_dir: Path, retry_failed: bool) -> list[TrialTask]:

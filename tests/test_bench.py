@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from analysis.runs import load_runs
+from study.data.worlds import build_world
 from study.evaluation.bench import world_tasks as bf
 from study.evaluation.bench.multiple_choice import circular_accuracy, right_under, rotations
 from study.runstore import RunStore
@@ -27,12 +28,12 @@ WORLD = ("data.world_version=2", "data.caption_coverage=1.0", "train.threads=1")
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory) -> dict[str, Path]:
-    root, cfg = tmp_path_factory.mktemp("bench_tasks"), tiny_config(*WORLD)
-    return {"mc": bf.write_tsv(root / "mc.tsv", bf.colour_questions(cfg, 64)),
-            "mc_files": bf.write_jsonl(root / "files" / "mc_files.jsonl", bf.colour_questions(cfg, 24, seed=1)),
-            "count": bf.write_count_folder(root / "count", cfg, 48),
-            "count_shards": bf.write_count_shards(root / "count_shards", cfg, 48),
-            "captions": bf.write_captions(root / "coco" / "captions.json", cfg, 16)}
+    root, world = tmp_path_factory.mktemp("bench_tasks"), build_world(tiny_config(*WORLD).data)
+    return {"mc": bf.write_tsv(root / "mc.tsv", bf.colour_questions(world, 64)),
+            "mc_files": bf.write_jsonl(root / "files" / "mc_files.jsonl", bf.colour_questions(world, 24, seed=1)),
+            "count": bf.write_count_folder(root / "count", world, 48),
+            "count_shards": bf.write_count_shards(root / "count_shards", world, 48),
+            "captions": bf.write_captions(root / "coco" / "captions.json", world, 16)}
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,7 @@ def malformed(tmp_path: Path, tasks: dict[str, Path], case: str) -> tuple[Path, 
         (root / "two" / "notes.txt").write_text("x")
         return root, "'two/notes.txt' is not an image"
     if case == "shards_unknown_class":
-        root = bf.write_count_shards(tmp_path / "shards", tiny_config(*WORLD), 8)
+        root = bf.write_count_shards(tmp_path / "shards", build_world(tiny_config(*WORLD).data), 8)
         (root / "classes.txt").write_text("one\n")
         return root, "cls 1 has no name in classes.txt"
     if case == "words_outside_the_vocabulary":
@@ -234,7 +235,7 @@ def test_the_lmms_eval_adapter_answers_requests_like_the_benchmarks(trained, tas
     from study.evaluation.bench.lmms import RunLMM
 
     cfg = tiny_config(*WORLD)
-    rows = bf.colour_questions(cfg, 12)
+    rows = bf.colour_questions(build_world(cfg.data), 12)
     lmm = RunLMM(str(trained))
     lmm.task_dict = {"colours": {"test": [{"image": Image.open(io.BytesIO(png))} for png, *_ in rows]}}
 

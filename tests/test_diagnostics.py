@@ -3,8 +3,9 @@ passes; the rollout error has its copy-last-token baseline."""
 
 import torch
 
-from study.data.loader import held_out_indices, make_batch
-from study.data.world import World
+from study.data.batch import make_batch
+from study.data.loader import held_out_indices
+from study.data.worlds import build_world
 from study.evaluate import evaluate
 from study.evaluation.diagnostics import collapse_diagnostics, is_collapsed
 from study.model.unified import UnifiedModel
@@ -13,7 +14,7 @@ from tests.conftest import tiny_config
 
 def held_out_embeddings(model, cfg, n=32):
     with torch.no_grad():
-        return model.encode(make_batch(World(cfg.data), held_out_indices(0, n)).images)[1]
+        return model.encode(make_batch(build_world(cfg.data), held_out_indices(0, n)).images)[1]
 
 
 def test_healthy_random_init_passes_and_both_collapses_are_flagged():
@@ -42,7 +43,7 @@ def test_healthy_random_init_passes_and_both_collapses_are_flagged():
 def test_every_evaluation_records_diagnostics_and_the_copy_last_baseline():
     cfg = tiny_config("objective.target=semantic_input", "eval.inference_scaling=false")
     torch.manual_seed(0)
-    record = evaluate(UnifiedModel(cfg), cfg, 0, final=False)
+    record = evaluate(UnifiedModel(cfg), cfg, 0, final=False, world=build_world(cfg.data))
     assert {"diag/image_share", "diag/global_share", "diag/neighbour_cos", "diag/effective_rank"} <= set(record)
     steps = cfg.eval.rollout_steps
     assert all(0 <= record[f"rollout_err_copy_last/{k}"] <= 2 for k in range(1, steps + 1))

@@ -20,16 +20,20 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from study.checkpoint import load_latest
 from study.config import RunConfig, load_config
-from study.data.loader import held_out_indices, make_batch
-from study.data.world import World
+from study.data.batch import make_batch
+from study.data.loader import held_out_indices
+from study.data.worlds import build_world
 from study.distributed import strategy
+from study.draws import Draws, diffusion_draws
 from study.errors import UserError
 from study.masking import sample_mask
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses, unit_counts
+from study.objectives import loss_terms, unit_counts
 from study.runstore import RunStore
-from study.train import Interrupt, train, weighted_losses
+from study.train import train
+from study.vlm import weighted_losses
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).parents[1]
@@ -54,7 +58,7 @@ def _assert_same_training(run: Path, reference: Path) -> None:
         assert ra["tokens_seen"] == rb["tokens_seen"]
         for key in COMPARED:
             assert ra[key] == pytest.approx(rb[key], abs=LOSS_TOL), (ra["step"], key)
-    wa, wb = RunStore(run).load_latest_checkpoint()["model"], RunStore(reference).load_latest_checkpoint()["model"]
+    wa, wb = load_latest(RunStore(run))["model"], load_latest(RunStore(reference))["model"]
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], atol=WEIGHT_TOL, rtol=0, msg=key)
@@ -73,7 +77,9 @@ def _assert_same_evaluations(run: Path, reference: Path) -> None:
         assert {k: got[k] for k in metrics} == pytest.approx({k: want[k] for k in metrics}, rel=EVAL_REL, abs=1e-6)
     scaling = [json.loads((r / "inference_scaling.json").read_text()) for r in (run, reference)]
     assert len(scaling[1]["views"]) == 2 and len(scaling[1]["diffusion_steps"]) == 2
-    assert scaling[0] == pytest.approx(scaling[1], rel=EVAL_REL, abs=1e-6)
+    for kind in ("views", "diffusion_steps"):
+        for got, want in zip(scaling[0][kind], scaling[1][kind], strict=True):
+            assert got == pytest.approx(want, rel=EVAL_REL, abs=1e-6), kind
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +95,13 @@ def _free_port() -> int:
 
 
 def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str, stop_after: int | None) -> None:
-    import study.train as train_module
+    import study.vlm as vlm
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    built, build = [], train_module.build_model
-    train_module.build_model = lambda *args, **kwargs: built.append(1) or build(*args, **kwargs)
-    train(cfg, run_dir, interrupt=Interrupt(stop_after) if stop_after else None, quiet=True)
+    built, build = [], vlm.build_model
+    vlm.build_model = lambda *args, **kwargs: built.append(1) or build(*args, **kwargs)
+    train(cfg, run_dir, until_step=stop_after, quiet=True)
     Path(f"{run_dir}.built.{rank}").write_text(str(len(built)))  # models this rank built, for the tests
     if strategy(cfg) == "fsdp":
         # the run is complete and written; skip interpreter teardown, where FSDP2 over gloo sometimes aborts
@@ -110,19 +116,24 @@ def _spawn(cfg: RunConfig, run_dir: Path, stop_after: int | None = None, world: 
 
 
 def test_shard_losses_add_up_to_the_batch_losses():
+    """Every draw made for the whole batch and sliced (the mask, the diffusion timesteps and noise): the shards'
+    weighted losses add up to the batch's."""
     cfg = _config()
     torch.manual_seed(0)
     model = UnifiedModel(cfg)
-    batch = make_batch(World(cfg.data), held_out_indices(0, 8))
-    mask = sample_mask(cfg.masking, 8, model.num_visual, torch.Generator().manual_seed(1))
-    whole = compute_losses(model, cfg, batch.images, batch.tokens, mask, None)
+    batch = make_batch(build_world(cfg.data), held_out_indices(0, 8))
+    gen = torch.Generator().manual_seed(1)
+    mask = sample_mask(cfg.masking, 8, model.num_visual, gen)
+    draws = Draws(8, mask, diffusion_draws(model, cfg, 8, gen, torch.device("cpu")), cfg.objective.diffusion_batch_mul)
+    whole = loss_terms(model, cfg, batch.images, batch.tokens, mask, draws.diffusion)
     totals = unit_counts(model, cfg, batch.tokens, mask)
     parts, units = [], []
     for rows in (slice(0, 4), slice(4, 8)):
-        units.append(unit_counts(model, cfg, batch.tokens[rows], mask[rows]))
+        part = draws.slice(rows.start, rows.stop)
+        units.append(unit_counts(model, cfg, batch.tokens[rows], part.mask))
         shares = {k: units[-1][k] / totals[k] for k in totals}
-        parts.append(weighted_losses(compute_losses(model, cfg, batch.images[rows], batch.tokens[rows],
-                                                    mask[rows], None), shares, cfg))
+        parts.append(weighted_losses(loss_terms(model, cfg, batch.images[rows], batch.tokens[rows], part.mask,
+                                                part.diffusion), shares, cfg))
     assert units[0]["caption"] != units[1]["caption"] and units[0]["pixel"] != units[1]["pixel"]  # unequal shards
     for key in whole:
         torch.testing.assert_close(parts[0][key] + parts[1][key], whole[key], atol=1e-6, rtol=1e-6)
@@ -202,9 +213,9 @@ def test_checkpoint_of_two_ranks_resumes_on_one(reference, tmp_path):
 @pytest.mark.slow
 def test_checkpoint_of_one_rank_resumes_on_two(reference, tmp_path):
     run = tmp_path / "run"
-    train(_config(), run, interrupt=Interrupt(after_step=3), quiet=True)
+    train(_config(), run, until_step=3, quiet=True)
     assert RunStore(run).status()["world_size"] == 1
-    _spawn(_config("train.grad_accum=2"), run)  # the same run, now two ranks of two micro-batches each
+    _spawn(_config(), run)  # the same run, now two ranks
     assert RunStore(run).status()["world_size"] == 2
     _assert_same_training(run, reference)
     _assert_same_evaluations(run, reference)
@@ -266,7 +277,7 @@ def test_process_group_timeout_is_a_config_key(monkeypatch):
 def _fsdp_model(rank: int, world: int, port: int, *overrides: str):
     """This rank's config, FSDP-wrapped model and loss module, and a held-out batch of 8, in a spawned worker."""
     from study import distributed
-    from study.train import LossModule
+    from study.vlm import LossModule
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
@@ -275,7 +286,7 @@ def _fsdp_model(rank: int, world: int, port: int, *overrides: str):
     torch.manual_seed(0)
     model = UnifiedModel(cfg)
     loss_fn = distributed.parallelize(LossModule(model, cfg), model, cfg, ranks)
-    return cfg, model, loss_fn, make_batch(World(cfg.data), held_out_indices(0, 8))
+    return cfg, model, loss_fn, make_batch(build_world(cfg.data), held_out_indices(0, 8))
 
 
 def _micro_batch_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -289,7 +300,8 @@ def _micro_batch_worker(rank: int, world: int, port: int, out: str) -> None:
     mask = sample_mask(cfg.masking, 8, model.num_visual, torch.Generator().manual_seed(1))
     rows = slice(2 * rank, 2 * rank + 2)  # this rank's first micro-batch of a global batch of 8
     with distributed.gradient_sync(loss_fn, sync=False):
-        loss_fn(batch.images[rows], batch.tokens[rows], mask[rows], None)["total"].backward()
+        noise = diffusion_draws(model, cfg, 2, None, torch.device("cpu"))
+        loss_fn(batch.images[rows], batch.tokens[rows], mask[rows], noise)["total"].backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     record = {"trainable": len(trainable), "sharded_grads": sum(isinstance(p.grad, DTensor) for p in trainable),
               "grad_elements": sum(p.grad.to_local().numel() for p in trainable if p.grad is not None),
@@ -318,7 +330,8 @@ def _precision_worker(rank: int, world: int, port: int, out: str) -> None:
 
     from study import distributed
 
-    _, model, loss_fn, batch = _fsdp_model(rank, world, port, "train.precision=bf16")
+    # called outside the trainer's autocast: the MSE pixel head, whose inputs FSDP casts to bf16 itself
+    cfg, model, loss_fn, batch = _fsdp_model(rank, world, port, "train.precision=bf16", "objective.pixel_head=mse")
     seen = []
     block = distributed.transformer_blocks(model)[0]
     block.register_forward_pre_hook(lambda module, args: seen.append(str(next(module.parameters()).dtype)))

@@ -6,11 +6,11 @@ from study.config import load_config
 from study.data.shards import Captions
 from study.errors import UserError
 from study.inputs import check_inputs
+from study.loop import build_optimizer
 from study.model import hf
 from study.model.flops import forward_flops
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses
-from study.train import build_optimizer
 
 
 def _cfg(tiny_hf, *overrides, vision="dinov2", llm="qwen2"):

@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from study.data.loader import held_out_indices, training_stream
-from study.data.world import PRETRAIN_START, make_world
+from study.data.world import PRETRAIN_START
+from study.data.worlds import build_world
 from study.evaluation.bench import world_tasks
 from study.model.vit import VisionEncoder
 from study.train import train
@@ -32,7 +33,7 @@ BLANK = 0.5  # the value self-distillation writes into the patches it hides from
 
 def reference(cfg, indices) -> np.ndarray:
     """The run's own world's images (N, H, W, 3) for `indices`."""
-    return make_world(cfg.data).batch(np.asarray(indices))[0]
+    return build_world(cfg.data).batch(np.asarray(indices))[0]
 
 
 def held_out_and_training(cfg) -> np.ndarray:
@@ -77,7 +78,7 @@ def test_training_and_every_evaluation_see_the_runs_own_world(tmp_path, world, e
     train(cfg, tmp_path / "run", quiet=True)
     assert len(encoder_inputs) > 4 * 16  # training batches, held-out, probe, generation and view images
     assert_own_world(encoder_inputs, held_out_and_training(cfg))
-    stream = training_stream(cfg, 0, tmp_path / "run")
+    stream = training_stream(cfg, build_world(cfg.data), 0, tmp_path / "run")
     batch = next(iter(stream))
     stream.close()
     assert_own_world(list(batch.images.permute(0, 2, 3, 1).numpy()), reference(cfg, np.arange(48)))
@@ -109,10 +110,11 @@ def test_world_benchmarks_and_shards_are_written_from_the_runs_own_world(tmp_pat
 
     cfg = tiny_config(*WORLDS[world])
     held_out = _quantised(reference(cfg, held_out_indices(0, 6)))
-    benchmark = [_png(png) for png, _ in world_tasks.world_images(cfg, 6)]
+    world = build_world(cfg.data)
+    benchmark = [_png(png) for png, _ in world_tasks.world_images(world, 6)]
     assert_own_world(benchmark, held_out)
 
-    index = write_shards(world_samples(cfg.data, 20), tmp_path / "shards", shard_size=8)
+    index = write_shards(world_samples(world, 20), tmp_path / "shards", shard_size=8)
     written = []
     for shard in index["shards"]:
         with tarfile.open(tmp_path / "shards" / shard["name"]) as tar:

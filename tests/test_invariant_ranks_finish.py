@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from study.config import PRESET_DIR, presets, read_yaml
+from study.data.worlds import build_world
 from study.evaluation.bench import world_tasks
 from study.runstore import RunStore
 from tests.conftest import tiny_config
@@ -37,11 +38,11 @@ def eval_options(preset: str) -> list[str]:
 
 
 def benchmarks(root: Path) -> list[str]:
-    cfg = tiny_config()
+    world = build_world(tiny_config().data)
     root.mkdir(parents=True)
-    files = [world_tasks.write_tsv(root / "mc.tsv", world_tasks.colour_questions(cfg, 8)),
-             world_tasks.write_count_folder(root / "count", cfg, 8),
-             world_tasks.write_captions(root / "coco" / "captions.json", cfg, 4)]
+    files = [world_tasks.write_tsv(root / "mc.tsv", world_tasks.colour_questions(world, 8)),
+             world_tasks.write_count_folder(root / "count", world, 8),
+             world_tasks.write_captions(root / "coco" / "captions.json", world, 4)]
     return [f"eval.benchmarks={json.dumps([str(f) for f in files])}"]
 
 

@@ -36,6 +36,7 @@ def staged(tmp_path) -> tuple[Path, Path, Path]:
 
 
 def test_every_entry_point_works_on_a_staged_run(staged, tmp_path, capsys):
+    from study.data.worlds import build_world
     from study.evaluation.bench import world_tasks
 
     _, _, run = staged
@@ -46,7 +47,8 @@ def test_every_entry_point_works_on_a_staged_run(staged, tmp_path, capsys):
     evaluated = store.records("eval.jsonl")[-1]
     assert evaluated["reevaluated"] and evaluated["step"] == before[-1]["step"]
     assert evaluated["caption_loss"] == pytest.approx(before[-1]["caption_loss"], rel=1e-6)
-    task = world_tasks.write_tsv(tmp_path / "mc.tsv", world_tasks.colour_questions(store.config(), 8))
+    world = build_world(store.config().data)
+    task = world_tasks.write_tsv(tmp_path / "mc.tsv", world_tasks.colour_questions(world, 8))
     assert main(["bench", str(run), "--task", str(task)]) == 0
     assert "bench/mc/acc" in store.records("eval.jsonl")[-1]
     capsys.readouterr()
@@ -57,13 +59,13 @@ def test_every_entry_point_works_on_a_staged_run(staged, tmp_path, capsys):
 def test_a_staged_run_resumes_from_its_checkpoint(staged):
     import dataclasses
 
-    from study.train import Interrupt, train
+    from study.train import train
 
     _, _, run = staged
     cfg = RunStore(run).config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, checkpoint_every=2))
     shutil.rmtree(run)
-    train(cfg, run, interrupt=Interrupt(after_step=2), quiet=True)
+    train(cfg, run, until_step=2, quiet=True)
     assert RunStore(run).status()["state"] == "running"
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert RunStore(run).status()["state"] == "completed"
@@ -72,7 +74,7 @@ def test_a_staged_run_resumes_from_its_checkpoint(staged):
 def test_upstream_references_are_resolved_once_per_run(staged, monkeypatch, tmp_path):
     grid, stage, run = staged
     calls = {"hash": 0, "resolve": 0}
-    hashing, resolving = upstream.sha256, upstream.final_checkpoint
+    hashing, resolving = upstream.sha256, upstream.final_weights
 
     def counted_hash(path):
         calls["hash"] += Path(path).parent == stage
@@ -83,7 +85,7 @@ def test_upstream_references_are_resolved_once_per_run(staged, monkeypatch, tmp_
         return resolving(run_dir, key)
 
     monkeypatch.setattr(upstream, "sha256", counted_hash)
-    monkeypatch.setattr(upstream, "final_checkpoint", counted_resolve)
+    monkeypatch.setattr(upstream, "final_weights", counted_resolve)
     shutil.rmtree(run)  # the dependent trains again, from nothing, beside its upstream
     cfg = pipeline(load_spec(str(grid), "smoke"))[1].config
     from study.train import train

@@ -49,14 +49,15 @@ def test_other_ranks_build_the_backbones_without_values_and_keep_buffers_and_tie
 
 
 def _sharded_worker(rank: int, world: int, port: int, cfg, out: str) -> None:
-    from study.train import _build_parallel
+    from study.inputs import prepare
+    from study.vlm import build_parallel
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     ranks, _ = distributed.setup(cfg)
     torch.manual_seed(0)
     assert distributed.meta_initialised(cfg, ranks)
-    model, _ = _build_parallel(cfg, Path(out), ranks)
+    model, _ = build_parallel(prepare(cfg, Path(out)), ranks)
     local = sum(p.to_local().numel() for p in model.parameters())
     state = get_model_state_dict(model, options=FULL)
     if rank == 0:

@@ -2,11 +2,13 @@ import pytest
 import torch
 
 from study.data.loader import TrainStream
+from study.data.worlds import build_world
+from study.draws import diffusion_draws, step_generator
+from study.loop import build_optimizer
 from study.masking import sample_mask
 from study.model.diffloss import DiffusionHead
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses, diffusion_draws, loss_terms, regression_loss
-from study.train import build_optimizer, step_generator
+from study.objectives import compute_losses, loss_terms, regression_loss
 from tests.conftest import tiny_config
 
 TARGETS = ["none", "semantic_input", "semantic_encoder", "pixel", "semantic_input+pixel"]
@@ -16,7 +18,7 @@ def _losses_over_training(cfg, steps):
     torch.manual_seed(0)
     model = UnifiedModel(cfg)
     opt = build_optimizer(model, cfg)
-    stream = TrainStream(cfg, 0, prefetch=False)
+    stream = TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)
     history = []
     for step, batch in zip(range(steps), stream, strict=False):
         gen = step_generator(0, step)
@@ -61,7 +63,7 @@ def test_pixel_gradient_reaches_llm_only_when_asked(grad_to_llm):
     torch.manual_seed(0)
     model = UnifiedModel(cfg)
     opt = build_optimizer(model, cfg)
-    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    batch = next(iter(TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)))
     for step in range(3):  # the diffusion head's AdaLN starts at zero, so conditioning matters after a step
         opt.zero_grad()
         losses = compute_losses(model, cfg, batch.images, batch.tokens, None, torch.Generator().manual_seed(step))
@@ -96,7 +98,7 @@ def test_ema_projector_tracks_live_projector():
 def test_batch_with_nothing_masked_has_zero_generation_loss_not_nan():
     cfg = tiny_config("objective.target=semantic_input+pixel", "masking.loss_on=masked")
     model = UnifiedModel(cfg)
-    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    batch = next(iter(TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)))
     empty = torch.zeros(batch.images.shape[0], model.num_visual, dtype=torch.bool)
     losses = compute_losses(model, cfg, batch.images, batch.tokens, empty, None)
     assert losses["semantic"].item() == 0 and losses["pixel"].item() == 0
@@ -107,7 +109,7 @@ def test_masked_generation_losses_average_the_masked_positions_only():
     cfg = tiny_config("objective.target=semantic_input+pixel", "objective.pixel_head=mse", "masking.loss_on=masked",
                       "masking.distribution=uniform", "masking.low=0.2", "masking.high=0.6", "masking.per=sample")
     model = UnifiedModel(cfg)
-    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    batch = next(iter(TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)))
     mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, torch.Generator().manual_seed(3))
     losses = compute_losses(model, cfg, batch.images, batch.tokens, mask, None)
     enc, embeds = model.encode(batch.images)  # by hand: the masked positions picked out by boolean indexing
@@ -140,15 +142,17 @@ def test_the_losses_trace_as_one_graph(loss_on):
     cfg = tiny_config("objective.target=semantic_input+pixel", "masking.distribution=truncnorm",
                       f"masking.loss_on={loss_on}", "masking.caption_on=clean")
     model = UnifiedModel(cfg)
-    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    batch = next(iter(TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)))
     gen = torch.Generator().manual_seed(0)
     mask = sample_mask(cfg.masking, batch.images.shape[0], model.num_visual, gen)
-    draws = diffusion_draws(model, cfg, batch.images, gen)
+    draws = diffusion_draws(model, cfg, batch.images.shape[0], gen, batch.images.device)
     explained = torch._dynamo.explain(loss_terms)(model, cfg, batch.images, batch.tokens, mask, draws)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_frozen_encoder_loads_from_a_run_checkpoint_and_stays_fixed(tmp_path):
+    from study.inputs import prepare
+    from study.rebuild import build_model
     from study.train import train
 
     source = train(tiny_config("train.samples_seen=32", "eval.inference_scaling=false"), tmp_path / "src", quiet=True)
@@ -156,11 +160,11 @@ def test_frozen_encoder_loads_from_a_run_checkpoint_and_stays_fixed(tmp_path):
     trained = {k.removeprefix("encoder."): v for k, v in torch.load(checkpoint, weights_only=True)["model"].items()
                if k.startswith("encoder.")}
     cfg = tiny_config(f"model.encoder_checkpoint={checkpoint}", "model.freeze_encoder=true")
-    model = UnifiedModel(cfg)
+    model = build_model(prepare(cfg, tmp_path))
     assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in trained.items())
     assert not any(p.requires_grad for p in model.encoder.parameters())
     opt = build_optimizer(model, cfg)
-    batch = next(iter(TrainStream(cfg, 0, prefetch=False)))
+    batch = next(iter(TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)))
     compute_losses(model, cfg, batch.images, batch.tokens, None, None)["total"].backward()
     opt.step()
     assert all(torch.equal(model.encoder.state_dict()[k], v) for k, v in trained.items())

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from study.data.world import HELD_OUT_START, PRETRAIN_START
-from study.model.unified import UnifiedModel
+from study.inputs import prepare
+from study.rebuild import build_model
 from study.runstore import RunStore
-from study.train import Interrupt, train
+from study.train import train
 from tests.conftest import tiny_config
 
 FAST = ["data.caption_coverage=1.0", "eval.probe_images=60"]
@@ -31,7 +32,7 @@ def test_interrupted_stage_resumes_to_the_uninterrupted_weights(tmp_path):
     cfg = tiny_config("objective.task=contrastive", "train.samples_seen=320", *FAST)
     whole = RunStore(train(cfg, tmp_path / "whole", quiet=True))
     part = tmp_path / "part"
-    train(cfg, part, interrupt=Interrupt(after_step=10), quiet=True)
+    train(cfg, part, until_step=10, quiet=True)
     assert RunStore(part).status()["state"] == "running"
     resumed = RunStore(train(cfg, part, quiet=True))
     a = torch.load(whole.checkpoints()[-1], weights_only=True)["model"]
@@ -45,7 +46,8 @@ def test_interrupted_stage_resumes_to_the_uninterrupted_weights(tmp_path):
 def test_stage_encoder_loads_into_a_vlm_and_reads_its_own_index_range(tmp_path):
     cfg = tiny_config("objective.task=self_distill", "train.samples_seen=32", *FAST)
     store = RunStore(train(cfg, tmp_path / "enc", quiet=True))
-    vlm = UnifiedModel(tiny_config(f"model.encoder_checkpoint={store.checkpoints()[-1]}", "model.freeze_encoder=true"))
+    vlm_cfg = tiny_config(f"model.encoder_checkpoint={store.checkpoints()[-1]}", "model.freeze_encoder=true")
+    vlm = build_model(prepare(vlm_cfg, tmp_path))
     state = torch.load(store.checkpoints()[-1], weights_only=True)["model"]
     assert all(torch.equal(v, state[f"encoder.{k}"]) for k, v in vlm.encoder.state_dict().items())
     assert not any(p.requires_grad for p in vlm.encoder.parameters())

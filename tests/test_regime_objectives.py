@@ -6,19 +6,23 @@ import pytest
 import torch
 
 from study.config import load_config
+from study.data.worlds import build_world
+from study.draws import step_generator
 from study.errors import UserError
+from study.inputs import prepare
+from study.loop import lr_factor
 from study.masking import sample_mask
 from study.model.flops import forward_flops, train_flops_per_sample
 from study.model.unified import UnifiedModel
 from study.objectives import caption_loss, compute_losses
-from study.train import lr_factor, step_generator
+from study.rebuild import build_model
 from tests.conftest import tiny_config
 
 
 def batch_of(cfg, n=8):
     from study.data.loader import TrainStream
 
-    stream = TrainStream(cfg, 0, prefetch=False)
+    stream = TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)
     batch = next(iter(stream))
     stream.close()
     return batch.images[:n], batch.tokens[:n]
@@ -106,7 +110,7 @@ def test_frozen_target_projector_comes_from_a_checkpoint(tmp_path):
     path = tmp_path / "donor.pt"
     torch.save({"model": donor.state_dict()}, path)
     cfg = tiny_config("objective.target=semantic_input", f"objective.target_projector={path}")
-    model = UnifiedModel(cfg)
+    model = build_model(prepare(cfg, tmp_path))
     for a, b in zip(model.ema_projector.parameters(), donor.projector.parameters(), strict=True):
         assert torch.equal(a, b) and not a.requires_grad
     before = [p.clone() for p in model.ema_projector.parameters()]

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from study.checkpoint import fingerprint
+from study.checkpoint import fingerprint, load_latest
 from study.config import load_config
 from study.errors import UserError
 from study.runstore import RunStore
-from study.train import Interrupt, train
+from study.train import train
 from tests.test_distributed import _assert_same_training, _config, _spawn
 from unihetero.cli import main
 
@@ -101,14 +101,14 @@ def test_one_process_sharded_resume_is_exact_and_keeps_two(tmp_path):
     killed before its rename is cleaned away; the last two checkpoints are kept."""
     reference = train(_config(), tmp_path / "whole", quiet=True)
     cfg = _config("train.checkpoint_format=sharded", "train.checkpoint_async=true", "train.checkpoint_every=2")
-    run = train(cfg, tmp_path / "run", interrupt=Interrupt(4), quiet=True)
+    run = train(cfg, tmp_path / "run", until_step=4, quiet=True)
     killed_write = run / "checkpoints" / ".step_00000006.tmp"
     killed_write.mkdir()
     (killed_write / "__0_0.distcp").write_bytes(b"partial")
     train(cfg, run, quiet=True)
     assert not killed_write.exists()
     assert [p.name for p in RunStore(run).checkpoints()] == ["step_00000004", "step_00000006"]
-    a, b = RunStore(run).load_latest_checkpoint()["model"], RunStore(reference).load_latest_checkpoint()["model"]
+    a, b = load_latest(RunStore(run))["model"], load_latest(RunStore(reference))["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     _assert_same_training(run, reference)
 
@@ -117,7 +117,7 @@ def test_one_process_sharded_resume_is_exact_and_keeps_two(tmp_path):
 def test_a_one_rank_sharded_checkpoint_resumes_on_two_fsdp_ranks(tmp_path):
     reference = train(_config(), tmp_path / "whole", quiet=True)
     cfg = _config("train.checkpoint_format=sharded", "train.parallel=fsdp")
-    run = train(cfg, tmp_path / "run", interrupt=Interrupt(3), quiet=True)
+    run = train(cfg, tmp_path / "run", until_step=3, quiet=True)
     _spawn(cfg, run)
     assert RunStore(run).status()["world_size"] == 2
     _assert_same_training(run, reference)
@@ -127,10 +127,10 @@ def test_a_resume_over_changed_frozen_weights_is_refused(tmp_path):
     encoder = tmp_path / "encoder.pt"
     torch.manual_seed(0)
     source = train(_config("train.samples_seen=32"), tmp_path / "source", quiet=True)
-    torch.save(RunStore(source).load_latest_checkpoint()["model"], encoder)
+    torch.save(load_latest(RunStore(source))["model"], encoder)
     cfg = _config(f"model.encoder_checkpoint={encoder}", "model.freeze_encoder=true",
                   "train.checkpoint_format=sharded")
-    run = train(cfg, tmp_path / "run", interrupt=Interrupt(3), quiet=True)
+    run = train(cfg, tmp_path / "run", until_step=3, quiet=True)
     saved = dcp.FileSystemReader(RunStore(run).checkpoints()[-1]).read_metadata().state_dict_metadata
     assert not any(k.startswith("model.encoder.") for k in saved)
     weights = torch.load(encoder, weights_only=True)

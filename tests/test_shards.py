@@ -6,12 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
+from study.checkpoint import load_latest
 from study.data.sample_order import GlobalOrder, TarSamples
 from study.data.shard_writer import world_samples, write_shards
 from study.data.shards import ERRORS, ShardReader, ShardStream, read_index, split
+from study.data.worlds import build_world
 from study.errors import UserError
 from study.runstore import RunStore, read_jsonl
-from study.train import Interrupt, train
+from study.train import train
 from tests.conftest import tiny_config
 from unihetero.cli import main
 
@@ -22,7 +24,7 @@ SHARD_SIZES = (8, 8, 8, 6, 10)  # the last shard is held out
 def shard_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     cfg = tiny_config()
-    samples = list(world_samples(cfg.data, sum(SHARD_SIZES)))
+    samples = list(world_samples(build_world(cfg.data), sum(SHARD_SIZES)))
     start, names = 0, []
     for i, size in enumerate(SHARD_SIZES):  # uneven shards: written one at a time, then one index
         write_shards(iter(samples[start:start + size]), out / "tmp", size)
@@ -171,8 +173,8 @@ def test_interrupted_shard_run_resumes_to_the_same_weights(shard_dir, tmp_path):
                "train.log_every=2")  # 12 steps: the second and third epochs start mid-run
     whole = train(cfg, tmp_path / "whole", quiet=True)
     part = tmp_path / "part"
-    train(cfg, part, quiet=True, interrupt=Interrupt(after_step=8))
+    train(cfg, part, quiet=True, until_step=8)
     train(cfg, part, quiet=True)
-    a, b = RunStore(whole).load_latest_checkpoint()["model"], RunStore(part).load_latest_checkpoint()["model"]
+    a, b = load_latest(RunStore(whole))["model"], load_latest(RunStore(part))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert RunStore(whole).records("eval.jsonl") == RunStore(part).records("eval.jsonl")

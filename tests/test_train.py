@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-import study.train as train_module
+import study.vlm as vlm
+from study.checkpoint import load_latest
 from study.runstore import RunStore
-from study.train import Interrupt, TrainingFailed, train
+from study.train import TrainingFailed, train
 from tests.conftest import tiny_config
 
 DETERMINISTIC = ("step", "samples_seen", "tokens_seen", "flops", "lr", "loss/caption", "loss/semantic",
@@ -17,7 +18,7 @@ def _deterministic(records):
 
 
 def _final_weights(run_dir):
-    return RunStore(run_dir).load_latest_checkpoint()["model"]
+    return load_latest(RunStore(run_dir))["model"]
 
 
 @pytest.mark.slow
@@ -26,7 +27,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
                       "train.samples_seen=480", "eval.every=10", "eval.inference_scaling=false")
     whole = train(cfg, tmp_path / "whole", quiet=True)
     part = tmp_path / "part"
-    train(cfg, part, interrupt=Interrupt(after_step=20), quiet=True)
+    train(cfg, part, until_step=20, quiet=True)
     assert RunStore(part).status()["state"] == "running"
     # work done after the checkpoint and then lost: a stray record that the resume must drop
     RunStore(part).append("metrics.jsonl", {"step": 25, "loss/total": 123.0})
@@ -53,7 +54,7 @@ def test_completed_run_is_not_rerun(tmp_path):
 
 def test_nan_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatch):
     cfg = tiny_config("train.samples_seen=320", "eval.inference_scaling=false")
-    real = train_module.compute_losses
+    real = vlm.loss_terms
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -64,7 +65,7 @@ def test_nan_loss_fails_the_run_with_step_and_reason(tmp_path, monkeypatch):
             losses["total"] = losses["caption"]
         return losses
 
-    monkeypatch.setattr(train_module, "compute_losses", poisoned)
+    monkeypatch.setattr(vlm, "loss_terms", poisoned)
     with pytest.raises(TrainingFailed, match="step 7"):
         train(cfg, tmp_path / "nan", quiet=True)
     status = json.loads((tmp_path / "nan" / "status.json").read_text())

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from study import upstream
+from study.checkpoint import export_weights
 from study.errors import UserError
 from study.runstore import RunStore
 from sweeps.spec import load_spec, pipeline
@@ -40,7 +41,7 @@ def test_a_downstream_run_pins_the_weights_it_loaded_and_needs_no_upstream_check
     digest = RunStore(runs / stage.run_id).status()["weights_sha256"]
     assert pins == {"model.encoder_checkpoint": {"run": stage.run_id, "file": upstream.WEIGHTS, "sha256": digest}}
     shutil.rmtree(runs / stage.run_id / "checkpoints")
-    resolved = upstream.resolve(vlm.config, runs)
+    resolved = upstream.resolve(vlm.config, runs).cfg
     assert resolved.model.encoder_checkpoint == str(runs / stage.run_id / upstream.WEIGHTS)
 
 
@@ -49,10 +50,10 @@ def test_weights_retrained_under_the_same_id_are_refused(finished):
     store = RunStore(runs / stage.run_id)
     other = {k: v + 1e-6 for k, v in torch.load(runs / stage.run_id / upstream.WEIGHTS, weights_only=True).items()}
     status = store.status()
-    fields = upstream.export_weights(store, other)
+    fields = export_weights(store, other)
     store.write_status("completed", **{**{k: status[k] for k in ("step", "total_steps", "final")}, **fields})
     with pytest.raises(UserError, match="model.encoder_checkpoint.*it was retrained"):
-        upstream.pin(vlm.config, runs / vlm.run_id)
+        upstream.pin(upstream.resolve(vlm.config, runs), runs / vlm.run_id)
 
 
 def test_a_replaced_weights_file_is_refused(finished):

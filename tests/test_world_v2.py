@@ -5,18 +5,19 @@ import numpy as np
 
 from study.config import load_config
 from study.data.counter_rng import stream_key, uniforms
-from study.data.world import World, make_world, shape_mask
+from study.data.world import World, shape_mask
 from study.data.world_v2 import WorldV2
+from study.data.worlds import build_world
 
 
 def v2(*overrides):
-    return make_world(load_config("tiny", ["data.world_version=2", "data.max_objects=4", "data.image_size=32",
+    return build_world(load_config("tiny", ["data.world_version=2", "data.max_objects=4", "data.image_size=32",
                                            *overrides]).data)
 
 
 def test_v2_is_deterministic_batch_independent_and_a_new_world():
     world = v2()
-    assert isinstance(world, WorldV2) and type(make_world(load_config("tiny").data)) is World
+    assert isinstance(world, WorldV2) and type(build_world(load_config("tiny").data)) is World
     images, scenes = world.batch(np.arange(10, 74))
     again, _ = v2().batch(np.arange(73, 9, -1))
     assert np.array_equal(images, again[::-1])

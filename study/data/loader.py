@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from study.config import RunConfig
+from study.data.batch import Batch, make_batch
 from study.data.counter_rng import mix64
-from study.data.tokenizer import PAD_ID, encode
-from study.data.world import HELD_OUT_START, Scene, World, make_world
+from study.data.shards import ShardStream
+from study.data.world import HELD_OUT_START, World
 
 
 class KeyedPermutation:
@@ -63,35 +63,12 @@ def held_out_indices(start: int, count: int) -> np.ndarray:
     return HELD_OUT_START + np.arange(start, start + count, dtype=np.int64)
 
 
-@dataclass
-class Batch:
-    images: torch.Tensor  # (B, 3, H, W): float in [0, 1]; uint8 in shard training batches (study.data.shards)
-    tokens: torch.Tensor  # (B, L) caption ids, <bos> ... <eos>, right-padded with <pad>
-    scenes: list[Scene]   # ground truth (world batches only)
-    errors: list[dict] = field(default_factory=list)  # corrupt samples left out (shard batches only)
-
-
-def pad_tokens(token_lists: list[list[int]], pad_id: int = PAD_ID) -> torch.Tensor:
-    """Right-pad id lists with `pad_id` into a (B, L) tensor."""
-    length = max(len(t) for t in token_lists)
-    tokens = np.full((len(token_lists), length), pad_id, dtype=np.int64)
-    for row, ids in enumerate(token_lists):
-        tokens[row, : len(ids)] = ids
-    return torch.from_numpy(tokens)
-
-
-def make_batch(world: World, indices: np.ndarray) -> Batch:
-    images, scenes = world.batch(indices)
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    return Batch(pixels, pad_tokens([encode(sc.caption) for sc in scenes]), scenes)
-
-
 class TrainStream:
-    """Training batches from `start_step` on, rendered one batch ahead on a worker thread when a core
-    is spare (on a machine whose every core runs torch, a render thread only slows the step down)."""
+    """Training batches of the run's world from `start_step` on, rendered one batch ahead on a worker thread when a
+    core is spare (on a machine whose every core runs torch, a render thread only slows the step down)."""
 
-    def __init__(self, cfg: RunConfig, start_step: int, prefetch: bool | None = None):
-        self.cfg, self.world, self.step = cfg, make_world(cfg.data), start_step
+    def __init__(self, cfg: RunConfig, world: World, start_step: int, prefetch: bool | None = None):
+        self.cfg, self.world, self.step = cfg, world, start_step
         if prefetch is None:
             prefetch = (os.cpu_count() or 1) > torch.get_num_threads()
         self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
@@ -115,11 +92,10 @@ class TrainStream:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def training_stream(cfg: RunConfig, start_step: int, run_dir: Path | str):
-    """The run's training batches from `start_step` on: rendered from the world, or read from shards
+def training_stream(cfg: RunConfig, world: World | None, start_step: int,
+                    run_dir: Path | str) -> TrainStream | ShardStream:
+    """The run's training batches from `start_step` on: rendered from its world, or read from shards
     (`study.data.shards.ShardStream`, which records corrupt samples in the run directory)."""
     if cfg.data.source == "shards":
-        from study.data.shards import ShardStream
-
         return ShardStream(cfg, start_step, Path(run_dir))
-    return TrainStream(cfg, start_step)
+    return TrainStream(cfg, world, start_step)

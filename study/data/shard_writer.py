@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from study.config import DataConfig
 from study.data.shards import IMAGE_EXTS, INDEX
+from study.data.world import World
 from study.errors import UserError
 from study.runstore import atomic_write
 
@@ -31,11 +31,8 @@ def folder_samples(folder: Path) -> Iterator[tuple[str, bytes, str]]:
         yield path.suffix.lower().lstrip("."), path.read_bytes(), path.with_suffix(".txt").read_text().strip()
 
 
-def world_samples(cfg: DataConfig, count: int, chunk: int = 256) -> Iterator[tuple[str, bytes, str]]:
+def world_samples(world: World, count: int, chunk: int = 256) -> Iterator[tuple[str, bytes, str]]:
     """The world's training indices [0, count) as PNG images with their captions."""
-    from study.data.world import World
-
-    world = World(cfg)
     for start in range(0, count, chunk):
         images, scenes = world.batch(np.arange(start, min(count, start + chunk)))
         for image, scene in zip(images, scenes, strict=True):

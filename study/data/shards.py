@@ -31,11 +31,13 @@ import torch
 from PIL import Image
 
 from study.config import RunConfig
-from study.data.loader import Batch, pad_tokens
+from study.data.batch import Batch, pad_tokens
+from study.data.hf_files import vision_spec
 from study.data.sample_order import GlobalOrder, TarSamples
 from study.data.text import TextCodec
 from study.data.tokenizer import max_caption_tokens
 from study.errors import UserError
+from study.runstore import RunStore
 
 INDEX = "index.json"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -180,11 +182,8 @@ def distributed_rank() -> tuple[int, int]:
 
 
 def image_size(cfg: RunConfig) -> int:
-    if cfg.model.backbone == "hf":
-        from study.model.hf import vision_spec
-
-        return vision_spec(cfg.model.vision_path)[0]
-    return cfg.data.image_size
+    """The side of the images the run's vision encoder takes."""
+    return vision_spec(cfg.model.vision_path)[0] if cfg.model.backbone == "hf" else cfg.data.image_size
 
 
 class ShardReader(torch.utils.data.IterableDataset):
@@ -225,8 +224,6 @@ class ShardStream:
     """The training batches of a run from `start_step` on; corrupt samples go to the run's data_errors.jsonl."""
 
     def __init__(self, cfg: RunConfig, start_step: int, run_dir: Path):
-        from study.runstore import RunStore
-
         self.rank, world = distributed_rank()
         dataset = ShardReader(cfg, start_step, self.rank, world, cfg.data.workers)
         self.loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.data.workers,

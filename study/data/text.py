@@ -4,6 +4,7 @@ of `model.llm_path`; with the start, end and pad ids that run uses."""
 from __future__ import annotations
 
 from study.config import RunConfig
+from study.data.hf_files import load_tokenizer, special_ids
 from study.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKEN_ID, VOCAB
 
 
@@ -11,8 +12,6 @@ class TextCodec:
     def __init__(self, cfg: RunConfig):
         self.tokenizer = None
         if cfg.model.backbone == "hf":
-            from study.model.hf import load_tokenizer, special_ids
-
             self.tokenizer = load_tokenizer(cfg.model.llm_path)
             self.pad_id, self.start, self.end = special_ids(self.tokenizer)
         else:

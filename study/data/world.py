@@ -1,6 +1,7 @@
 """The miniature world: images of a few objects on a meaningless texture, and partial captions.
 
-Everything is a pure function of (world seed, index): the world is infinite and deterministic.
+Everything is a pure function of (world seed, index): the world is infinite and deterministic. A run builds its
+world once, with `study.data.worlds.build_world`, and hands it to everything that renders images.
 Only the objects carry meaning (shape, colour, size, 3x3 location); the background texture is
 high-frequency detail that a pixel objective must spend capacity on.
 """
@@ -160,15 +161,6 @@ class World:
             sel = shapes == shape
             masks[sel] = shape_mask(int(shape), dy[sel], dx[sel], radius[sel])
         return masks
-
-def make_world(cfg: DataConfig) -> World:
-    """The world of `data.world_version`: 1 (this module) or 2 (`study.data.world_v2`)."""
-    if cfg.world_version == 2:
-        from study.data.world_v2 import WorldV2
-
-        return WorldV2(cfg)
-    return World(cfg)
-
 
 def shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     """Pixels inside the shape of radius r centred at offset (dy, dx) = 0 (r broadcasts)."""

@@ -10,7 +10,8 @@ included: every rank makes the same forwards, so none is gathered or rebuilt). E
 contiguous block of rows per rank; each loss is a sum over its units (caption tokens, visual positions) and
 the sums and unit counts are all-reduced, so the losses are the held-out means over units whatever the number
 of ranks. The diagnostics and semantic metrics come from the first batch, computed alike on every rank.
-The diffusion head's noise is drawn per rank (the pixel loss is a Monte Carlo estimate).
+The diffusion head's timesteps and noise (the pixel loss is a Monte Carlo estimate) are drawn for each whole
+batch and sliced, so the estimate too is the same at any number of ranks.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import torch.distributed as dist
 
 from study.config import RunConfig
 from study.data.shards import ERRORS, Captions, held_out_batches
+from study.draws import Draws, diffusion_draws
 from study.errors import UserError
 from study.evaluation.diagnostics import collapse_diagnostics
 from study.evaluation.generation import semantic_metrics
 from study.model.unified import UnifiedModel
-from study.objectives import compute_losses, unit_counts
+from study.objectives import loss_terms, unit_counts
 from study.runstore import read_jsonl
 
 BATCH = 64
@@ -42,17 +44,20 @@ def heldout_metrics(model: UnifiedModel, cfg: RunConfig, step: int, gen: torch.G
         raise UserError(f"config key 'data.held_out_shards': the held-out shards of '{cfg.data.shards}' hold no "
                         "readable sample")
     device = next(model.parameters()).device
-    noise = torch.Generator(device).manual_seed(gen.initial_seed() + rank)
+    noise = torch.Generator(device).manual_seed(gen.initial_seed())
     active = [k for k, head in (("caption", True), ("semantic", model.semantic_head), ("pixel", model.pixel_head))
               if head is not None]
     sums = torch.zeros(2, len(active), dtype=torch.float64, device=device)  # loss sums, unit counts
     for batch in batches:
-        rows = torch.tensor_split(torch.arange(len(batch.images)), world)[rank]
+        n = len(batch.images)
+        draws = Draws(n, None, diffusion_draws(model, cfg, n, noise, device), cfg.objective.diffusion_batch_mul)
+        rows = torch.tensor_split(torch.arange(n), world)[rank]
         weight = 1.0
         if len(rows) == 0:  # fewer rows than ranks: forward one row with weight 0, so every rank runs alike
             rows, weight = torch.arange(1), 0.0
         images, tokens = batch.images[rows].to(device), batch.tokens[rows].to(device)
-        losses = compute_losses(model, cfg, images, tokens, None, noise)
+        mine = draws.slice(int(rows[0]), int(rows[-1]) + 1)
+        losses = loss_terms(model, cfg, images, tokens, None, mine.diffusion)
         counts = unit_counts(model, cfg, tokens, None)
         for j, k in enumerate(active):
             sums[0, j] += losses[k].double() * counts[k] * weight

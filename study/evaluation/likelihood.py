@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study.data.loader import pad_tokens
+from study.data.batch import pad_tokens
 from study.model.unified import UnifiedModel
 
 CHUNK = 512

@@ -10,10 +10,15 @@ counted).
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from study.config import RunConfig
+from study.data.hf_files import read_config, vision_spec
 from study.data.tokenizer import VOCAB
+from study.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,31 @@ class Dims:
     target: int      # pixel target features per token
 
 
+@functools.cache
+def backbone_dims(vision_path: str, llm_path: str, vae_path: str, latent_patch: int) -> Dims:
+    """The dimensions of pretrained backbones, read from their config files (no weights are loaded)."""
+    vc = read_config("vision_path", vision_path)
+    vc, lc = getattr(vc, "vision_config", vc), read_config("llm_path", llm_path)
+    swiglu = getattr(vc, "use_swiglu_ffn", False)
+    head = lc.hidden_size // lc.num_attention_heads
+    target = 0
+    if vae_path:
+        try:
+            target = json.loads((Path(vae_path) / "config.json").read_text())["latent_channels"] * latent_patch ** 2
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"config key 'model.vae_path': cannot read '{vae_path}/config.json': "
+                            f"{e.__class__.__name__}") from None
+    return Dims((vision_spec(vision_path)[0] // vc.patch_size) ** 2, vc.patch_size ** 2 * 3, vc.hidden_size,
+                vc.num_hidden_layers, int(vc.hidden_size * vc.mlp_ratio) if hasattr(vc, "mlp_ratio")  # DINOv2
+                else vc.intermediate_size, 3 if swiglu else 2, lc.hidden_size, lc.num_hidden_layers,
+                lc.intermediate_size, head * getattr(lc, "num_key_value_heads", lc.num_attention_heads),
+                lc.vocab_size, target)
+
+
 def model_dims(cfg: RunConfig) -> Dims:
+    """The dimensions of the run's model: from the config (mini backbone) or the backbones' config files (hf)."""
     m = cfg.model
     if m.backbone == "hf":
-        from study.model.hf import backbone_dims
-
         return backbone_dims(m.vision_path, m.llm_path, m.vae_path if "pixel" in cfg.objective.parts() else "",
                              m.vae_latent_patch)
     patch_dim = m.patch_size ** 2 * 3

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.data.hf_files import load_local, read_config, vision_spec
 from study.errors import UserError
-from study.model.flops import Dims
 from study.model.layers import KVCache
 from study.model.meta_init import parameters_on_meta
 from study.model.vit import patchify
@@ -34,43 +32,19 @@ VISION_MODELS = {"dinov2": ("Dinov2Model", 1), "siglip_vision_model": ("SiglipVi
 ATTENTION = {"sdpa": "sdpa", "reference": "eager"}
 
 
-def _load(key: str, path: str, loader, *args, **kwargs):
-    """Call `loader(path, ...)` locally; a failure is one UserError naming the config key and the path."""
-    try:
-        return loader(path, *args, local_files_only=True, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        reason = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-        raise UserError(f"config key 'model.{key}': cannot load '{path}': {reason}") from None
-
-
-def vision_spec(path: str) -> tuple[int, list[float], list[float]]:
-    """(image side, mean, std) of a vision checkpoint: its preprocessor config, else its model config."""
-    from transformers import AutoConfig
-
-    config = _load("vision_path", path, AutoConfig.from_pretrained)
-    config = getattr(config, "vision_config", config)
-    proc_file = Path(path) / "preprocessor_config.json"
-    proc = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
-    size = proc.get("crop_size") if proc.get("do_center_crop", "crop_size" in proc) else proc.get("size")
-    if isinstance(size, dict):
-        size = size.get("height", size.get("shortest_edge"))
-    return int(size or config.image_size), proc.get("image_mean", [0.5] * 3), proc.get("image_std", [0.5] * 3)
-
-
 class VisionEncoder(nn.Module):
     def __init__(self, path: str, layer: int, weights: bool = True):
         super().__init__()
         import transformers
-        from transformers import AutoConfig
 
-        config = _load("vision_path", path, AutoConfig.from_pretrained)
+        config = read_config("vision_path", path)
         if config.model_type not in VISION_MODELS:
             raise UserError(f"config key 'model.vision_path': '{path}' holds a {config.model_type!r} model "
                             f"(allowed: {', '.join(VISION_MODELS)})")
         cls_name, self.prefix = VISION_MODELS[config.model_type]
         cls = getattr(transformers, cls_name)
         if weights:
-            self.model = _load("vision_path", path, cls.from_pretrained, dtype=torch.float32)
+            self.model = load_local("vision_path", path, cls.from_pretrained, dtype=torch.float32)
         else:  # parameters on meta, filled later (study/model/meta_init.py)
             with parameters_on_meta():
                 self.model = cls._from_config(getattr(config, "vision_config", config), dtype=torch.float32)
@@ -93,13 +67,13 @@ class VisionEncoder(nn.Module):
 class CausalLM(nn.Module):
     def __init__(self, path: str, attention: str, weights: bool = True):
         super().__init__()
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
         if weights:
-            self.lm = _load("llm_path", path, AutoModelForCausalLM.from_pretrained, dtype=torch.float32,
+            self.lm = load_local("llm_path", path, AutoModelForCausalLM.from_pretrained, dtype=torch.float32,
                             attn_implementation=ATTENTION[attention])
         else:  # parameters on meta, filled later (study/model/meta_init.py)
-            config = _load("llm_path", path, AutoConfig.from_pretrained)
+            config = read_config("llm_path", path)
             with parameters_on_meta():
                 self.lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
                                                            attn_implementation=ATTENTION[attention])
@@ -141,9 +115,9 @@ class LatentTarget(nn.Module):
         from diffusers import AutoencoderKL
 
         if weights:
-            self.vae = _load("vae_path", path, AutoencoderKL.from_pretrained, low_cpu_mem_usage=False)
+            self.vae = load_local("vae_path", path, AutoencoderKL.from_pretrained, low_cpu_mem_usage=False)
         else:  # parameters on meta, filled later (study/model/meta_init.py)
-            config = _load("vae_path", path, AutoencoderKL.load_config)
+            config = load_local("vae_path", path, AutoencoderKL.load_config)
             with parameters_on_meta():
                 self.vae = AutoencoderKL.from_config(config)
         self.vae.requires_grad_(False).eval()
@@ -161,44 +135,3 @@ class LatentTarget(nn.Module):
         x = F.interpolate(images.float(), size=(self.size, self.size), mode="bilinear", antialias=True)
         latents = self.vae.encode(x * 2 - 1).latent_dist.mean
         return patchify((latents - self.shift) * self.scale, self.patch)
-
-
-def special_ids(tokenizer) -> tuple[int, int, int]:
-    """(pad, start, end) ids; the start is <bos> where the tokenizer has one, else <eos> (Qwen style). Without a
-    pad token <eos> pads, and the end of a caption is then not scored."""
-    end = tokenizer.eos_token_id
-    if end is None:
-        raise UserError("config key 'model.llm_path': the tokenizer has no end-of-text token")
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else end
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
-    return pad, start, end
-
-
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    return _load("llm_path", path, AutoTokenizer.from_pretrained)
-
-
-@functools.cache
-def backbone_dims(vision_path: str, llm_path: str, vae_path: str, latent_patch: int) -> Dims:
-    """FLOPs-relevant dimensions read from the backbones' config files (no weights are loaded)."""
-    from transformers import AutoConfig
-
-    vc = _load("vision_path", vision_path, AutoConfig.from_pretrained)
-    vc, lc = getattr(vc, "vision_config", vc), _load("llm_path", llm_path, AutoConfig.from_pretrained)
-    swiglu = getattr(vc, "use_swiglu_ffn", False)
-    head = lc.hidden_size // lc.num_attention_heads
-    target = 0
-    if vae_path:
-        try:
-            target = json.loads((Path(vae_path) / "config.json").read_text())["latent_channels"] * latent_patch ** 2
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"config key 'model.vae_path': cannot read '{vae_path}/config.json': "
-                            f"{e.__class__.__name__}") from None
-    return Dims((vision_spec(vision_path)[0] // vc.patch_size) ** 2, vc.patch_size ** 2 * 3, vc.hidden_size,
-                vc.num_hidden_layers, int(vc.hidden_size * vc.mlp_ratio) if hasattr(vc, "mlp_ratio")  # DINOv2
-                else vc.intermediate_size, 3 if swiglu else 2, lc.hidden_size, lc.num_hidden_layers,
-                lc.intermediate_size, head * getattr(lc, "num_key_value_heads", lc.num_attention_heads),
-                lc.vocab_size, target)
-

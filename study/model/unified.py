@@ -10,13 +10,13 @@ transformers backbones (`hf`, see `study.model.hf`), behind one interface; so is
 from __future__ import annotations
 
 import copy
-import pickle
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from study.config import RunConfig
+from study.data.hf_files import load_tokenizer, special_ids
 from study.data.tokenizer import BOS_ID, PAD_ID, VOCAB, max_caption_tokens
 from study.errors import UserError
 from study.model.diffloss import DiffusionHead
@@ -31,8 +31,10 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 class UnifiedModel(nn.Module):
     def __init__(self, cfg: RunConfig, weights: bool = True):
-        """The model of `cfg`; `weights=False` leaves the pretrained backbones' parameters on the meta device, to be
-        loaded once sharded (study/model/meta_init.py)."""
+        """The model of `cfg` (its upstream references resolved to files), randomly initialised from torch's global
+        generator; `weights=False` leaves the pretrained backbones' parameters on the meta device, to be loaded once
+        sharded (study/model/meta_init.py). Weights of upstream runs (`model.encoder_checkpoint`,
+        `objective.target_projector`) are loaded by `load_upstream`."""
         super().__init__()
         m, o = cfg.model, cfg.objective
         self.visual_attention = m.visual_attention
@@ -82,14 +84,20 @@ class UnifiedModel(nn.Module):
         self.ema_projector = None  # the projector copy that defines semantic_input targets: EMA or frozen
         if self.semantic_target == "semantic_input" and (o.target_ema > 0 or o.target_projector):
             self.ema_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        if o.target_projector and self.ema_projector is not None:
-            self.ema_projector.load_state_dict(load_module_weights(o.target_projector, "projector",
-                                                                   "objective.target_projector"))
-        if m.encoder_checkpoint:  # into meta parameters by assignment: the encoder then holds values
-            encoder = load_module_weights(m.encoder_checkpoint, "encoder", "model.encoder_checkpoint")
-            self.encoder.load_state_dict(encoder, assign=not weights)
+        self.freeze_encoder = m.freeze_encoder
         if m.freeze_encoder:
             self.encoder.requires_grad_(False)
+
+    def load_upstream(self, encoder: dict[str, torch.Tensor] | None, projector: dict[str, torch.Tensor] | None,
+                      assign: bool = False) -> None:
+        """Load an upstream run's encoder and target-projector weights (`assign`: into meta parameters, which then
+        hold them); a frozen encoder stays frozen."""
+        if projector is not None and self.ema_projector is not None:
+            self.ema_projector.load_state_dict(projector)
+        if encoder is not None:
+            self.encoder.load_state_dict(encoder, assign=assign)
+            if self.freeze_encoder:
+                self.encoder.requires_grad_(False)
 
     def _init_shared(self, backbone: str) -> None:
         """Draw the weights of everything built so far (pretrained backbones keep theirs), then the mask
@@ -105,12 +113,12 @@ class UnifiedModel(nn.Module):
         m = cfg.model
         self.encoder = hf.VisionEncoder(m.vision_path, m.vision_layer, weights)
         self.llm = hf.CausalLM(m.llm_path, m.attention, weights)
-        tokenizer = hf.load_tokenizer(m.llm_path)
+        tokenizer = load_tokenizer(m.llm_path)
         vocab = self.llm.tok_embed.num_embeddings
         if len(tokenizer) > vocab:
             raise UserError(f"config key 'model.llm_path': the tokenizer of '{m.llm_path}' has {len(tokenizer)} "
                             f"tokens, the model's embedding only {vocab}")
-        self.pad_id, self.bos_id, _ = hf.special_ids(tokenizer)
+        self.pad_id, self.bos_id, _ = special_ids(tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -160,17 +168,3 @@ class UnifiedModel(nn.Module):
         if self.ema_projector is not None and decay > 0:  # decay 0 with a projector: a frozen one
             for ema, live in zip(self.ema_projector.parameters(), self.projector.parameters(), strict=True):
                 ema.lerp_(live, 1 - decay)
-
-
-def load_module_weights(path: str, module: str, key: str) -> dict[str, torch.Tensor]:
-    """One module's state dict from a run checkpoint ('model' with '<module>.' keys) or a bare state dict; `key`
-    names the config key in errors."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as e:
-        raise UserError(f"config key '{key}': cannot load '{path}': {e.__class__.__name__}") from None
-    state = state.get("model", state)
-    prefix = f"{module}."
-    if any(k.startswith(prefix) for k in state):
-        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-    return state

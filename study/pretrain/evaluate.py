@@ -1,6 +1,6 @@
-"""A pretraining stage's evaluation on held-out world images: linear probes of shape, colour and size from the
-encoder's token features pooled over each object's cell (`study.evaluation.probe`), and the objective's own
-held-out loss. Step 0 is the randomly initialised encoder: the floor every later probe is read against."""
+"""A pretraining stage's evaluation on held-out images of the run's world: linear probes of shape, colour and size
+from the encoder's token features pooled over each object's cell (`study.evaluation.probe`), and the objective's
+own held-out loss. Step 0 is the randomly initialised encoder: the floor every later probe is read against."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from study.config import RunConfig
-from study.data.loader import held_out_indices, make_batch
+from study.data.batch import make_batch
+from study.data.loader import held_out_indices
 from study.data.world import World
 from study.evaluation.probe import probe_scores
 
@@ -18,10 +19,9 @@ def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate_stage(objective: nn.Module, cfg: RunConfig, step: int) -> dict[str, float]:
+def evaluate_stage(objective: nn.Module, cfg: RunConfig, world: World, step: int) -> dict[str, float]:
     was_training = objective.training
     objective.eval()
-    world = World(cfg.data)
     held_out = make_batch(world, held_out_indices(0, cfg.eval.num_images))
     losses = objective(held_out.images, held_out.tokens, eval_generator(cfg, step))
     out = {f"heldout/{k}": float(v) for k, v in losses.items() if k != "total"}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from study.checkpoint import load_latest
 from study.config import RunConfig, load_config
 from study.runstore import RunStore
 from tests.test_train import _deterministic
@@ -34,7 +35,7 @@ def assert_same_run(expected: Path, actual: Path) -> None:
     a, b = RunStore(expected), RunStore(actual)
     assert b.status()["state"] == "completed", b.status()
     assert b.status()["final"] == a.status()["final"]
-    wa, wb = a.load_latest_checkpoint()["model"], b.load_latest_checkpoint()["model"]
+    wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _deterministic(b.records("metrics.jsonl")) == _deterministic(a.records("metrics.jsonl"))

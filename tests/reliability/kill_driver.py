@@ -13,9 +13,11 @@ import os
 import signal
 import sys
 
+import study.checkpoint as checkpoint
 import study.runstore as runstore
-import study.train as train_module
+import study.vlm as vlm
 from study.config import load_config
+from study.train import train
 
 SIGNAL = [signal.SIGKILL]
 
@@ -26,7 +28,7 @@ def die() -> None:
 
 def arm(event: str, step: int) -> None:
     if event == "step":
-        real_losses, calls = train_module.compute_losses, [0]
+        real_losses, calls = vlm.loss_terms, [0]
 
         def losses(*args, **kwargs):
             calls[0] += 1
@@ -36,16 +38,16 @@ def arm(event: str, step: int) -> None:
 
         # the counter starts at the resumed step: the driver is told the absolute step
         calls[0] = -10**9
-        train_module.compute_losses = losses
-        real_stream = train_module.training_stream
+        vlm.loss_terms = losses
+        real_stream = vlm.training_stream
 
-        def stream(cfg, start, *a, **k):
+        def stream(cfg, world, start, *a, **k):
             calls[0] = start
-            return real_stream(cfg, start, *a, **k)
+            return real_stream(cfg, world, start, *a, **k)
 
-        train_module.training_stream = stream
+        vlm.training_stream = stream
     elif event == "checkpoint":
-        real_save = runstore.torch.save
+        real_save = checkpoint.torch.save
 
         def save(state, f):
             if state.get("step") == step:
@@ -54,16 +56,16 @@ def arm(event: str, step: int) -> None:
                 die()
             real_save(state, f)
 
-        runstore.torch.save = save
+        checkpoint.torch.save = save
     elif event == "eval":
-        real_eval = train_module.evaluate
+        real_eval = vlm.evaluate
 
-        def evaluate(model, cfg, at, **kwargs):
+        def evaluate(model, cfg, at, *args, **kwargs):
             if at == step:
                 die()
-            return real_eval(model, cfg, at, **kwargs)
+            return real_eval(model, cfg, at, *args, **kwargs)
 
-        train_module.evaluate = evaluate
+        vlm.evaluate = evaluate
     elif event == "metrics":
         real_append = runstore.RunStore.append
 
@@ -85,7 +87,7 @@ def main() -> None:
         SIGNAL[0] = signal.Signals[f"SIG{name}"]
     if event != "none":
         arm(event, int(step))
-    train_module.train(load_config("tiny", overrides), run_dir, quiet=True)
+    train(load_config("tiny", overrides), run_dir, quiet=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 
 import study.runstore as runstore
 from study.runstore import RunStore
-from study.train import Interrupt, train
+from study.train import train
 from tests.reliability.conftest import RUN_OVERRIDES, assert_same_run, run_config
 from unihetero.cli import main
 
@@ -73,7 +73,7 @@ def test_disk_full_during_checkpoint_stops_cleanly_and_resumes(disk, tmp_path, m
         runs = tmp_path / "runs"
     run = runs / cfg.run_id()
     try:
-        train(cfg, run, interrupt=Interrupt(after_step=GOOD_STEP), quiet=True)
+        train(cfg, run, until_step=GOOD_STEP, quiet=True)
         (good,) = RunStore(run).checkpoints()
         good_sha, size = _sha(good), good.stat().st_size
         if disk == "tmpfs":  # leave room for the small records, but only for half a checkpoint
@@ -85,7 +85,7 @@ def test_disk_full_during_checkpoint_stops_cleanly_and_resumes(disk, tmp_path, m
             def save(state, f):
                 real_save(state, _FillsUp(f, size // 2) if state.get("step") == FAILING_STEP else f)
 
-            monkeypatch.setattr(runstore.torch, "save", save)
+            monkeypatch.setattr(torch, "save", save)
 
         capsys.readouterr()
         assert main(["train", "tiny", *RUN_OVERRIDES, "--runs-dir", str(runs), "--quiet"]) == 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from study.checkpoint import load_latest
 from study.runstore import RunStore
 from tests.test_train import _deterministic
 
@@ -32,7 +33,7 @@ def test_kill_nine_at_many_points_then_resume_equals_uninterrupted(tmp_path):
         assert RunStore(victim).status()["state"] != "completed"
     assert _drive(victim, "none") == 0
     a, b = RunStore(reference), RunStore(victim)
-    wa, wb = a.load_latest_checkpoint()["model"], b.load_latest_checkpoint()["model"]
+    wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _deterministic(a.records("metrics.jsonl")) == _deterministic(b.records("metrics.jsonl"))
     assert a.records("eval.jsonl") == b.records("eval.jsonl")
@@ -40,20 +41,20 @@ def test_kill_nine_at_many_points_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_corrupt_newest_checkpoint_and_status_fall_back_with_a_warning(tmp_path):
-    from study.train import Interrupt, train
+    from study.train import train
     from tests.conftest import tiny_config
 
     cfg = tiny_config(*OVERRIDES)
     reference = train(cfg, tmp_path / "reference", quiet=True)
     run = tmp_path / "run"
-    train(cfg, run, interrupt=Interrupt(after_step=15), quiet=True)
+    train(cfg, run, until_step=15, quiet=True)
     newest = RunStore(run).checkpoints()[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
     (run / "status.json").write_bytes(b"\x00\xff garbage")
     with pytest.warns(UserWarning, match=newest.name):
         train(cfg, run, quiet=True)
     a, b = RunStore(reference), RunStore(run)
-    wa, wb = a.load_latest_checkpoint()["model"], b.load_latest_checkpoint()["model"]
+    wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _deterministic(a.records("metrics.jsonl")) == _deterministic(b.records("metrics.jsonl"))
     assert b.status()["state"] == "completed"

@@ -15,9 +15,10 @@ import textwrap
 import pytest
 import torch
 
+from study.checkpoint import load_latest
 from study.errors import UserError
 from study.runstore import RunStore
-from study.train import Interrupt, train
+from study.train import train
 from sweeps.layout import grid_file, run_dir
 from tests.reliability.conftest import assert_same_run, run_config
 from tests.test_sweep_spec import write_grid
@@ -71,7 +72,7 @@ class _Payload:
 def test_pickle_payload_in_a_checkpoint_is_not_executed(tmp_path, reference_run):
     cfg = run_config()
     run = tmp_path / "run"
-    train(cfg, run, interrupt=Interrupt(after_step=10), quiet=True)
+    train(cfg, run, until_step=10, quiet=True)
     marker = tmp_path / "executed"
     evil = run / "checkpoints" / "step_00000015.pt"  # the newest checkpoint, so the first one loaded
     torch.save({"model": _Payload(marker), "step": 15}, evil)
@@ -83,7 +84,7 @@ def test_pickle_payload_in_a_checkpoint_is_not_executed(tmp_path, reference_run)
     marker.unlink()
 
     with pytest.warns(UserWarning, match=evil.name):
-        assert RunStore(run).load_latest_checkpoint()["step"] == 10
+        assert load_latest(RunStore(run))["step"] == 10
     with pytest.warns(UserWarning, match=evil.name):
         train(cfg, run, quiet=True)  # falls back to step 10 and finishes
     assert not marker.exists()
@@ -112,7 +113,7 @@ def test_run_id_cannot_leave_the_runs_directory(tmp_path, run_id):
 def test_resume_through_a_symlink_writes_only_inside_the_run(tmp_path, reference_run, capsys):
     cfg = run_config()
     real = tmp_path / "scratch" / cfg.run_id()
-    train(cfg, real, interrupt=Interrupt(after_step=10), quiet=True)
+    train(cfg, real, until_step=10, quiet=True)
     link = tmp_path / "link"
     link.symlink_to(real, target_is_directory=True)
     outside = tmp_path / "outside.txt"
@@ -171,13 +172,14 @@ def test_every_torch_load_in_the_toolkit_is_a_safe_load():
 
 @pytest.mark.parametrize("command", ["bench", "eval"])
 def test_pickle_payload_in_a_checkpoint_is_not_executed_by_bench_or_eval(tmp_path, command, capsys):
+    from study.data.worlds import build_world
     from study.evaluation.bench import world_tasks
 
     cfg = run_config()
-    run = train(cfg, tmp_path / "run", interrupt=Interrupt(after_step=10), quiet=True)
+    run = train(cfg, tmp_path / "run", until_step=10, quiet=True)
     marker = tmp_path / "executed"
     torch.save({"model": _Payload(marker), "step": 10}, run / "checkpoints" / "step_00000010.pt")
-    task = world_tasks.write_tsv(tmp_path / "mc.tsv", world_tasks.colour_questions(cfg, 4))
+    task = world_tasks.write_tsv(tmp_path / "mc.tsv", world_tasks.colour_questions(build_world(cfg.data), 4))
     argv = ["bench", str(run), "--task", str(task)] if command == "bench" else ["eval", str(run)]
     with contextlib.suppress(pickle.UnpicklingError):
         main(argv)

@@ -27,21 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from study import distributed
-    from study.evaluation.bench.run import load_trained, run_benchmarks
+    from study.evaluation.bench.run import run_benchmarks
     from study.evaluation.bench.scoring import Shard
-    from study.runstore import RunStore
+    from study.rebuild import load_vlm
 
     if args.limit < 0:
         raise UserError(f"bench --limit {args.limit}: must be >= 0")
-    cfg, model, step = load_trained(args.run_dir, args.step)
+    run = load_vlm(args.run_dir, args.step)
+    cfg, step, store = run.inputs.resolved, run.step, run.store
     ranks, started = distributed.setup(cfg)
     try:
-        metrics = run_benchmarks(model.to(ranks.device), cfg, args.task, args.limit, Shard(ranks.rank, ranks.world))
+        metrics = run_benchmarks(run.model.to(ranks.device), cfg, args.task, args.limit,
+                                 Shard(ranks.rank, ranks.world))
     finally:
         distributed.teardown(started)
     if not ranks.main:
         return 0
-    store = RunStore(args.run_dir)
     own = [r for r in store.records("eval.jsonl") if r.get("step") == step]
     record = (own[-1] if own else {"step": step, "samples_seen": step * cfg.train.batch_size,
                                    "final": step == cfg.steps}) | metrics | {"reevaluated": True}

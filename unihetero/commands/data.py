@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_shards(args: argparse.Namespace) -> int:
     from study.config import load_config
     from study.data.shard_writer import folder_samples, world_samples, write_shards
+    from study.data.worlds import build_world
 
     if args.images:
         folder = Path(args.images)
@@ -34,7 +35,7 @@ def run_shards(args: argparse.Namespace) -> int:
             raise UserError(f"data shards --images '{folder}': not a directory")
         samples = folder_samples(folder)
     else:
-        samples = world_samples(load_config(args.config).data, args.world)
+        samples = world_samples(build_world(load_config(args.config).data), args.world)
     index = write_shards(samples, Path(args.out_dir), args.shard_size)
     print(f"{index['samples']} samples in {len(index['shards'])} shards: {Path(args.out_dir) / 'index.json'}")
     return 0

@@ -11,7 +11,7 @@ import yaml
 
 from study.config import load_config
 from study.errors import UserError
-from study.runstore import RunStore
+from study.runstore import open_run
 from study.summary import summarise_run
 
 
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("summary", help="print a run's status and final metrics against floor and chance")
     s.add_argument("run_dir")
     s.set_defaults(func=run_summary)
-    e = sub.add_parser("eval", help="re-evaluate a finished run from its last checkpoint")
+    e = sub.add_parser("eval", help="re-evaluate a run (a VLM or an encoder-pretraining stage) from its last "
+                                    "checkpoint")
     e.add_argument("run_dir")
     e.set_defaults(func=run_eval)
 
@@ -37,7 +38,7 @@ def run_train(args: argparse.Namespace) -> int:
     from study.train import TrainingFailed, train
 
     if args.resume:
-        store = _require_run_dir(args.resume, "--resume")
+        store = open_run(args.resume, "--resume")
         cfg, run_dir = store.config(), store.path
     else:
         if not args.config:
@@ -59,36 +60,23 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _require_run_dir(path: str, command: str) -> RunStore:
-    store = RunStore(path)
-    if not (store.path / "config.yaml").is_file():
-        raise UserError(f"{command} '{path}': not a run directory (no config.yaml)")
-    return store
-
-
 def run_summary(args: argparse.Namespace) -> int:
-    print(summarise_run(str(_require_run_dir(args.run_dir, "summary").path)))
+    print(summarise_run(str(open_run(args.run_dir, "summary").path)))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from study.checkpoint import load_weights
     from study.evaluate import evaluate
-    from study.model.unified import UnifiedModel
+    from study.pretrain.evaluate import evaluate_stage
+    from study.rebuild import load_trained
 
-    store = _require_run_dir(args.run_dir, "eval")
-    cfg = store.config()
-    state = store.load_latest_checkpoint()
-    if state is None:
-        raise UserError(f"eval '{args.run_dir}': no loadable checkpoint")
-    model = UnifiedModel(cfg)
-    load_weights(model, cfg, state["model"])
-    torch.manual_seed(cfg.train.seed)
-    record = {"step": state["step"], "samples_seen": state["step"] * cfg.train.batch_size, "final": True,
-              "reevaluated": True}
-    record.update(evaluate(model, cfg, state["step"], final=True, run_dir=store.path))
-    store.append("eval.jsonl", record)
+    run = load_trained(args.run_dir)
+    cfg, step = run.inputs.resolved, run.step
+    record = {"step": step, "samples_seen": step * cfg.train.batch_size, "final": True, "reevaluated": True}
+    if cfg.objective.task == "vlm":
+        record.update(evaluate(run.model, cfg, step, final=True, world=run.inputs.world, run_dir=run.store.path))
+    else:
+        record.update(evaluate_stage(run.model, cfg, run.inputs.world, step))
+    run.store.append("eval.jsonl", record)
     print(json.dumps(record, indent=1))
     return 0

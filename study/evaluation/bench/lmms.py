@@ -21,15 +21,16 @@ import torch
 from study.data.shards import as_input, fit_image, image_size
 from study.evaluation.bench.captioning import max_new_tokens
 from study.evaluation.bench.prompts import Prompts
-from study.evaluation.bench.run import load_trained
 from study.evaluation.bench.scoring import model_device
 from study.evaluation.decoding import greedy_decode
 from study.evaluation.likelihood import sequence_scores
+from study.rebuild import load_vlm
 
 
 class RunLMM:
     def __init__(self, run_dir: str, step: int | None = None, device: str | None = None):
-        self.cfg, self.model, self.step = load_trained(run_dir, step)
+        run = load_vlm(run_dir, step, "lmms-eval")
+        self.cfg, self.model, self.step = run.inputs.resolved, run.model, run.step
         if device:
             self.model.to(device)
         self.prompts, self.size = Prompts(self.cfg), image_size(self.cfg)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-import torch
-
-from study.checkpoint import load_weights, read_sharded
 from study.config import RunConfig
 from study.data.shards import image_size
 from study.errors import UserError
@@ -18,38 +15,6 @@ from study.evaluation.bench.prompts import Prompts
 from study.evaluation.bench.scoring import ONE_PROCESS, Shard
 from study.evaluation.bench.tasks import Captioning, Classification, MultipleChoice, Task, load_task
 from study.model.unified import UnifiedModel
-from study.runstore import RunStore
-
-
-def load_checkpoint(store: RunStore, step: int | None) -> dict:
-    """The run's checkpoint at `step` (default: the latest); a step with none names the steps kept."""
-    paths = {int(p.stem.removeprefix("step_")): p for p in store.checkpoints()}
-    if not paths:
-        raise UserError(f"run '{store.path}': no checkpoint")
-    step = max(paths) if step is None else step
-    if step not in paths:
-        raise UserError(f"--step {step}: no checkpoint at that step (kept: {', '.join(map(str, sorted(paths)))})")
-    return read_sharded(paths[step]) if paths[step].is_dir() else torch.load(paths[step], map_location="cpu",
-                                                                            weights_only=False)
-
-
-def load_trained(run_dir: str | Path, step: int | None = None) -> tuple[RunConfig, UnifiedModel, int]:
-    """A VLM run's config, its model with the weights of `step` (default: the latest checkpoint; 0: the random
-    initialisation the run started from, drawn again from its seed), and the step."""
-    from study.train import build_model
-
-    store = RunStore(run_dir)
-    if not (store.path / "config.yaml").is_file():
-        raise UserError(f"'{run_dir}': not a run directory (no config.yaml)")
-    cfg = store.config()
-    if cfg.objective.task != "vlm":
-        raise UserError(f"'{run_dir}': an encoder-pretraining stage has no LLM to ask")
-    state = None if step == 0 else load_checkpoint(store, step)
-    torch.manual_seed(cfg.train.seed)  # as training does before it builds the model
-    model = build_model(cfg, store.path.parent)
-    if state is not None:
-        load_weights(model, cfg, state["model"])
-    return cfg, model.eval(), 0 if state is None else state["step"]
 
 
 @functools.lru_cache(maxsize=16)

@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from study.config import RunConfig
 from study.data.loader import held_out_indices
 from study.data.world import COLOURS, NUMBERS, World
 
 OPTIONS = 4
 
 
-def world_images(cfg: RunConfig, n: int, start: int = 0):
-    """(PNG bytes, scene) of n held-out world images."""
-    images, scenes = World(cfg.data).batch(held_out_indices(start, n))
+def world_images(world: World, n: int, start: int = 0):
+    """(PNG bytes, scene) of n held-out images of `world`."""
+    images, scenes = world.batch(held_out_indices(start, n))
     out = []
     for image, scene in zip(images, scenes, strict=True):
         buffer = io.BytesIO()
@@ -37,12 +36,12 @@ def world_images(cfg: RunConfig, n: int, start: int = 0):
     return out
 
 
-def colour_questions(cfg: RunConfig, n: int, seed: int = 0):
+def colour_questions(world: World, n: int, seed: int = 0):
     """Per image: (png, question, options, answer index): which description of its first object is right, the
     true colour among OPTIONS colours, at a random position."""
     rng = np.random.default_rng(seed)
     rows = []
-    for png, scene in world_images(cfg, n):
+    for png, scene in world_images(world, n):
         obj = scene.objects[0]
         others = [c for c in range(len(COLOURS)) if c != obj.colour]
         colours = [obj.colour, *rng.choice(others, OPTIONS - 1, replace=False)]
@@ -76,9 +75,9 @@ def write_jsonl(path: Path, rows) -> Path:
 COUNT_PROMPT = "there are {} objects ."
 
 
-def write_count_folder(root: Path, cfg: RunConfig, n: int) -> Path:
+def write_count_folder(root: Path, world: World, n: int) -> Path:
     """An ImageFolder of held-out images by object count, with the world's count sentence as prompt."""
-    for i, (png, scene) in enumerate(world_images(cfg, n)):
+    for i, (png, scene) in enumerate(world_images(world, n)):
         folder = root / NUMBERS[len(scene.objects) - 1]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{i}.png").write_bytes(png)
@@ -86,10 +85,10 @@ def write_count_folder(root: Path, cfg: RunConfig, n: int) -> Path:
     return root
 
 
-def write_count_shards(root: Path, cfg: RunConfig, n: int, shards: int = 2) -> Path:
+def write_count_shards(root: Path, world: World, n: int, shards: int = 2) -> Path:
     """The same task as labelled WebDataset shards: cls = count - 1, names in classes.txt."""
     root.mkdir(parents=True)
-    samples = world_images(cfg, n)
+    samples = world_images(world, n)
     index = []
     for s in range(shards):
         name = f"bench-{s:03d}.tar"
@@ -102,15 +101,15 @@ def write_count_shards(root: Path, cfg: RunConfig, n: int, shards: int = 2) -> P
                     tar.addfile(info, io.BytesIO(data))
         index.append({"name": name, "samples": len(mine)})
     (root / "index.json").write_text(json.dumps({"shards": index}))
-    (root / "classes.txt").write_text("\n".join(NUMBERS[: cfg.data.max_objects]) + "\n")
+    (root / "classes.txt").write_text("\n".join(NUMBERS[: world.cfg.max_objects]) + "\n")
     (root / "prompt.txt").write_text(COUNT_PROMPT)
     return root
 
 
-def write_captions(path: Path, cfg: RunConfig, n: int) -> Path:
+def write_captions(path: Path, world: World, n: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i, (png, scene) in enumerate(world_images(cfg, n)):
+    for i, (png, scene) in enumerate(world_images(world, n)):
         (path.parent / f"c{i}.png").write_bytes(png)
         images.append({"id": i, "file_name": f"c{i}.png"})
         annotations.append({"image_id": i, "caption": " ".join(scene.caption)})
