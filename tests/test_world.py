@@ -146,7 +146,8 @@ def test_batched_painting_matches_painting_one_object_at_a_time():
     indices = np.concatenate([np.arange(40), held_out_indices(0, 24)])
     images, scenes = world.batch(indices)
     draws = [world._draws(int(i)) for i in indices]
-    backgrounds = world._backgrounds(np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws]))
+    backgrounds = np.moveaxis(world._backgrounds(np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])),
+                              1, -1)
     assert len({len(sc.objects) for sc in scenes}) > 1
     for b, scene in enumerate(scenes):
         assert np.array_equal(images[b], _paint_one_by_one(world, backgrounds[b], scene, draws[b][0]))

@@ -30,6 +30,5 @@ def pad_tokens(token_lists: list[list[int]], pad_id: int = PAD_ID) -> torch.Tens
 
 def make_batch(world: World, indices: np.ndarray) -> Batch:
     """The world's images (float, channels first), captions and scenes of `indices`."""
-    images, scenes = world.batch(indices)
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    return Batch(pixels, pad_tokens([encode(sc.caption) for sc in scenes]), scenes)
+    images, scenes = world.render(indices)
+    return Batch(torch.from_numpy(images), pad_tokens([encode(sc.caption) for sc in scenes]), scenes)

@@ -111,13 +111,24 @@ class World:
         return images[0], scenes[0]
 
     def batch(self, indices) -> tuple[np.ndarray, list[Scene]]:
-        """Images (B, H, W, 3) float32 in [0, 1] and scenes of the given world indices."""
-        draws = [self._draws(int(i)) for i in indices]
-        u = np.stack([d[0] for d in draws])
+        """Images (B, H, W, 3) float32 in [0, 1] (a view of `render`'s) and scenes of the given world indices."""
+        images, scenes = self.render(indices)
+        return np.moveaxis(images, 1, -1), scenes
+
+    def render(self, indices) -> tuple[np.ndarray, list[Scene]]:
+        """Images (B, 3, H, W) float32 in [0, 1], channels first as the models take them (no copy to transpose),
+        and scenes of the given world indices."""
+        indices = np.asarray(indices, dtype=np.int64)
+        u, noise = self._batch_draws(indices)
         scenes = self._scenes(indices, u)
-        images = self._backgrounds(u, np.stack([d[1] for d in draws]))
+        images = self._backgrounds(u, noise)
         self._paint(images, scenes, u)
         return images, scenes
+
+    def _batch_draws(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Uniforms (B, _DRAWS) and noise fields (B, H, W) of `indices`: one generator per index."""
+        draws = [self._draws(int(i)) for i in indices]
+        return np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
 
     def _backgrounds(self, u: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """Grey with a faint tint, plus stripes of random frequency and per-pixel noise."""
@@ -130,7 +141,7 @@ class World:
         sin_r, cos_r, sin_c, cos_c = np.sin(rows), np.cos(rows), np.sin(cols), np.cos(cols)
         stripes = sin_r[:, :, None] * cos_c[:, None, :] + cos_r[:, :, None] * sin_c[:, None, :]  # sin(rows + cols)
         grey = (noise + stripes) * np.float32(0.25 * self.cfg.texture_strength)
-        images = grey[..., None] + base[:, None, None, :]
+        images = grey[:, None] + base[:, :, None, None]  # (B, 3, H, W)
         return np.clip(images, 0.0, 1.0, out=images)
 
     def _paint(self, images: np.ndarray, scenes: list[Scene], u: np.ndarray) -> None:
@@ -145,10 +156,10 @@ class World:
         cy = (cells // 3 + 0.5) * cell + jitter[:, 0]
         cx = (cells % 3 + 0.5) * cell + jitter[:, 1]
         masks = self._object_masks(shapes, sizes, cy, cx).reshape(len(owner), -1)
-        pixels = images.reshape(-1, 3)  # a view: images are contiguous
+        planes = images.reshape(len(images), 3, -1)  # a view: images are contiguous (B, 3, H * W)
         for k in range(slot.max() + 1):
             obj, pixel = np.nonzero(masks & (slot == k)[:, None])
-            pixels[owner[obj] * masks.shape[1] + pixel] = RGB[colours[obj]]
+            planes[owner[obj], :, pixel] = RGB[colours[obj]]
 
     def _object_masks(self, shapes: np.ndarray, sizes: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
         """Pixel masks (N, H, W) of N objects centred at (cy, cx)."""

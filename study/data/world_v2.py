@@ -14,7 +14,7 @@ import numpy as np
 
 from study.config import DataConfig
 from study.data.counter_rng import stream_key, uniforms
-from study.data.world import _COUNT, _DRAWS, _KEEP, _ORDER, RADIUS, SHAPES, Obj, Scene, World, count_words, shape_mask
+from study.data.world import _COUNT, _DRAWS, _KEEP, _ORDER, RADIUS, SHAPES, Obj, World, count_words, shape_mask
 
 SCENE_STREAM, NOISE_STREAM = 1, 2
 UNIT_VARIANCE = np.float32(12 ** 0.5)  # a uniform on [-0.5, 0.5) times this has variance 1
@@ -50,15 +50,6 @@ class WorldV2(World):
         u = uniforms(self.scene_key, indices, _DRAWS)
         noise = (uniforms(self.noise_key, indices, s * s, np.float32) - np.float32(0.5)) * UNIT_VARIANCE
         return u, noise.reshape(len(indices), s, s)
-
-    def batch(self, indices) -> tuple[np.ndarray, list[Scene]]:
-        """Images (B, H, W, 3) float32 in [0, 1] and scenes of the given world indices."""
-        indices = np.asarray(indices, dtype=np.int64)
-        u, noise = self._batch_draws(indices)
-        scenes = self._scenes(indices, u)
-        images = self._backgrounds(u, noise)
-        self._paint(images, scenes, u)
-        return images, scenes
 
     def _captions(self, objects: list[tuple[Obj, ...]], u: np.ndarray) -> list[tuple[str, ...]]:
         """v1's caption rule (round(coverage * n) objects named, at least one, in the order of their draws; each
