@@ -3,7 +3,8 @@
 
 Sections: the verdicts of every study, one section per grid found in `RUNS_DIR/grids/` (the paper's
 layout for the grids it has claims about), runs outside any grid, and the runs left out of statistics with
-their reasons. Nothing in it depends on the time or the machine, so the same runs give the same report.
+their reasons. Nothing in it depends on the time or the machine, so the same runs give the same report. An
+erratum kept with the records (`RUNS_DIR/ERRATUM.md`: what was measured wrongly, and how) opens the report.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from reports.render import Section, Table, render_html, render_markdown, write_t
 from reports.studies import VERDICT_SCHEMA, Context, Study, build_section
 
 TITLE = "UniHetero reproduction report"
+ERRATUM = "ERRATUM.md"
 DEMO = "demo"  # the scale preset whose report opens with an at-a-glance summary
 FIT = FitSettings(n_boot=100, boot_starts=4, starts=20)
 DECISION_RULE = (
@@ -116,6 +118,8 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
     usable = int(runs.runs["usable"].sum()) if len(runs.runs) else 0
     preamble = [f"Runs directory `{runs_dir}`: {len(runs.runs)} run directories, {usable} usable, "
                 f"{len(runs.runs) - usable} left out (listed at the end); {len(grids)} grid membership file(s)."]
+    if (runs_dir / ERRATUM).is_file():
+        preamble.insert(0, (runs_dir / ERRATUM).read_text().strip())
     out_dir.mkdir(parents=True, exist_ok=True)
     write_tables(sections, out_dir / "tables")
     (out_dir / "report.md").write_text(render_markdown(TITLE, preamble, sections, out_dir))
