@@ -97,7 +97,8 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, world: World, gen: torch
     out.update(linear_probe(model, cfg, probe.images.to(model.device), probe.scenes, split))
     gen_images = images[:GENERATION_IMAGES]
     if model.semantic_head is not None:
-        out.update(semantic_metrics(model, cfg, gen_images, gen))
+        attributes = (probe.images.to(model.device), probe.scenes, batch.scenes[:GENERATION_IMAGES])
+        out.update(semantic_metrics(model, cfg, gen_images, gen, attributes))
     if model.pixel_head is not None:
         pixel, diffusion_rows, decoded = pixel_metrics(model, cfg, gen_images, gen, final)
         out.update(pixel)

@@ -67,7 +67,7 @@ def test_greedy_decoding_is_the_recomputed_argmax(tiny_hf, case):
 def test_cached_rollout_equals_the_recomputed_one(tiny_hf, case, target):
     """The KV-cached free-running rollout gives the errors of recomputing the prefix at every step (bidirectional
     visual attention, which a cache cannot serve, recomputes either way)."""
-    from study.evaluation.generation import rollout_errors
+    from study.evaluation.generation import rollout, rollout_errors, rollout_positions
 
     overrides = [*_cases(tiny_hf)[case], f"objective.target={target}", "eval.rollout_steps=4"]
     torch.manual_seed(0)
@@ -76,8 +76,11 @@ def test_cached_rollout_equals_the_recomputed_one(tiny_hf, case, target):
     with torch.no_grad():
         enc, embeds = model.encode(images)
         targets = model.semantic_targets(enc, embeds)
-        errors = {cached: rollout_errors(model, tiny_config(*overrides, f"eval.rollout_cache={cached}"), enc, embeds,
-                                         targets) for cached in ("true", "false")}
-    assert set(errors["true"]) == {f"rollout_err{kind}/{k}" for kind in ("", "_copy_last") for k in range(1, 5)}
+        errors = {}
+        for cached in ("true", "false"):
+            cfg = tiny_config(*overrides, f"eval.rollout_cache={cached}")
+            errors[cached] = rollout_errors(targets, rollout(model, cfg, embeds), rollout_positions(model, cfg))
+    kinds = ("", "_copy_last", "_mean_target")
+    assert set(errors["true"]) == {f"rollout_err{kind}/{k}" for kind in kinds for k in range(1, 5)}
     assert errors["true"] == pytest.approx(errors["false"], abs=1e-5)
     assert errors["true"]["rollout_err/4"] > 0

@@ -11,6 +11,7 @@ from study.errors import UserError
 COMMAND_MODULES = (
     "unihetero.commands.train",
     "unihetero.commands.fit",
+    "unihetero.commands.power",
     "unihetero.commands.sweep",
     "unihetero.commands.search",
     "unihetero.commands.report",

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from study.config import RunConfig
 from study.data.batch import Batch, make_batch
@@ -63,15 +62,23 @@ def held_out_indices(start: int, count: int) -> np.ndarray:
     return HELD_OUT_START + np.arange(start, start + count, dtype=np.int64)
 
 
-class TrainStream:
-    """Training batches of the run's world from `start_step` on, rendered one batch ahead on a worker thread when a
-    core is spare (on a machine whose every core runs torch, a render thread only slows the step down)."""
+def idle_priority() -> None:
+    """Run the calling thread only when a core would otherwise idle (Linux's SCHED_IDLE, which applies to one
+    thread; elsewhere the thread keeps its priority). A batch is a pure function of its step, so where it is
+    rendered changes nothing in it."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
-    def __init__(self, cfg: RunConfig, world: World, start_step: int, prefetch: bool | None = None):
+
+class TrainStream:
+    """Training batches of the run's world from `start_step` on, each rendered while the step before it trains, on
+    a worker thread of idle priority: it takes the time the step leaves a core free (its serial parts), so it never
+    slows the step, and a batch not ready in time is finished while the step waits (on a machine whose every core
+    runs torch, a render thread of normal priority only slowed the step down)."""
+
+    def __init__(self, cfg: RunConfig, world: World, start_step: int, prefetch: bool = True):
         self.cfg, self.world, self.step = cfg, world, start_step
-        if prefetch is None:
-            prefetch = (os.cpu_count() or 1) > torch.get_num_threads()
-        self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+        self.pool = ThreadPoolExecutor(max_workers=1, initializer=idle_priority) if prefetch else None
 
     def _render(self, step: int) -> Batch:
         return make_batch(self.world, training_indices(self.cfg, step))

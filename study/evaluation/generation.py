@@ -1,7 +1,9 @@
 """Generation metrics, each beside two trivial predictors (the mean target; copying the current token).
 
 Semantic targets: teacher-forced cosine and MSE, and free-running rollout error by step (predictions
-fed back as inputs: directly for input-embedding targets, through the projector for encoder targets).
+fed back as inputs: directly for input-embedding targets, through the projector for encoder targets), beside
+copying the last given target and predicting the mean target; and, in units every arm shares, how much of each
+object's attributes the rolled-out features still carry (`study.evaluation.rollout_probe`).
 Pixel targets: PSNR of predicted next patches, by diffusion sampling steps for the diffusion head.
 Under bidirectional visual attention the next token's input is visible, so positions are scored
 with half the visual inputs masked, on the masked positions only.
@@ -15,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from study.config import RunConfig
+from study.data.world import Scene
+from study.evaluation.rollout_probe import rollout_probes
 from study.masking import random_mask
 from study.model.flops import diffusion_sample_flops
 from study.model.layers import KVCache
@@ -52,7 +56,10 @@ def _with_baselines(prefix: str, pred, target, copy_pred, metric) -> dict[str, f
 
 
 @torch.no_grad()
-def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, gen: torch.Generator) -> dict:
+def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, gen: torch.Generator,
+                     probe: tuple[torch.Tensor, list[Scene], list[Scene]] | None = None) -> dict:
+    """Teacher-forced and free-running metrics of the semantic head on `images`, with their baselines; given
+    `probe` (probe images, their scenes, and the scenes of `images`), the attribute probes on the rollout too."""
     enc, embeds = model.encode(images)
     targets = model.semantic_targets(enc, embeds)
     hidden, where = _scored_positions(model, embeds, gen)
@@ -64,37 +71,55 @@ def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, 
         return {"cos": cos, "mse": mse}
 
     out = _with_baselines("sem", pred, target, copy, metric)
-    out.update(rollout_errors(model, cfg, enc, embeds, targets))
+    rolled, positions = rollout(model, cfg, embeds), rollout_positions(model, cfg)
+    out.update(rollout_errors(targets, rolled, positions))
+    if probe is not None:
+        out.update(rollout_probes(model, cfg, positions, probe[0], probe[1], targets, rolled, probe[2]))
     return out
 
 
+def rollout_positions(model: UnifiedModel, cfg: RunConfig) -> range:
+    """The visual positions a free-running rollout predicts: from the middle of the image, eval.rollout_steps."""
+    start = model.num_visual // 2
+    return range(start, start + min(cfg.eval.rollout_steps, model.num_visual - start))
+
+
 @torch.no_grad()
-def rollout_errors(model: UnifiedModel, cfg: RunConfig, enc, embeds, targets) -> dict[str, float]:
-    """1 - cosine to the true target at each free-running step k, from the middle of the image, beside the same
-    error of copying the last given target (a collapsed arm's low rollout error is that baseline's). With
+def rollout(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor) -> torch.Tensor:
+    """The predicted targets (B, steps, D) at `rollout_positions`, each prediction fed back as the next input. With
     eval.rollout_cache and causal visual attention each predicted token is fed once through a KV cache (visual
     positions never attend to text, so no start token is needed); otherwise the prefix is recomputed each step."""
-    v = model.num_visual
-    start = v // 2
-    steps = min(cfg.eval.rollout_steps, v - start)
-    inputs = embeds[:, :start]
-    last_given = targets[:, start - 1].float()  # the trivial rollout: repeat the last token it was given
+    positions = rollout_positions(model, cfg)
+    inputs = embeds[:, :positions.start]
     bos = _bos(model, inputs.shape[0], inputs.device)
     cache = KVCache() if cfg.eval.rollout_cache and model.visual_attention == "causal" else None
-    fresh, out = inputs, {}
-    for k in range(1, steps + 1):
+    fresh, preds = inputs, []
+    for _ in positions:
         if cache is None:
             hidden, _ = model(inputs, bos)
             pred = model.semantic_head(hidden[:, inputs.shape[1] - 1])
         else:
             hidden, _ = model(fresh, bos[:, :0], cache=cache)
             pred = model.semantic_head(hidden[:, -1])
-        truth = targets[:, start + k - 1].float()
-        out[f"rollout_err/{k}"] = float(1 - F.cosine_similarity(pred.float(), truth, dim=-1).mean())
-        out[f"rollout_err_copy_last/{k}"] = float(1 - F.cosine_similarity(last_given, truth, dim=-1).mean())
+        preds.append(pred)
         fed = pred if model.semantic_target == "semantic_input" else model.projector(pred)
         fresh = fed[:, None].to(inputs.dtype)
         inputs = torch.cat([inputs, fresh], dim=1)
+    return torch.stack(preds, dim=1)
+
+
+def rollout_errors(targets: torch.Tensor, preds: torch.Tensor, positions: range) -> dict[str, float]:
+    """1 - cosine of the rollout `preds` (B, steps, D) to the true `targets` (B, V, D) at each free-running step k,
+    beside the same error of copying the last given target (a collapsed arm's low rollout error is that
+    baseline's) and of predicting the mean target (over the images and positions). Each arm's errors are in its
+    own target space: divided by a baseline's, they are in units the arms share."""
+    last_given = targets[:, positions.start - 1].float()  # the trivial rollout: repeat the last token it was given
+    mean_target = targets.float().mean((0, 1)).expand_as(last_given)
+    out = {}
+    for k, position in enumerate(positions, start=1):
+        truth = targets[:, position].float()
+        for name, guess in (("", preds[:, k - 1]), ("_copy_last", last_given), ("_mean_target", mean_target)):
+            out[f"rollout_err{name}/{k}"] = float(1 - F.cosine_similarity(guess.float(), truth, dim=-1).mean())
     return out
 
 

@@ -1,0 +1,195 @@
+"""A study protocol's machine-readable part (`protocol.yaml` beside its PROTOCOL.md), read alike by `report`,
+`power` and `sweep launch --until-decided`: the planned comparisons and their families, the metric, the
+equivalence margin, the level, the power, the alpha-spending function, the seed waves and the seed cap.
+
+    protocol: 3
+    metric: zs_norm                 # primary metric; higher_is_better: true
+    alpha: 0.05                     # per family, split evenly over its comparisons (Bonferroni)
+    power: 0.8
+    margin: 0.02                    # delta: "equivalent within +-delta"
+    spending: obrien_fleming        # or pocock
+    seeds: {first: 3, wave: 2, cap: 11}   # looks after 3, 5, 7, 9 and 11 pairs at most
+    assumed_sd: 0.02                # paired sd for `power` without a pilot (optional)
+    families: {takeaway_1: "Generating semantics helps understanding; pixels reaching the LLM hurt it"}
+    comparisons:
+      - {id: b_si_text, family: takeaway_1, grid: v3_targets_contrastive, arm: semantic_input,
+         baseline: text_only, claim: superior}
+      - {id: ..., metric: rollout_rel/8, higher_is_better: false, where: {regime: fixed, data.unique_samples: 1000}}
+
+A comparison pairs the runs of its grid's `arm` and `baseline` labels that agree on every other axis (the seed,
+the data scale, ...), restricted to the axis values in `where`. Every error names the file and key (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.sequential import SPENDING, Plan
+from study.errors import UserError
+
+CLAIMS = ("superior", "inferior", "none")
+TOP = ("protocol", "metric", "higher_is_better", "alpha", "power", "margin", "spending", "seeds", "assumed_sd",
+       "families", "comparisons")
+COMPARISON_KEYS = ("id", "family", "grid", "arm", "baseline", "claim", "metric", "higher_is_better", "where")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: str
+    family: str
+    grid: str
+    arm: str
+    baseline: str
+    claim: str  # the paper's side: superior (arm better than baseline), inferior, or none
+    metric: str
+    higher_is_better: bool
+    where: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    number: int
+    path: Path
+    metric: str
+    alpha: float
+    power: float
+    margin: float
+    spending: str
+    first: int
+    wave: int
+    cap: int
+    assumed_sd: float | None
+    families: dict[str, str]
+    comparisons: tuple[Comparison, ...]
+
+    def family_size(self, family: str) -> int:
+        return sum(c.family == family for c in self.comparisons)
+
+    def plan(self, comparison: Comparison) -> Plan:
+        """The comparison's sequential plan: its family's alpha over the family's size."""
+        return Plan(self.alpha / self.family_size(comparison.family), self.margin, self.cap, self.spending,
+                    self.power)
+
+    def look_sizes(self) -> list[int]:
+        """The pairs at each planned look: first, first + wave, ..., cap."""
+        sizes = list(range(self.first, self.cap, self.wave))
+        return sizes + [self.cap]
+
+    def for_grid(self, grid: str) -> list[Comparison]:
+        return [c for c in self.comparisons if c.grid == grid]
+
+
+def _number(value: Any, where: str, path: Path, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value < hi:
+        raise UserError(f"protocol '{path}', key '{where}': expected a number in ({lo}, {hi}), got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, where: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise UserError(f"protocol '{path}', key '{where}': expected an integer >= 2, got {value!r}")
+    return value
+
+
+def load_protocol(path: Path | str) -> Protocol:
+    """Read and check a protocol file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"protocol '{path}': cannot read it ({e.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"protocol '{path}': expected a mapping of {', '.join(TOP)}")
+    unknown = sorted(set(data) - set(TOP))
+    if unknown:
+        raise UserError(f"protocol '{path}', key '{unknown[0]}': unknown (allowed: {', '.join(TOP)})")
+    for key in ("protocol", "metric", "margin", "seeds", "families", "comparisons"):
+        if key not in data:
+            raise UserError(f"protocol '{path}': missing key '{key}'")
+    spending = data.get("spending", "obrien_fleming")
+    if spending not in SPENDING:
+        raise UserError(f"protocol '{path}', key 'spending': {spending!r} is not one of {', '.join(SPENDING)}")
+    seeds = data["seeds"]
+    if not isinstance(seeds, dict) or set(seeds) != {"first", "wave", "cap"}:
+        raise UserError(f"protocol '{path}', key 'seeds': expected {{first, wave, cap}}, got {seeds!r}")
+    first, cap = _count(seeds["first"], "seeds.first", path), _count(seeds["cap"], "seeds.cap", path)
+    wave = seeds["wave"]
+    if isinstance(wave, bool) or not isinstance(wave, int) or wave < 1 or first > cap:
+        raise UserError(f"protocol '{path}', key 'seeds': wave must be an integer >= 1 and first <= cap")
+    families = data["families"]
+    if not isinstance(families, dict) or not families:
+        raise UserError(f"protocol '{path}', key 'families': expected a mapping of family names to descriptions")
+    metric = str(data["metric"])
+    higher = bool(data.get("higher_is_better", True))
+    comparisons, ids = [], set()
+    if not isinstance(data["comparisons"], list) or not data["comparisons"]:
+        raise UserError(f"protocol '{path}', key 'comparisons': expected a list of comparisons")
+    for i, c in enumerate(data["comparisons"]):
+        where = f"comparisons[{i}]"
+        if not isinstance(c, dict):
+            raise UserError(f"protocol '{path}', key '{where}': expected a mapping")
+        bad = sorted(set(c) - set(COMPARISON_KEYS))
+        missing = [k for k in ("id", "family", "grid", "arm", "baseline") if k not in c]
+        if bad or missing:
+            key = bad[0] if bad else missing[0]
+            raise UserError(f"protocol '{path}', key '{where}.{key}': {'unknown' if bad else 'missing'} (keys: "
+                            f"{', '.join(COMPARISON_KEYS)})")
+        if c["family"] not in families:
+            raise UserError(f"protocol '{path}', key '{where}.family': {c['family']!r} is not one of the families "
+                            f"({', '.join(families)})")
+        claim = c.get("claim", "none")
+        if claim not in CLAIMS or str(c["id"]) in ids:
+            raise UserError(f"protocol '{path}', key '{where}': claim must be one of {', '.join(CLAIMS)} and ids "
+                            "unique")
+        ids.add(str(c["id"]))
+        comparisons.append(Comparison(str(c["id"]), str(c["family"]), str(c["grid"]), str(c["arm"]),
+                                      str(c["baseline"]), claim, str(c.get("metric", metric)),
+                                      bool(c.get("higher_is_better", higher)), dict(c.get("where", {}))))
+    sd = data.get("assumed_sd")
+    return Protocol(int(data["protocol"]), path, metric, _number(data.get("alpha", 0.05), "alpha", path, 0, 1),
+                    _number(data.get("power", 0.8), "power", path, 0, 1), _number(data["margin"], "margin", path, 0,
+                                                                                  float("inf")),
+                    spending, first, wave, cap, None if sd is None else _number(sd, "assumed_sd", path, 0,
+                                                                                 float("inf")),
+                    {str(k): str(v) for k, v in families.items()}, tuple(comparisons))
+
+
+def membership(runs_dir: Path, grid: str) -> list[dict]:
+    """The trials (run_id, axes) of every membership file of `grid` in `runs_dir`."""
+    out = []
+    for path in sorted((Path(runs_dir) / "grids").glob(f"{grid}__*.json")):
+        body = json.loads(path.read_text())
+        out += [t for t in body["trials"] if not t.get("stage")]
+    return out
+
+
+def pairs(trials: list[dict], comparison: Comparison) -> list[tuple[str, str, dict]]:
+    """(arm run id, baseline run id, the axes they share) of every pair of the comparison: trials of the two arm
+    labels that agree on every axis the arm label does not determine, within `where`."""
+    def selected(t: dict) -> bool:
+        return all(str(t["axes"].get(k)) == str(v) for k, v in comparison.where.items())
+
+    arm = [t for t in trials if t["axes"].get("arm") == comparison.arm and selected(t)]
+    base = [t for t in trials if t["axes"].get("arm") == comparison.baseline and selected(t)]
+    by_arm: dict[str, set] = {}
+    for t in trials:
+        for k, v in t["axes"].items():
+            by_arm.setdefault(k, set()).add((t["axes"].get("arm"), json.dumps(v)))
+    # a key the arm label determines: one value per arm (the arm's own settings), not a pairing key
+    per_arm = {k for k, seen in by_arm.items() if len({a for a, _ in seen}) == len(seen)}
+
+    def shared(t: dict) -> str:
+        return json.dumps({k: v for k, v in t["axes"].items() if k not in per_arm and k != "arm"}, sort_keys=True)
+
+    index = {shared(t): t for t in base}
+    out = []
+    for t in arm:
+        match = index.get(shared(t))
+        if match is not None:
+            out.append((t["run_id"], match["run_id"], json.loads(shared(t))))
+    return out

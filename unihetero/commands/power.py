@@ -1,0 +1,97 @@
+"""`unihetero power`: the seeds each planned comparison of a protocol needs, and the power of a design.
+
+For each comparison of the protocol: the paired standard deviation (from a pilot's runs of the same arms, or the
+protocol's `assumed_sd`), the seeds per arm for 80% (the protocol's) power to detect a difference of the margin at
+the comparison's level (the family's alpha over its size), the seeds for TOST to declare equivalence within the
+margin when there is no difference, and the power of a design of `--seeds` (default: the protocol's cap) for both.
+Fixed-sample numbers: the sequential plan's early looks spend a little of the level, so they are slight
+underestimates for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from study.errors import UserError
+from unihetero.commands.argtypes import positive_float, positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("power", help="seeds per arm each planned comparison needs; the power of a design",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--protocol", required=True, help="a protocol.yaml (see analysis/protocol.py)")
+    p.add_argument("--pilot", metavar="RUNS_DIR", help="runs whose paired differences give each comparison's sd")
+    p.add_argument("--like", action="append", default=[], metavar="GRID=PILOT_GRID",
+                   help="read a comparison of GRID from the pilot's PILOT_GRID (same arm labels; repeatable)")
+    p.add_argument("--effect", type=positive_float, help="the difference to detect (default: the margin)")
+    p.add_argument("--seeds", type=positive_int, help="the design's seeds per arm (default: the protocol's cap)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=run_power)
+
+
+def pilot_sd(runs_dir: Path, grid: str, comparison, metric_values: dict[str, float]) -> tuple[float, int]:
+    """(paired sd, pairs) of the comparison's arms in the pilot's `grid`."""
+    from analysis.power import paired_sd
+    from analysis.protocol import membership, pairs
+
+    found = [(metric_values.get(a), metric_values.get(b)) for a, b, _ in pairs(membership(runs_dir, grid), comparison)]
+    diffs = [a - b for a, b in found if a is not None and b is not None and math.isfinite(a - b)]
+    return paired_sd(diffs), len(diffs)
+
+
+def rows(args: argparse.Namespace) -> list[dict]:
+    from analysis.power import difference_power, equivalence_power, seeds_needed
+    from analysis.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    like = {}
+    for item in args.like:
+        grid, sep, pilot = item.partition("=")
+        if not sep or not grid or not pilot:
+            raise UserError(f"power --like '{item}': expected GRID=PILOT_GRID")
+        like[grid] = pilot
+    values: dict[str, dict[str, float]] = {}
+    if args.pilot:
+        from analysis.runs import load_runs
+
+        runs = load_runs(args.pilot).usable
+        for c in protocol.comparisons:
+            if c.metric in runs.columns and c.metric not in values:
+                values[c.metric] = dict(zip(runs["run_id"].to_list(), runs[c.metric].to_list(), strict=True))
+    n = args.seeds or protocol.cap
+    out = []
+    for c in protocol.comparisons:
+        alpha, effect = protocol.plan(c).alpha, args.effect or protocol.margin
+        sd, source = protocol.assumed_sd, "assumed"
+        if args.pilot and c.metric in values:
+            pilot, k = pilot_sd(Path(args.pilot), like.get(c.grid, c.grid), c, values[c.metric])
+            if k >= 2:
+                sd, source = pilot, f"pilot, {k} pairs"
+        if sd is None or not math.isfinite(sd):
+            raise UserError(f"power: no standard deviation for comparison '{c.id}' (give --pilot with its arms, or "
+                            "assumed_sd in the protocol)")
+        out.append({"comparison": c.id, "family": c.family, "alpha": alpha, "sd": sd, "sd_from": source,
+                    "effect": effect, "seeds_difference": seeds_needed(effect, sd, alpha, protocol.power),
+                    "seeds_equivalence": seeds_needed(0.0, sd, alpha, protocol.power, margin=protocol.margin),
+                    "design_seeds": n, "power_difference": difference_power(n, effect, sd, alpha),
+                    "power_equivalence": equivalence_power(n, 0.0, protocol.margin, sd, alpha)})
+    return out
+
+
+def run_power(args: argparse.Namespace) -> int:
+    table = rows(args)
+    if args.json:
+        print(json.dumps(table, indent=1))
+        return 0
+    effect, n = table[0]["effect"], table[0]["design_seeds"]
+    print(f"| comparison | alpha | paired sd (from) | seeds: difference of {effect} | seeds: equivalent within margin "
+          f"| power at {n} seeds: difference, equivalence |")
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        print(f"| {r['comparison']} | {r['alpha']:.4f} | {r['sd']:.4f} ({r['sd_from']}) | "
+              f"{r['seeds_difference'] or '> 10,000'} | {r['seeds_equivalence'] or '> 10,000'} | "
+              f"{r['power_difference']:.2f}, {r['power_equivalence']:.2f} |")
+    return 0
