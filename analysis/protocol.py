@@ -14,10 +14,12 @@ equivalence margin, the level, the power, the alpha-spending function, the seed 
     comparisons:
       - {id: b_si_text, family: takeaway_1, grid: v3_targets_contrastive, arm: semantic_input,
          baseline: text_only, claim: superior}
-      - {id: ..., metric: rollout_rel/8, higher_is_better: false, where: {regime: fixed, data.unique_samples: 1000}}
+      - {id: ..., metric: rollout_rel/8, higher_is_better: false, margin: 0.1, where: {regime: fixed}}
 
 A comparison pairs the runs of its grid's `arm` and `baseline` labels that agree on every other axis (the seed,
-the data scale, ...), restricted to the axis values in `where`. Every error names the file and key (exit 2).
+the data scale, ...), restricted to the axis values in `where`; `arm` and `baseline` name the `arm` label, or give
+several labels as a mapping (`{mask: truncnorm_mar, arm: semantic_input}`). Every error names the file and key
+(exit 2).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from study.errors import UserError
 CLAIMS = ("superior", "inferior", "none")
 TOP = ("protocol", "metric", "higher_is_better", "alpha", "power", "margin", "spending", "seeds", "assumed_sd",
        "families", "comparisons")
-COMPARISON_KEYS = ("id", "family", "grid", "arm", "baseline", "claim", "metric", "higher_is_better", "where")
+COMPARISON_KEYS = ("id", "family", "grid", "arm", "baseline", "claim", "metric", "higher_is_better", "margin", "where")
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,12 @@ class Comparison:
     id: str
     family: str
     grid: str
-    arm: str
-    baseline: str
+    arm: dict[str, str]  # axis labels of the arm's trials
+    baseline: dict[str, str]
     claim: str  # the paper's side: superior (arm better than baseline), inferior, or none
     metric: str
     higher_is_better: bool
+    margin: float  # delta in the comparison's metric
     where: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,7 +75,7 @@ class Protocol:
 
     def plan(self, comparison: Comparison) -> Plan:
         """The comparison's sequential plan: its family's alpha over the family's size."""
-        return Plan(self.alpha / self.family_size(comparison.family), self.margin, self.cap, self.spending,
+        return Plan(self.alpha / self.family_size(comparison.family), comparison.margin, self.cap, self.spending,
                     self.power)
 
     def look_sizes(self) -> list[int]:
@@ -126,6 +129,7 @@ def load_protocol(path: Path | str) -> Protocol:
         raise UserError(f"protocol '{path}', key 'families': expected a mapping of family names to descriptions")
     metric = str(data["metric"])
     higher = bool(data.get("higher_is_better", True))
+    margin = _number(data["margin"], "margin", path, 0, float("inf"))
     comparisons, ids = [], set()
     if not isinstance(data["comparisons"], list) or not data["comparisons"]:
         raise UserError(f"protocol '{path}', key 'comparisons': expected a list of comparisons")
@@ -147,13 +151,20 @@ def load_protocol(path: Path | str) -> Protocol:
             raise UserError(f"protocol '{path}', key '{where}': claim must be one of {', '.join(CLAIMS)} and ids "
                             "unique")
         ids.add(str(c["id"]))
-        comparisons.append(Comparison(str(c["id"]), str(c["family"]), str(c["grid"]), str(c["arm"]),
-                                      str(c["baseline"]), claim, str(c.get("metric", metric)),
-                                      bool(c.get("higher_is_better", higher)), dict(c.get("where", {}))))
+        labels = {}
+        for side in ("arm", "baseline"):
+            value = c[side] if isinstance(c[side], dict) else {"arm": c[side]}
+            labels[side] = {str(k): str(v) for k, v in value.items()}
+        if set(labels["arm"]) != set(labels["baseline"]):
+            raise UserError(f"protocol '{path}', key '{where}': arm and baseline name different labels")
+        comparisons.append(Comparison(str(c["id"]), str(c["family"]), str(c["grid"]), labels["arm"],
+                                      labels["baseline"], claim, str(c.get("metric", metric)),
+                                      bool(c.get("higher_is_better", higher)),
+                                      _number(c.get("margin", margin), f"{where}.margin", path, 0, float("inf")),
+                                      dict(c.get("where", {}))))
     sd = data.get("assumed_sd")
     return Protocol(int(data["protocol"]), path, metric, _number(data.get("alpha", 0.05), "alpha", path, 0, 1),
-                    _number(data.get("power", 0.8), "power", path, 0, 1), _number(data["margin"], "margin", path, 0,
-                                                                                  float("inf")),
+                    _number(data.get("power", 0.8), "power", path, 0, 1), margin,
                     spending, first, wave, cap, None if sd is None else _number(sd, "assumed_sd", path, 0,
                                                                                  float("inf")),
                     {str(k): str(v) for k, v in families.items()}, tuple(comparisons))
@@ -169,27 +180,32 @@ def membership(runs_dir: Path, grid: str) -> list[dict]:
 
 
 def pairs(trials: list[dict], comparison: Comparison) -> list[tuple[str, str, dict]]:
-    """(arm run id, baseline run id, the axes they share) of every pair of the comparison: trials of the two arm
-    labels that agree on every axis the arm label does not determine, within `where`."""
-    def selected(t: dict) -> bool:
-        return all(str(t["axes"].get(k)) == str(v) for k, v in comparison.where.items())
+    """(arm run id, baseline run id, the axes they share) of every pair of the comparison: trials of the arm's and the
+    baseline's labels that agree on every axis those labels do not determine, within `where`."""
+    labels = list(comparison.arm)
 
-    arm = [t for t in trials if t["axes"].get("arm") == comparison.arm and selected(t)]
-    base = [t for t in trials if t["axes"].get("arm") == comparison.baseline and selected(t)]
-    by_arm: dict[str, set] = {}
+    def group(t: dict) -> tuple:
+        return tuple(str(t["axes"].get(k)) for k in labels)
+
+    def matches(t: dict, want: dict) -> bool:
+        return group(t) == tuple(want[k] for k in labels) and all(
+            str(t["axes"].get(k)) == str(v) for k, v in comparison.where.items())
+
+    values: dict[str, set] = {}
     for t in trials:
         for k, v in t["axes"].items():
-            by_arm.setdefault(k, set()).add((t["axes"].get("arm"), json.dumps(v)))
-    # a key the arm label determines: one value per arm (the arm's own settings), not a pairing key
-    per_arm = {k for k, seen in by_arm.items() if len({a for a, _ in seen}) == len(seen)}
+            values.setdefault(k, set()).add((group(t), json.dumps(v)))
+    # a key the labels determine (one value per group: an arm's own settings) is not a pairing key
+    determined = {k for k, seen in values.items() if len({g for g, _ in seen}) == len(seen)}
 
     def shared(t: dict) -> str:
-        return json.dumps({k: v for k, v in t["axes"].items() if k not in per_arm and k != "arm"}, sort_keys=True)
+        return json.dumps({k: v for k, v in t["axes"].items() if k not in determined and k not in labels},
+                          sort_keys=True)
 
-    index = {shared(t): t for t in base}
+    index = {shared(t): t for t in trials if matches(t, comparison.baseline)}
     out = []
-    for t in arm:
-        match = index.get(shared(t))
+    for t in trials:
+        match = index.get(shared(t)) if matches(t, comparison.arm) else None
         if match is not None:
             out.append((t["run_id"], match["run_id"], json.loads(shared(t))))
     return out

@@ -230,6 +230,39 @@ def _frame(rows: list[dict], finals: pl.DataFrame, floors: pl.DataFrame) -> pl.D
                            pl.when(bad).then(why).otherwise(pl.col("reason")).alias("reason"))
 
 
+def whole_run(evals: pl.DataFrame) -> pl.DataFrame:
+    """Per run, what its last evaluation does not show: the largest `diag/image_share` of any evaluation after step
+    0 and the step it came at (a collapse the run recovered from is still seen)."""
+    if "diag/image_share" not in evals.columns or evals.is_empty():
+        return pl.DataFrame(schema={"run_id": pl.String})
+    later = evals.filter((pl.col("step") > 0) & pl.col("diag/image_share").is_finite())
+    top = later.sort("diag/image_share", descending=True).group_by("run_id", maintain_order=True).first()
+    return top.select("run_id", pl.col("diag/image_share").alias(f"{IMAGE_SHARE_MAX}"),
+                      pl.col("step").cast(pl.Float64).alias(f"{IMAGE_SHARE_MAX}_step"))
+
+
+def with_derived(df: pl.DataFrame) -> pl.DataFrame:
+    """Final metrics in units arms with different targets share: each rollout error over its copy-last and
+    mean-target baselines' (`rollout_rel/k`, `rollout_rel_mean/k`), and the attribute probes on the rollout averaged
+    over the attributes (`rollout_probe`, with `rollout_probe_true`, `rollout_probe_copy_last` and its chance)."""
+    derived = []
+    for c in df.columns:
+        k = c.removeprefix("rollout_err/")
+        if c.startswith("rollout_err/") and k.isdigit():
+            for name, base in (("rollout_rel", "rollout_err_copy_last"),
+                               ("rollout_rel_mean", "rollout_err_mean_target")):
+                if f"{base}/{k}" in df.columns:
+                    derived.append((pl.col(c) / pl.col(f"{base}/{k}")).alias(f"{name}/{k}"))
+    for name, part in [(n, f"{n}/{{}}") for n in ("rollout_probe", "rollout_probe_true", "rollout_probe_copy_last")] \
+            + [("chance/rollout_probe", "chance/rollout_probe_{}")]:
+        parts = [part.format(a) for a in ROLLOUT_ATTRIBUTES if part.format(a) in df.columns]
+        if parts:
+            derived.append(pl.mean_horizontal(parts).alias(name))
+    return df.with_columns(derived) if derived else df
+
+
+IMAGE_SHARE_MAX = "diag/image_share_max"
+ROLLOUT_ATTRIBUTES = ("shape", "colour", "size")
 TASK = "objective.task"
 STAGE_REASON = "encoder-pretraining stage: no VLM metrics (its probes are in its eval.jsonl, step 0 = random init)"
 
@@ -254,6 +287,7 @@ def load_runs(runs_dir: Path | str) -> RunSet:
         valid += [path.name] if ok else []
     finals = _non_null(pl.concat([finals, pl.DataFrame(status_finals)], how="diagonal_relaxed")
                        if status_finals else finals)
+    finals = with_derived(finals).join(whole_run(evals), on="run_id", how="left")
     floors = _non_null(per_run(evals, pl.col("step") == 0, last=False))
     curves = pl.concat([long_curves(evals, "eval"), long_curves(metrics, "train")])
     return RunSet(_frame(rows, finals, floors), curves.filter(pl.col("run_id").is_in(valid)),

@@ -4,10 +4,11 @@ Which metrics exist depends on `data.source`:
 
 - world (held-out world indices, exact ground truth): understanding as held-out caption loss, zero-shot
   attribute accuracy (with chance levels) and linear probes; collapse diagnostics of the visual input
-  embeddings (`study.evaluation.diagnostics`); generation as semantic or pixel metrics
-  beside trivial predictors. At the final evaluation, inference-time scaling (masked-view ensembles;
-  diffusion sampling steps) is written to `inference_scaling.json` and decoded images to `samples.npz`
-  in the run directory.
+  embeddings (`study.evaluation.diagnostics`); generation as semantic metrics (on every held-out image, since
+  2026-12-06; 64 before) or pixel metrics (64 images) beside trivial predictors. At the final evaluation,
+  inference-time scaling (masked-view ensembles; diffusion sampling steps) is written to `inference_scaling.json`,
+  decoded images to `samples.npz` and each zero-shot question's outcome to `zero_shot_answers.npz` in the run
+  directory.
 - shards (the held-out shards, captions only; `study.evaluation.heldout`): held-out caption loss, the
   semantic and pixel losses and semantic metrics where the objective has them, the collapse diagnostics,
   and data counts
@@ -48,6 +49,7 @@ from study.objectives import caption_loss
 from study.runstore import atomic_write
 
 GENERATION_IMAGES = 64
+ANSWERS = "zero_shot_answers.npz"
 DECODED_IMAGES = 8
 
 
@@ -92,13 +94,14 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, world: World, gen: torch
     out: dict = {"caption_loss": float(loss_sum / unit_sum)}
     embeds = split.gather(local)
     out.update(collapse_diagnostics(embeds))
-    out.update(zero_shot(model, cfg, embeds, batch.scenes, split))
+    answers: dict = {}
+    out.update(zero_shot(model, cfg, embeds, batch.scenes, split, answers))
     probe = make_batch(world, held_out_indices(n, cfg.eval.probe_images))
     out.update(linear_probe(model, cfg, probe.images.to(model.device), probe.scenes, split))
     gen_images = images[:GENERATION_IMAGES]
-    if model.semantic_head is not None:
-        attributes = (probe.images.to(model.device), probe.scenes, batch.scenes[:GENERATION_IMAGES])
-        out.update(semantic_metrics(model, cfg, gen_images, gen, attributes))
+    if model.semantic_head is not None:  # every held-out image: the rollout's noise is part of takeaway 3's variance
+        out.update(semantic_metrics(model, cfg, images, gen, (probe.images.to(model.device), probe.scenes,
+                                                               batch.scenes)))
     if model.pixel_head is not None:
         pixel, diffusion_rows, decoded = pixel_metrics(model, cfg, gen_images, gen, final)
         out.update(pixel)
@@ -113,10 +116,20 @@ def _world_metrics(model: UnifiedModel, cfg: RunConfig, world: World, gen: torch
             scaling["diffusion_steps"] = diffusion_rows
     if run_dir is not None:
         atomic_write(Path(run_dir) / "inference_scaling.json", json.dumps(scaling, indent=1).encode())
+        _save_answers(Path(run_dir) / ANSWERS, answers)
         if model.pixel_head is not None:
             _save_decoded(Path(run_dir) / "samples.npz", gen_images[:DECODED_IMAGES],
                           unpatchify(decoded[:DECODED_IMAGES], cfg.model.patch_size))
     return out
+
+
+def _save_answers(path: Path, answers: dict) -> None:
+    """Each final zero-shot question's image, attribute and outcome, so that the noise of sampling these images can be
+    measured for a paired difference (the two runs answered the same questions)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, image=answers["image"].astype(np.int32), attribute=answers["attribute"].astype("U8"),
+                        right=answers["right"])
+    atomic_write(path, buffer.getvalue())
 
 
 def _save_decoded(path: Path, originals: torch.Tensor, decoded: torch.Tensor) -> None:

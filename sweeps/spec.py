@@ -18,7 +18,10 @@ A pipeline names upstream grids as stages and takes runs of theirs as inputs (se
 
 A reference `{stage: NAME, LABEL: VALUE, ...}` (as any config value: base, axis or zip) selects the one trial
 of that stage, at the same scale preset, whose axis labels match, and becomes `run:<its run id>`: the upstream
-run's id is part of the dependent's config, so of its run id.
+run's id is part of the dependent's config, so of its run id. A label value `{cycle: [V0, V1, ...]}` takes the
+values in turn by the dependent's seed (seed s takes V[s mod len]): the seeds of a grid spread over several
+upstream instances, e.g. `{stage: encoder_pretrain, arm: contrastive, seed: {cycle: [0, 1, 2]}}` trains seed 4 on
+the encoder of seed 1.
 
 A scale preset replaces the base preset, merges its overrides over the base ones, replaces or adds
 axes by key, and replaces the zip groups and seeds when it names them. A zip-group key without a dot
@@ -45,6 +48,7 @@ SCALES = ("smoke", "demo", "cpu", "gpu", "full")  # demo: `make demo`, minutes o
 TOP_KEYS = ("name", "description", "protocol", "stages", "base", "axes", "zip", "seeds", "presets")
 PRESET_KEYS = ("base", "axes", "zip", "seeds")
 BASE_KEYS = ("preset", "overrides")
+PROTOCOLS = (0, 1, 2, 3)  # 0: outside a study; 1: the v1 cpu study; 2: the paper's regime; 3: the study that decides
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 Where = tuple[str | int, ...]
 
@@ -68,8 +72,8 @@ class GridSpec:
     base: dict  # the preset's values with the spec's overrides merged in
     axes: list[Axis] = field(default_factory=list)
     stages: dict[str, list[Trial]] = field(default_factory=dict)  # each stage's trials (its own pipeline)
-    protocol: int = 1  # the study protocol the grid belongs to: 1 = the v1 cpu study, 2 = the paper's regime,
-    # 0 = none (calibrations and pilots outside a study: run by name, never by `reproduce all`)
+    protocol: int = 1  # the study protocol the grid belongs to (PROTOCOLS); 0: calibrations and pilots outside a
+    # study, run by name, never by `reproduce all`
 
 
 @dataclass(frozen=True)
@@ -268,8 +272,8 @@ def load_spec(source: str, scale: str, _loading: tuple[Path, ...] = ()) -> GridS
         upstream = load_spec(_stage_path(stage_source, path, r, where), scale, _loading + (path.resolve(),))
         stages[str(stage)] = pipeline(upstream)
     protocol = data.get("protocol", 1)
-    if protocol not in (0, 1, 2):
-        raise r.error(("protocol",), f"{protocol!r} is not 0 (no study), 1 or 2")
+    if protocol not in PROTOCOLS:
+        raise r.error(("protocol",), f"{protocol!r} is not 0 (no study), 1, 2 or 3")
     spec = GridSpec(name, str(data.get("description", "")), path, scale, base_preset, base, all_axes, stages,
                     protocol)
     _check_values(spec, r, base_where)
@@ -290,12 +294,26 @@ def _assignments(axis: Axis, row: tuple) -> tuple[dict, dict]:
 
 def _resolve(spec: GridSpec, values: dict) -> RunConfig:
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in merge(spec.base, values).items()}
+    seed = merged.get("train", {}).get("seed", 0)
     for section in merged.values():
         if isinstance(section, dict):
             for key, value in section.items():
                 if isinstance(value, dict) and "stage" in value:
-                    section[key] = run_reference(stage_trial(spec, value).run_id)
+                    section[key] = run_reference(stage_trial(spec, _cycled(value, seed)).run_id)
     return from_dict(merged)
+
+
+def _cycled(ref: dict, seed: Any) -> dict:
+    """A stage reference with each `{cycle: [...]}` label value replaced by the value for `seed`."""
+    out = {}
+    for label, value in ref.items():
+        if isinstance(value, dict) and set(value) == {"cycle"}:
+            values = value["cycle"]
+            if not isinstance(values, list) or not values or not isinstance(seed, int):
+                raise UserError(f"stage reference {ref!r}: 'cycle' needs a non-empty list and an integer seed")
+            value = values[seed % len(values)]
+        out[label] = value
+    return out
 
 
 def stage_trial(spec: GridSpec, ref: dict) -> Trial:

@@ -126,7 +126,7 @@ def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes(grid):
     ("axes:\n  regime: [a]\n", "an axis key is a config key"),
     ("axes:\n  train.lr: [0.001, 0.0010]\n", "resolve to the same config"),
     ("presets:\n  huge: {}\n", "key 'presets.huge': unknown key (allowed: smoke, demo, cpu, gpu, full)"),
-    ("protocol: 3\n", "key 'protocol': 3 is not 0 (no study), 1 or 2"),
+    ("protocol: 4\n", "key 'protocol': 4 is not 0 (no study), 1, 2 or 3"),
 ])
 def test_spec_errors_name_file_line_and_key(tmp_path, body, message):
     path = write_grid(tmp_path, body)

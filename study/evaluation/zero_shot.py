@@ -75,17 +75,27 @@ def candidate_scores(model: UnifiedModel, embeds: torch.Tensor, scenes: list[Sce
                                         forwards=forwards))
 
 
-def accuracy_by_attribute(scores: torch.Tensor, q: Questions) -> dict[str, float]:
-    """Per attribute: fraction of questions whose true candidate strictly beats every alternative."""
+def answered_right(scores: torch.Tensor, q: Questions) -> np.ndarray:
+    """Per question: whether its true candidate strictly beats every alternative."""
     s = scores.double().numpy()
     n = len(q.attribute)
     best_wrong = np.full(n, -np.inf)
     np.maximum.at(best_wrong, q.question[~q.correct], s[~q.correct])
     true_score = np.full(n, -np.inf)
     true_score[q.question[q.correct]] = s[q.correct]
-    right = true_score > best_wrong
-    attrs = np.array(q.attribute)
+    return true_score > best_wrong
+
+
+def accuracy_by_attribute(scores: torch.Tensor, q: Questions) -> dict[str, float]:
+    """Per attribute: fraction of questions whose true candidate strictly beats every alternative."""
+    right, attrs = answered_right(scores, q), np.array(q.attribute)
     return {a: float(right[attrs == a].mean()) for a in dict.fromkeys(q.attribute)}
+
+
+def question_images(q: Questions) -> np.ndarray:
+    """The image each question (not candidate) is about."""
+    first = np.unique(q.question, return_index=True)[1]
+    return q.image[first]
 
 
 def chance_levels(cfg: RunConfig) -> dict[str, float]:
@@ -104,14 +114,24 @@ def summarise(acc: dict[str, float], prefix: str) -> dict[str, float]:
 
 @torch.no_grad()
 def zero_shot(model: UnifiedModel, cfg: RunConfig, embeds: torch.Tensor, scenes: list[Scene],
-              split: Split = ONE) -> dict[str, float]:
-    """Zero-shot accuracies of the images whose visual input embeddings are `embeds`, scored across `split`."""
+              split: Split = ONE, answers: dict | None = None) -> dict[str, float]:
+    """Zero-shot accuracies of the images whose visual input embeddings are `embeds`, scored across `split`, with
+    `zs_norm_se`, the binomial standard error of `zs_norm` from the number of questions (the noise of scoring this
+    many images). `answers`, if given, receives each question's image, attribute and whether it was answered right
+    (for the image-resampling noise of a paired difference)."""
     q = build_questions(scenes, cfg.data.min_objects, cfg.data.max_objects)
-    out = summarise(accuracy_by_attribute(candidate_scores(model, embeds, scenes, cfg, split), q), "zs_acc")
+    right = answered_right(candidate_scores(model, embeds, scenes, cfg, split), q)
+    attrs = np.array(q.attribute)
+    out = summarise({a: float(right[attrs == a].mean()) for a in dict.fromkeys(q.attribute)}, "zs_acc")
     chance = chance_levels(cfg)
     out.update({f"chance/{a}": c for a, c in chance.items()})
     out["chance"] = float(np.mean([chance[a] for a in ATTRIBUTES]))
     out[NORMALISED] = chance_normalised(out, chance)
+    variance = [out[f"zs_acc/{a}"] * (1 - out[f"zs_acc/{a}"]) / (attrs == a).sum() / (1 - chance[a]) ** 2
+                for a in ATTRIBUTES]
+    out[f"{NORMALISED}_se"] = float(np.sqrt(np.sum(variance)) / len(ATTRIBUTES))
+    if answers is not None:
+        answers.update(image=question_images(q), attribute=attrs, right=right)
     return out
 
 

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pilot", metavar="RUNS_DIR", help="runs whose paired differences give each comparison's sd")
     p.add_argument("--like", action="append", default=[], metavar="GRID=PILOT_GRID",
                    help="read a comparison of GRID from the pilot's PILOT_GRID (same arm labels; repeatable)")
-    p.add_argument("--effect", type=positive_float, help="the difference to detect (default: the margin)")
+    p.add_argument("--effect", type=positive_float, help="the difference to detect (default: each comparison's margin)")
     p.add_argument("--seeds", type=positive_int, help="the design's seeds per arm (default: the protocol's cap)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=run_power)
@@ -64,7 +64,8 @@ def rows(args: argparse.Namespace) -> list[dict]:
     n = args.seeds or protocol.cap
     out = []
     for c in protocol.comparisons:
-        alpha, effect = protocol.plan(c).alpha, args.effect or protocol.margin
+        plan = protocol.plan(c)
+        alpha, effect = plan.alpha, args.effect or plan.margin
         sd, source = protocol.assumed_sd, "assumed"
         if args.pilot and c.metric in values:
             pilot, k = pilot_sd(Path(args.pilot), like.get(c.grid, c.grid), c, values[c.metric])
@@ -75,9 +76,10 @@ def rows(args: argparse.Namespace) -> list[dict]:
                             "assumed_sd in the protocol)")
         out.append({"comparison": c.id, "family": c.family, "alpha": alpha, "sd": sd, "sd_from": source,
                     "effect": effect, "seeds_difference": seeds_needed(effect, sd, alpha, protocol.power),
-                    "seeds_equivalence": seeds_needed(0.0, sd, alpha, protocol.power, margin=protocol.margin),
+                    "seeds_equivalence": seeds_needed(0.0, sd, alpha, protocol.power, margin=plan.margin),
                     "design_seeds": n, "power_difference": difference_power(n, effect, sd, alpha),
-                    "power_equivalence": equivalence_power(n, 0.0, protocol.margin, sd, alpha)})
+                    "margin": plan.margin,
+                    "power_equivalence": equivalence_power(n, 0.0, plan.margin, sd, alpha)})
     return out
 
 
@@ -86,12 +88,11 @@ def run_power(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(table, indent=1))
         return 0
-    effect, n = table[0]["effect"], table[0]["design_seeds"]
-    print(f"| comparison | alpha | paired sd (from) | seeds: difference of {effect} | seeds: equivalent within margin "
-          f"| power at {n} seeds: difference, equivalence |")
-    print("|---|---|---|---|---|---|")
+    print(f"| comparison | alpha | paired sd (from) | difference to detect | seeds: difference | seeds: equivalent "
+          f"within the margin | power at {table[0]['design_seeds']} seeds: difference, equivalence |")
+    print("|---|---|---|---|---|---|---|")
     for r in table:
-        print(f"| {r['comparison']} | {r['alpha']:.4f} | {r['sd']:.4f} ({r['sd_from']}) | "
+        print(f"| {r['comparison']} | {r['alpha']:.4f} | {r['sd']:.4f} ({r['sd_from']}) | {r['effect']:g} | "
               f"{r['seeds_difference'] or '> 10,000'} | {r['seeds_equivalence'] or '> 10,000'} | "
               f"{r['power_difference']:.2f}, {r['power_equivalence']:.2f} |")
     return 0

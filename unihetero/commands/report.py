@@ -40,9 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("study", nargs="?", default="all", choices=[*_grid_names(), "all"],
                    help="one grid of sweeps/grids, or all (default)")
     r.add_argument("--preset", required=True, choices=SCALES, help="scale preset of the grids")
-    r.add_argument("--protocol", type=int, choices=(1, 2), default=1,
-                   help="with all: the grids of study protocol 1 (the v1 study, default) or 2 (the paper's regime); "
-                        "calibration and pilot grids outside a study (protocol 0) run only by name")
+    r.add_argument("--protocol", type=int, choices=(1, 2, 3), default=1,
+                   help="with all: the grids of study protocol 1 (the v1 study, default), 2 (the paper's regime) or 3 "
+                        "(the study that decides); calibration and pilot grids outside a study (protocol 0) run only "
+                        "by name")
     r.add_argument("--runs-dir", default="runs", help="where run directories live (default: runs)")
     add_backend_args(r)
     _report_args(r)
