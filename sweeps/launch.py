@@ -9,6 +9,7 @@ from pathlib import Path
 from study.errors import UserError
 from study.upstream import has_weights
 from sweeps.backends import backend, backend_session
+from sweeps.dedupe import record_copy, representatives
 from sweeps.execute import TrialTask
 from sweeps.layout import run_dir, write_membership
 from sweeps.spec import GridSpec, Trial, pipeline, waves
@@ -23,22 +24,35 @@ def seed_major(trials: list[Trial]) -> list[Trial]:
 
 def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: object,
                 retry_failed: bool = False) -> list[TrialState]:
-    """Run the grid's trials, upstream stages first (completed ones are skipped, partial ones resume); their
-    states after. A backend with `launch_waves` (Slurm) gets every wave at once and chains them by job
-    dependencies; the others run wave after wave, each trial only once its upstream runs completed."""
-    trials = pipeline(spec)
+    """Run every trial of the grid (`launch_trials`)."""
+    return launch_trials(spec, pipeline(spec), runs_dir, backend_name, options, retry_failed)
+
+
+def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_name: str, options: object,
+                  retry_failed: bool = False) -> list[TrialState]:
+    """Run `trials` of the grid (in pipeline order, upstream stages first; completed ones are skipped, partial ones
+    resume), recorded as the grid's membership; their states after. A backend with `launch_waves` (Slurm) gets
+    every wave at once and chains them by job dependencies; the others run wave after wave, each trial only once its
+    upstream runs completed. A trial that would train exactly as another run (`sweeps.dedupe`) is not trained:
+    once that run completed, it is recorded as its copy."""
     check_upstream_weights(spec, trials, runs_dir)
+    copies = representatives(trials, runs_dir)
     engine = backend(backend_name)
     with backend_session(engine, options):  # an unreachable cluster fails here, before anything is written
         write_membership(runs_dir, spec, trials)
-        print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {backend_name}", file=sys.stderr)
+        print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {backend_name}"
+              + (f", {len(copies)} trained as other runs" if copies else ""), file=sys.stderr)
         with GridProgress(trials, runs_dir):
+            trained = [t for t in trials if t.run_id not in copies]
             if hasattr(engine, "launch_waves"):
-                engine.launch_waves([_tasks(w, runs_dir, retry_failed) for w in waves(seed_major(trials))], options)
+                engine.launch_waves([_tasks(w, runs_dir, retry_failed) for w in waves(seed_major(trained))], options)
             else:
-                for wave in waves(seed_major(trials)):
+                for wave in waves(seed_major(trained)):
                     ready = [t for t in wave if all(_completed(runs_dir, up) for up in t.upstream)]
                     engine.launch(_tasks(ready, runs_dir, retry_failed), options)
+            for t in trials:
+                if t.run_id in copies:
+                    record_copy(runs_dir, t, copies[t.run_id])
     return collect(trials, runs_dir)
 
 

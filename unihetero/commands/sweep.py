@@ -58,11 +58,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="sweep_command", required=True, parser_class=type(p))
     plan = actions.add_parser("plan", help="print the trial table (axes, run ids, FLOPs); runs nothing")
     _grid_args(plan, runs_dir=False)
+    plan.add_argument("--runs-dir", help="also name the runs there that trials would train exactly as")
     plan.set_defaults(func=run_plan)
 
     launch = actions.add_parser("launch", help="run every trial not yet completed; relaunch resumes")
     _grid_args(launch, runs_dir=True)
     add_backend_args(launch)
+    launch.add_argument("--until-decided", metavar="PROTOCOL",
+                        help="a protocol.yaml: the grid's seeds are the first wave; after each wave its planned "
+                             "comparisons are tested and seeds added to the arms of open ones, up to the cap")
+    launch.add_argument("--max-seeds", type=positive_int, help="with --until-decided: a lower seed cap")
     launch.set_defaults(func=run_launch)
 
     status = actions.add_parser("status", help="counts and a table: completed, running, failed, pending")
@@ -81,19 +86,27 @@ def _flops(trial: Trial) -> float:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    from sweeps.dedupe import changed_keys, representatives
+
     spec = load_spec(args.grid, args.preset)
     trials = pipeline(spec)
     axis_keys = table_axes(trials)
     staged = any(t.stage or t.upstream for t in trials)
-    flops = [_flops(t) for t in trials]
+    copies = representatives(trials, Path(args.runs_dir) if args.runs_dir else None)
+    flops = [0.0 if t.run_id in copies else _flops(t) for t in trials]
     rows = [[str(t.index), *([t.stage or "-"] if staged else []), *(axis_text(t, k) for k in axis_keys), t.run_id,
-             *([" ".join(t.upstream) or "-"] if staged else []), str(t.config.steps), f"{f:.3g}"]
+             *([" ".join(t.upstream) or "-"] if staged else []), *([copies.get(t.run_id, "-")] if copies else []),
+             str(t.config.steps), f"{f:.3g}"]
             for t, f in zip(trials, flops, strict=True)]
     print(f"grid {spec.name} (preset {spec.scale}, base {spec.base_preset}): {len(trials)} trials, "
-          f"{sum(t.config.steps for t in trials)} steps, {sum(flops):.3g} training FLOPs")
+          f"{sum(t.config.steps for t in trials if t.run_id not in copies)} steps, {sum(flops):.3g} training FLOPs")
     header = ["#", *(["stage"] if staged else []), *axis_keys, "run_id", *(["upstream"] if staged else []),
-              "steps", "FLOPs"]
+              *(["trains as"] if copies else []), "steps", "FLOPs"]
     print(format_table(rows, header))
+    for t in trials:
+        if t.run_id in copies:
+            print(f"trial {t.index} ({t.run_id}) trains exactly as {copies[t.run_id]}: "
+                  f"{', '.join(changed_keys(t.config))} have no effect in it; it trains once")
     return 0
 
 
@@ -125,7 +138,16 @@ def run_launch(args: argparse.Namespace) -> int:
     from sweeps.launch import launch_grid
 
     spec = load_spec(args.grid, args.preset)
-    states = launch_grid(spec, Path(args.runs_dir), args.backend, backend_options(args, spec), args.retry_failed)
+    if args.max_seeds and not args.until_decided:
+        raise UserError("sweep launch --max-seeds: applies with --until-decided only")
+    if args.until_decided:
+        from analysis.protocol import load_protocol
+        from sweeps.adaptive import launch_until_decided
+
+        states = launch_until_decided(spec, Path(args.runs_dir), load_protocol(args.until_decided), args.backend,
+                                      backend_options(args, spec), args.max_seeds, args.retry_failed)
+    else:
+        states = launch_grid(spec, Path(args.runs_dir), args.backend, backend_options(args, spec), args.retry_failed)
     print(counts_line(states))
     unfinished = [s for s in states if s.state != "completed"]
     if unfinished:

@@ -1,0 +1,99 @@
+"""Power (against the noncentral t distribution and simulation), TOST on both sides of the margin, and the
+group-sequential procedure's error rates on simulated data, for both nulls: a true difference of 0 (where superior
+or inferior must be rare) and of exactly delta (where equivalent must be rare)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.power import difference_power, equivalence_power, seeds_needed
+from analysis.sequential import EQUIVALENT, INCONCLUSIVE, INFERIOR, OPEN, SUPERIOR, Plan, decide, t_boundaries
+
+SIMULATIONS = 2000
+
+
+@pytest.mark.parametrize(("n", "effect", "sd", "alpha"), [(5, 0.02, 0.015, 0.05), (12, 0.01, 0.02, 0.0125),
+                                                         (30, 0.004, 0.01, 0.05)])
+def test_difference_power_is_the_noncentral_t_tail_and_matches_simulation(n, effect, sd, alpha):
+    df, nc = n - 1, effect * np.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    expected = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    assert difference_power(n, effect, sd, alpha) == pytest.approx(expected, rel=1e-9)
+    d = np.random.default_rng(0).normal(effect, sd, (40_000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / np.sqrt(n))
+    assert difference_power(n, effect, sd, alpha) == pytest.approx(np.mean(np.abs(t) > crit), abs=0.01)
+
+
+@pytest.mark.parametrize(("n", "true", "margin", "sd"), [(5, 0.0, 0.02, 0.01), (10, 0.005, 0.02, 0.02),
+                                                        (30, 0.01, 0.02, 0.02), (8, 0.02, 0.02, 0.01)])
+def test_tost_power_matches_simulation_and_is_at_most_alpha_at_the_margin(n, true, margin, sd):
+    rng = np.random.default_rng(1)
+    d = rng.normal(true, sd, (40_000, n))
+    mean, se = d.mean(1), d.std(1, ddof=1) / np.sqrt(n)
+    crit = stats.t.ppf(0.95, n - 1)
+    simulated = np.mean((mean - crit * se > -margin) & (mean + crit * se < margin))
+    power = equivalence_power(n, true, margin, sd, 0.05)
+    assert power == pytest.approx(simulated, abs=0.01)
+    if abs(true) >= margin:
+        assert power <= 0.05 + 0.005  # at the margin TOST's type I error is at most its level
+
+
+def test_seeds_needed_is_the_first_n_with_the_power():
+    n = seeds_needed(0.02, 0.015, alpha=0.05, power=0.8)
+    assert difference_power(n, 0.02, 0.015) >= 0.8 > difference_power(n - 1, 0.02, 0.015)
+    m = seeds_needed(0.0, 0.015, alpha=0.05, power=0.8, margin=0.02)
+    assert equivalence_power(m, 0.0, 0.02, 0.015) >= 0.8 > equivalence_power(m - 1, 0.0, 0.02, 0.015)
+    assert seeds_needed(0.03, 0.015, margin=0.02) is None  # a true difference beyond the margin is never equivalent
+
+
+def test_tost_decides_on_both_sides_of_the_margin():
+    """One look at the cap: an interval inside +-delta is equivalent; one reaching past it is not, even when the
+    difference test does not cross either."""
+    plan = Plan(alpha=0.05, margin=0.02, cap=10)
+    inside = 0.001 + 0.006 * np.array([1, -1, 1, -1, 1, -1, 1, -1, 0.5, -0.5])  # no detectable difference
+    across = 0.012 + 0.02 * np.array([1, -1, 1, -1, 1, -1, 1, -1, 0.5, -0.5])
+    assert decide(inside, [10], plan).verdict == EQUIVALENT
+    d = decide(across, [10], plan)
+    assert d.verdict == INCONCLUSIVE and d.equivalence_interval[1] > 0.02 and d.seeds_to_decide is not None
+    assert decide(inside + 0.05, [10], plan).verdict == SUPERIOR
+    assert decide(-(inside + 0.05), [10], plan).verdict == INFERIOR
+    assert decide(-(inside + 0.05), [10], plan, higher_is_better=False).verdict == SUPERIOR
+    assert decide(across[:5], [5], plan).verdict == OPEN  # before the cap: more seeds
+
+
+def test_boundaries_spend_little_early_and_reach_the_fixed_test_at_one_look():
+    looks = t_boundaries((3, 6, 9, 12), 12, 0.05)
+    assert looks[0] > looks[1] > looks[2] > looks[3] > stats.t.ppf(0.975, 11)  # repeated looks cost the last one
+    (single,) = t_boundaries((12,), 12, 0.05)
+    assert single == pytest.approx(stats.t.ppf(0.975, 11), rel=0.01)  # one look: the fixed-sample test
+
+
+def simulate(theta: float, looks: tuple[int, ...], plan: Plan, seed: int) -> dict[str, float]:
+    rng, out = np.random.default_rng(seed), {}
+    for _ in range(SIMULATIONS):
+        d = rng.normal(theta, 1.0, looks[-1])
+        sizes = []
+        for n in looks:
+            sizes.append(n)
+            verdict = decide(d[:n], sizes, plan, seeds_to_decide=False).verdict
+            if verdict != OPEN:
+                break
+        out[verdict] = out.get(verdict, 0) + 1 / SIMULATIONS
+    return out
+
+
+@pytest.mark.parametrize("looks", [(3, 6, 9, 12), (3, 5, 7, 9, 11, 13, 15)])
+@pytest.mark.parametrize("spending", ["obrien_fleming", "pocock"])
+def test_sequential_error_rates_stay_within_their_levels(looks, spending):
+    """2,000 simulated studies per null, differences in units of their sd, margin 0.5 sd, alpha 0.05; a rate may
+    exceed its level by Monte Carlo error only (2 standard errors: 0.0097)."""
+    plan = Plan(alpha=0.05, margin=0.5, cap=looks[-1], spending=spending)
+    tolerance = 2 * np.sqrt(0.05 * 0.95 / SIMULATIONS)
+    null = simulate(0.0, looks, plan, seed=2)
+    assert null.get(SUPERIOR, 0) + null.get(INFERIOR, 0) <= 0.05 + tolerance, null
+    assert null.get(EQUIVALENT, 0) > 0.02  # and the procedure does decide some nulls as equivalent
+    for theta in (0.5, -0.5):
+        at_margin = simulate(theta, looks, plan, seed=3)
+        assert at_margin.get(EQUIVALENT, 0) <= 0.05 + tolerance, at_margin

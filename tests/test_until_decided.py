@@ -1,0 +1,131 @@
+"""`sweep launch --until-decided`: on a smoke grid, a comparison with a large effect is decided at the first look and
+gets no more seeds, one that stays open gets the next wave, every look is recorded, and a relaunch trains and looks
+no more; protocol files are checked with one-line errors; trials that would train exactly as another run train once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from analysis.protocol import load_protocol
+from study.errors import UserError
+from study.runstore import RunStore
+from sweeps.dedupe import representatives
+from sweeps.spec import expand, load_spec
+from unihetero.cli import main
+
+GRID = """\
+    name: decide_smoke
+    protocol: 3
+    base:
+      preset: tiny
+      overrides: {train.samples_seen: 320, train.warmup_steps: 2, train.checkpoint_every: 0, eval.num_images: 8,
+                  eval.probe_images: 40, eval.inference_scaling: false}
+    zip:
+      - arm: [text_only, broken, other_world]
+        train.lr: [0.003, 1.0e-7, 0.003]
+        data.world_seed: [0, 0, 7]
+    seeds: [1, 2, 3]
+    presets: {smoke: {}}
+    """
+PROTOCOL = """\
+    protocol: 3
+    metric: caption_loss
+    higher_is_better: false
+    margin: 1.0e-6
+    spending: pocock
+    seeds: {first: 3, wave: 2, cap: 5}
+    families: {smoke: "a large effect and a noisy null"}
+    comparisons:
+      - {id: broken, family: smoke, grid: decide_smoke, arm: broken, baseline: text_only, claim: inferior}
+      - {id: other_world, family: smoke, grid: decide_smoke, arm: other_world, baseline: text_only}
+    """
+
+
+def write(tmp_path: Path) -> tuple[Path, Path]:
+    grid, protocol = tmp_path / "decide_smoke.yaml", tmp_path / "protocol.yaml"
+    grid.write_text(textwrap.dedent(GRID))
+    protocol.write_text(textwrap.dedent(PROTOCOL))
+    return grid, protocol
+
+
+@pytest.mark.slow
+def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path, capsys):
+    grid, protocol = write(tmp_path)
+    runs = tmp_path / "runs"
+    argv = ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(runs), "--workers", "2",
+            "--until-decided", str(protocol)]
+    assert main(argv) == 0
+    looks = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
+    first, second = looks
+    assert first["comparisons"]["broken"]["verdict"] == "inferior" and first["comparisons"]["broken"]["n"] == 3
+    assert first["comparisons"]["other_world"]["verdict"] == "open"
+    assert first["extend"] == {"comparisons": ["other_world"], "seeds": [4, 5]}
+    assert set(second["comparisons"]) == {"other_world"} and second["comparisons"]["other_world"]["n"] == 5
+    assert second["comparisons"]["other_world"]["sizes"] == [3, 5] and second["extend"] is None
+    trials = json.loads((runs / "grids" / "decide_smoke__smoke.json").read_text())["trials"]
+    seeds = {arm: sorted(t["axes"]["seed"] for t in trials if t["axes"]["arm"] == arm)
+             for arm in ("text_only", "broken", "other_world")}
+    assert seeds == {"text_only": [1, 2, 3, 4, 5], "broken": [1, 2, 3], "other_world": [1, 2, 3, 4, 5]}
+    assert all(RunStore(runs / t["run_id"]).status()["state"] == "completed" for t in trials)
+
+    before = sorted(p.name for p in runs.iterdir())
+    assert main(argv) == 0  # the procedure ended: a relaunch trains nothing and looks no more
+    assert sorted(p.name for p in runs.iterdir()) == before
+    assert len((runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ("margin: 1.0e-6", "key 'margin': expected a number"),
+    ("cap: 5", "key 'seeds': wave must be"),
+    ("family: smoke, grid: decide_smoke, arm: broken", "key 'comparisons[0].family'"),
+    ("spending: pocock", "key 'spending'"),
+])
+def test_a_bad_protocol_is_one_line_naming_the_key(tmp_path, edit, message, capsys):
+    _, protocol = write(tmp_path)
+    broken = {"margin: 1.0e-6": "margin: -1", "cap: 5": "cap: 2", "spending: pocock": "spending: sometimes",
+              "family: smoke, grid: decide_smoke, arm: broken": "family: other, grid: decide_smoke, arm: broken"}
+    protocol.write_text(protocol.read_text().replace(edit, broken[edit]))
+    with pytest.raises(UserError, match=re.escape(message)):
+        load_protocol(protocol)
+    assert main(["power", "--protocol", str(protocol)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.split(":")[0] in err
+
+
+def test_trials_that_train_exactly_alike_are_listed_and_train_once(tmp_path, capsys):
+    """Masking without a generation head, read by the caption on the clean sequence, changes nothing; nor does
+    caption_on without masking: such trials train as the plain text-only run does."""
+    spec_path = tmp_path / "masking.yaml"
+    spec_path.write_text(textwrap.dedent("""\
+        name: masking_copies
+        base: {preset: tiny, overrides: {train.samples_seen: 64, train.warmup_steps: 2, eval.num_images: 4,
+                                         eval.probe_images: 20, eval.inference_scaling: false,
+                                         masking.caption_on: clean}}
+        zip:
+          - mask: [none, truncnorm]
+            masking.distribution: [none, truncnorm]
+          - arm: [text_only, semantic_input]
+            objective.target: [none, semantic_input]
+        seeds: [0]
+        presets: {smoke: {}}
+        """))
+    trials = expand(load_spec(str(spec_path), "smoke"))
+    by_label = {(t.axes["mask"], t.axes["arm"]): t for t in trials}
+    copies = representatives(trials)
+    assert copies == {by_label[("truncnorm", "text_only")].run_id: by_label[("none", "text_only")].run_id}
+    assert main(["sweep", "plan", str(spec_path), "--preset", "smoke"]) == 0
+    assert "trains exactly as" in capsys.readouterr().out
+    runs = tmp_path / "runs"
+    assert main(["sweep", "launch", str(spec_path), "--preset", "smoke", "--runs-dir", str(runs)]) == 0
+    copy = RunStore(runs / by_label[("truncnorm", "text_only")].run_id)
+    source = RunStore(runs / by_label[("none", "text_only")].run_id)
+    assert copy.status()["same_as"] == source.path.name and not copy.checkpoints()
+    assert copy.records("eval.jsonl") == source.records("eval.jsonl")
+    attempts = [p.name for p in runs.glob("*/sweep_attempts.jsonl")]
+    assert len(attempts) == 3  # three trainings for four trials
