@@ -3,8 +3,10 @@
 
 Sections: the verdicts of every study, one section per grid found in `RUNS_DIR/grids/` (the paper's
 layout for the grids it has claims about), runs outside any grid, and the runs left out of statistics with
-their reasons. Nothing in it depends on the time or the machine, so the same runs give the same report. An
-erratum kept with the records (`RUNS_DIR/ERRATUM.md`: what was measured wrongly, and how) opens the report.
+their reasons; a study whose protocol is machine-readable (`protocol.yaml` beside the runs directory) opens with
+its planned comparisons decided (`reports.decisions`). Nothing in it depends on the time or the machine, so the same
+runs give the same report. An erratum kept with the records (`RUNS_DIR/ERRATUM.md`: what was measured wrongly, and
+how) opens the report.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import polars as pl
 from analysis.aggregate import MIN_PAIRS
 from analysis.collapse import mark_collapsed
 from analysis.grids import Grid, read_grids
+from analysis.protocol import load_protocol
 from analysis.runs import RunSet, describe_arms, load_runs
 from analysis.utilization import FitSettings
 from reports import figures
+from reports.decisions import PROTOCOL_FILE, decisions_section
 from reports.families import holm_adjustments, lead_section
 from reports.glance import glance_section
 from reports.paper import ALL_STUDIES, FAMILY_SIZES, STUDIES, studies_for
@@ -113,6 +117,9 @@ def build_report(runs_dir: Path | str, out_dir: Path | str, *, fit: FitSettings 
     lead = lead_section([(study, rows) for (_, study), rows in zip(contexts, verdicts, strict=True)],
                         ALL_STUDIES)
     opening += [lead] if lead else []
+    protocol = runs_dir.parent / PROTOCOL_FILE  # a study with a machine-readable protocol: its decisions lead
+    if protocol.is_file():
+        opening.insert(0, decisions_section(runs_dir, runs.usable, load_protocol(protocol)))
     sections = [*opening, _summary(verdicts), *sections, _status_section(runs, grids)]
 
     usable = int(runs.runs["usable"].sum()) if len(runs.runs) else 0

@@ -281,3 +281,15 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels.std() > 0.05  # not blank
     assert (pixels.min(axis=-1) < 0.5).mean() > 0.01  # text, tables and figures drawn
+
+
+def test_an_erratum_kept_with_the_records_opens_the_report(tmp_path):
+    from reports.build import ERRATUM, build_report
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / ERRATUM).write_text("**Erratum (2026-12-06):** these numbers were measured on the wrong world.\n")
+    build_report(runs, tmp_path / "out", draw_figures=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.splitlines()[2].startswith("**Erratum (2026-12-06):**")
+    assert "Erratum (2026-12-06):" in (tmp_path / "out" / "report.html").read_text()

@@ -79,6 +79,17 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     assert sorted(p.name for p in runs.iterdir()) == before
     assert len((runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()) == 2
 
+    # the report (its protocol.yaml beside the runs directory) opens with the same decisions at the same looks
+    assert main(["report", str(runs), "--out", str(tmp_path / "report"), "--bootstrap", "0", "--no-figures"]) == 0
+    import polars as pl
+
+    lead = pl.read_csv(tmp_path / "report" / "tables" / "decisions.csv")
+    rows = {r["comparison"]: r for r in lead.iter_rows(named=True)}
+    assert rows["broken"]["verdict"] == "inferior" and rows["broken"]["n"] == 3
+    assert rows["other_world"]["n"] == 5 and rows["other_world"]["looks"] == 2
+    assert rows["other_world"]["verdict"] == second["comparisons"]["other_world"]["verdict"]
+    assert "Lead table: each planned comparison decided" in (tmp_path / "report" / "report.md").read_text()
+
 
 @pytest.mark.parametrize(("edit", "message"), [
     ("margin: 1.0e-6", "key 'margin': expected a number"),

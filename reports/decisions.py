@@ -1,0 +1,88 @@
+"""The lead of a study with a machine-readable protocol (protocol 3 on): each planned comparison decided by the
+protocol's sequential rule at its recorded looks (`looks/`, written by `sweep launch --until-decided`; without
+them, one look at the pairs there are), with its verdict in four words: superior, inferior, equivalent within
++-delta, or inconclusive with the seeds that would decide it; beside it the mean difference, the TOST interval, the
+seeds used, and how much of the spread is the noise of the held-out images (analysis.image_noise).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from analysis.image_noise import image_noise
+from analysis.protocol import Protocol, membership, pairs
+from analysis.runs import NORMALISED
+from analysis.sequential import EQUIVALENT, decide
+from reports.render import Section, Table, fmt, fmt_ci
+from study.runstore import read_jsonl
+
+PROTOCOL_FILE = "protocol.yaml"  # beside the runs directory
+
+
+def recorded_sizes(runs_dir: Path, grid: str) -> dict[str, list[int]]:
+    """Each comparison's pairs at its recorded looks (every preset of the grid)."""
+    sizes: dict[str, list[int]] = {}
+    for path in sorted((runs_dir / "looks").glob(f"{grid}__*.jsonl")):
+        for look in read_jsonl(path):
+            for cid, rec in look.get("comparisons", {}).items():
+                sizes.setdefault(cid, []).append(int(rec["n"]))
+    return sizes
+
+
+def verdict_words(verdict: str, margin: float, needed: int | None, n: int) -> str:
+    if verdict == EQUIVALENT:
+        return f"equivalent within +-{margin:g}"
+    if verdict in ("open", "inconclusive"):
+        more = f"{needed} seeds would decide it" if needed else "more seeds than 10,000 would not decide it"
+        return f"{'open' if verdict == 'open' else 'inconclusive'} at {n} seeds: {more}"
+    return verdict
+
+
+def decisions(runs_dir: Path, runs: pl.DataFrame, protocol: Protocol) -> pl.DataFrame:
+    """One row per planned comparison: its decision at its looks."""
+    values = {m: dict(zip(runs["run_id"].to_list(), runs[m].to_list(), strict=True))
+              for m in {c.metric for c in protocol.comparisons} if m in runs.columns}
+    rows = []
+    for c in protocol.comparisons:
+        found = sorted(pairs(membership(runs_dir, c.grid), c), key=lambda p: p[2].get("seed", 0))
+        metric = values.get(c.metric, {})
+        kept = [(a, b) for a, b, _ in found if metric.get(a) is not None and metric.get(b) is not None]
+        diffs = [metric[a] - metric[b] for a, b in kept]
+        looks = recorded_sizes(runs_dir, c.grid).get(c.id, [])
+        looks = [k for k in looks if k < len(diffs)] + [len(diffs)]
+        d = decide(diffs, looks, protocol.plan(c), c.higher_is_better)
+        noise = image_noise([(runs_dir / a, runs_dir / b) for a, b in kept]) if c.metric == NORMALISED else None
+        rows.append({"family": c.family, "comparison": c.id, "grid": c.grid, "metric": c.metric,
+                     "claim": c.claim, "n": d.n, "looks": len(looks), "mean": d.mean, "sd": d.sd,
+                     "lo": d.equivalence_interval[0], "hi": d.equivalence_interval[1], "margin": c.margin,
+                     "alpha": protocol.plan(c).alpha, "verdict": d.verdict, "seeds_to_decide": d.seeds_to_decide,
+                     "seed_se": d.sd / d.n ** 0.5 if d.n > 1 else None, "image_noise_sd": noise,
+                     "words": verdict_words(d.verdict, c.margin, d.seeds_to_decide, d.n)})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def decisions_section(runs_dir: Path, runs: pl.DataFrame, protocol: Protocol) -> Section:
+    data = decisions(runs_dir, runs, protocol)
+    text = [f"Protocol {protocol.number} (`{protocol.path.name}` beside the runs directory): each comparison is the "
+            "paired difference arm minus baseline over seeds, tested at its recorded looks against boundaries from "
+            f"{protocol.spending.replace('_', '-')} alpha spending (the family's alpha {protocol.alpha:g} split "
+            "over its comparisons). Superior / inferior: the difference test crossed its boundary (better / worse "
+            "on the metric); equivalent within +-delta: both one-sided tests of TOST crossed theirs; otherwise "
+            "open, or inconclusive at the seed cap, with the seeds that would decide it at the observed variance. "
+            "The interval is TOST's at the last look's one-sided level. Image noise: the standard deviation of "
+            "the mean difference over bootstrap resamples of the held-out images, beside the seed-to-seed "
+            "standard error."]
+    shown = data.select(
+        "family", "comparison", "metric",
+        pl.struct("mean", "lo", "hi").map_elements(lambda r: fmt_ci(r["mean"], r["lo"], r["hi"], sign=True),
+                                                   return_dtype=pl.String).alias("difference [TOST interval]"),
+        "n", pl.col("seed_se").map_elements(lambda x: fmt(x, 2), return_dtype=pl.String).fill_null("-")
+        .alias("seed s.e."),
+        pl.col("image_noise_sd").map_elements(lambda x: fmt(x, 2), return_dtype=pl.String).fill_null("-")
+        .alias("image noise"),
+        pl.col("words").alias("verdict"))
+    section = Section("decisions", "Lead table: each planned comparison decided", text=text)
+    section.tables.append(Table("decisions", "Planned comparisons: difference, seeds, verdict", data, shown))
+    return section
