@@ -161,13 +161,52 @@ V2_STUDIES = (
     _v2_data_scaling("v2_data_scaling", "contrastive", "takeaway 2 (v2)"),
     _v2_data_scaling("v2_data_scaling_scratch", "scratch"),
 )
+# Protocol 3 (reports/results/cpu-v3/PROTOCOL.md): the planned comparisons are decided by the protocol's sequential
+# rule (reports/decisions.py, the report's lead); each grid's section shows its arms in units they share, beside
+# their baselines, descriptively.
+V3_METRICS = (NORMALISED, PRIMARY, "zs_norm_se", "caption_loss", "probe_acc/shape", "diag/image_share",
+              "diag/image_share_max", "rollout_rel/8", "rollout_rel_mean/8", "rollout_probe", "rollout_probe_true",
+              "rollout_probe_copy_last", "chance/rollout_probe")
+V3_REGIMES = {"contrastive": "(b) frozen contrastive encoders (5 instances)",
+              "self_distill": "(c) frozen self-distilled encoders (5 instances)", "scratch": "(a) from scratch"}
+
+
+def _v3_targets(regime: str) -> Study:
+    label = V3_REGIMES[regime]
+    return Study(f"v3_targets_{regime}", f"Generation target, regime {label} (protocol 3)", "Takeaways 1 and 3",
+                 "[paper] Generating semantics inside the LLM helps understanding, pixels reaching the LLM hurt it; "
+                 "autoregression on the input embedding beats it on the encoder output. Decided in the lead table; "
+                 "here every arm in units the arms share, beside its baselines. Regime " + label + ".",
+                 treatment=V2_TREATMENT, baseline=TEXT_ONLY, measures=(Measure(NORMALISED, generation_claim),),
+                 metrics=V3_METRICS, primary=NORMALISED, regime=label, descriptive=True,
+                 extras=(extras.learning_curves, extras.rollout))
+
+
+V3_STUDIES = (
+    *(_v3_targets(regime) for regime in V3_REGIMES),
+    Study("v3_data_scaling", "Data scaling and utilization, regime " + V3_REGIMES["contrastive"] + " (protocol 3)",
+          "Takeaway 2",
+          "[paper + summary] Generation uses limited data better: semantic_input against text only over D, at "
+          "fixed samples seen and at one epoch. Its planned comparisons (D = 1e3, 1e4 at fixed samples seen) are "
+          "decided in the lead table; the fitted laws are descriptive.",
+          treatment=V2_TREATMENT, baseline=TEXT_ONLY, measures=(Measure(NORMALISED, generation_claim),),
+          metrics=(NORMALISED, PRIMARY, "caption_loss", "diag/image_share", "diag/image_share_max"), by_scale=True,
+          per_scale=True, primary=NORMALISED, regime=V3_REGIMES["contrastive"], descriptive=True,
+          extras=(extras.data_utilization,)),
+    Study("v3_masking", "Masking, regime " + V3_REGIMES["contrastive"] + " (protocol 3)", "Masking",
+          "[paper names the technique; the rest is ours] semantic_input with MAR's truncated-normal masking against "
+          "unmasked; text only under both (trained once: masking without a generation head changes nothing).",
+          treatment=("masking.",), baseline=pl.col("masking.distribution") == "none",
+          measures=(Measure(NORMALISED, _gaussian_masking),), metrics=V3_METRICS[:7], primary=NORMALISED,
+          regime=V3_REGIMES["contrastive"], descriptive=True, extras=(extras.masking_histograms,)),
+)
 DEMO_STUDY = Study(
     "v2_demo", "Demo: the v2 pipeline at demo scale", "Demo (not the study)",
     "[make demo] Takeaway 1's question in minutes: semantic_input on a frozen contrastive encoder against text "
     "only. Demo-scale verdicts are not the study's.",
     treatment=V2_TREATMENT, baseline=TEXT_ONLY, measures=(Measure(NORMALISED, generation_claim),),
     metrics=V2_METRICS[:6], primary=NORMALISED, extras=(extras.learning_curves,))
-ALL_STUDIES = V1_STUDIES + V2_STUDIES + (DEMO_STUDY,)
+ALL_STUDIES = V1_STUDIES + V2_STUDIES + V3_STUDIES + (DEMO_STUDY,)
 STUDIES = {s.grid: s for s in ALL_STUDIES if not s.part}  # each grid's first study, in report order
 
 
