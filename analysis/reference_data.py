@@ -6,3 +6,4 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "data"
 CHINCHILLA_EPOCH_CSV = DATA_DIR / "chinchilla_epoch_replication.csv"
+DATABLATIONS_CSV = DATA_DIR / "datablations_c4_points.csv"
