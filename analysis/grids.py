@@ -45,6 +45,9 @@ def _determined(key: str, by: list[str], axes: list[dict]) -> bool:
     return True
 
 
+ARM_SEPARATOR = " · "  # between the label axes of an arm's name ("semantic_input · fixed")
+
+
 def arm_labels(axes: list[dict], fallback: str) -> list[str]:
     """One label per trial (see the module docstring); `fallback` when no axis varies."""
     arm_axes = [{k: v for k, v in a.items() if k not in NOT_ARM} for a in axes]
@@ -53,7 +56,7 @@ def arm_labels(axes: list[dict], fallback: str) -> list[str]:
     label_keys = [k for k in varying if "." not in k]
     config_keys = [k for k in varying if "." in k and not _determined(k, label_keys, arm_axes)]
     names = short_names(config_keys)
-    return [" · ".join([format_value(a.get(k)) for k in label_keys]
+    return [ARM_SEPARATOR.join([format_value(a.get(k)) for k in label_keys]
                        + [f"{names[k]}={format_value(a.get(k))}" for k in config_keys]) or fallback
             for a in arm_axes]
 

@@ -49,10 +49,19 @@ def effective_inputs(p: Params, n: np.ndarray, d: np.ndarray, u: np.ndarray) -> 
     """(N', D') of the data-constrained law."""
     g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
     u_n = np.minimum(n, g * (g * u) ** (p["beta"] / p["alpha"]))
-    r_d, r_n = np.maximum(d / u - 1, 0), np.maximum(n / u_n - 1, 0)
-    d_eff = u + u * p["R_D"] * -np.expm1(-r_d / p["R_D"])
+    r_n = np.maximum(n / u_n - 1, 0)
     n_eff = u_n + u_n * p["R_N"] * -np.expm1(-r_n / p["R_N"])
-    return n_eff, d_eff
+    return n_eff, repeated_data(p, d, u)
+
+
+def repeated_data(p: Params, s: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """D' for `s` samples seen of `u` unique ones (repeated R_D = max(s / u - 1, 0) times)."""
+    r_d = np.maximum(s / u - 1, 0)
+    return u + u * p["R_D"] * -np.expm1(-r_d / p["R_D"])
+
+
+def _repetition(p: Params, x: np.ndarray) -> np.ndarray:
+    return p["E"] + p["B"] / repeated_data(p, x[:, 0], x[:, 1]) ** p["beta"]
 
 
 def _data_constrained(p: Params, x: np.ndarray) -> np.ndarray:
@@ -79,6 +88,9 @@ LAWS = {
                             "exp(-(D/U - 1) / R_D)), N' = U_N + U_N R_N (1 - exp(-(N/U_N - 1) / R_N)), U_N = "
                             "min(N, N_opt(U))", ("N", "D", "U"), ("A", "B", "E", "alpha", "beta", "R_D", "R_N"),
                             _data_constrained),
+    # one model size: the data term of the data-constrained law alone (its model term folded into E)
+    "repetition": Law("repetition", "L(S, U) = E + B / D'^beta, D' = U + U R_D (1 - exp(-(S/U - 1) / R_D))",
+                      ("S", "U"), ("B", "E", "beta", "R_D"), _repetition),
 }
 
 

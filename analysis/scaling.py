@@ -70,6 +70,7 @@ class ScalingFit:
     loss: float  # sum of Huber losses of the log residuals at the optimum
     huber_delta: float
     n_starts: int
+    boot_ids: np.ndarray | None = None  # which resamples `boot_params` holds (those with a finite optimum)
 
     def to_dict(self, include_boot: bool = True) -> dict:
         """JSON-serialisable view; `include_boot=False` leaves out the resampled parameter sets."""
@@ -196,19 +197,31 @@ def _pick_starts(grid: np.ndarray, n: int | None, rng: np.random.Generator) -> n
     return grid[rng.choice(len(grid), size=n, replace=False)]
 
 
+def resample_rows(rng: np.random.Generator, n: int, clusters: np.ndarray | None) -> np.ndarray:
+    """Row indices of one bootstrap resample: n rows with replacement, or, with `clusters` (a label per row, e.g.
+    the seed), whole clusters drawn with replacement from the sorted labels. Two fits drawing with the same
+    generator over the same labels draw the same clusters: their resamples pair one to one."""
+    if clusters is None:
+        return rng.integers(0, n, n)
+    labels = np.unique(clusters)
+    drawn = labels[rng.integers(0, len(labels), len(labels))]
+    return np.concatenate([np.flatnonzero(clusters == c) for c in drawn])
+
+
 def _boot_chunk(
     logx: np.ndarray,
     logy: np.ndarray,
     delta: float,
     n_starts: int | None,
     seeds: list[np.random.SeedSequence],
+    clusters: np.ndarray | None = None,
 ) -> np.ndarray:
     """Refit each resample from its own random subset of the grid; theta per resample."""
     grid = start_grid(logx.shape[1])
     out = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        idx = rng.integers(0, len(logy), len(logy))
+        idx = resample_rows(rng, len(logy), clusters)
         theta, _ = _best_fit(_pick_starts(grid, n_starts, rng), logx[idx], logy[idx], delta)
         out.append(theta)
     return np.array(out)
@@ -225,13 +238,16 @@ def fit(
     boot_starts: int | None = 32,
     seed: int = 0,
     workers: int = 1,
+    clusters: np.ndarray | None = None,
 ) -> ScalingFit:
     """Fit `form` to points (x, y); x is (n,) or (n, k) with columns in formula order (N then D).
 
     starts: grid starts for the full-data fit (None: the full grid, an int: a random subset).
-    n_boot: case-bootstrap resamples for 95% percentile intervals. Each resample is refitted from
-    `boot_starts` random grid starts of its own (None: the full grid), never warm-started at the
-    full-data optimum. Every resample has its own seed, so results do not depend on `workers`.
+    n_boot: bootstrap resamples for 95% percentile intervals: of the points, or with `clusters` (a label per point,
+    such as its seed) of whole clusters, so that points that share a seed move together and two arms fitted
+    with the same `seed` over the same seeds get paired resamples (resample i of each draws the same seeds).
+    Each resample is refitted from `boot_starts` random grid starts of its own (None: the full grid), never
+    warm-started at the full-data optimum. Every resample has its own seed, so results do not depend on `workers`.
     """
     f = FORMS[form]
     logx, logy = _prepare(f, x, y)
@@ -246,11 +262,14 @@ def fit(
     if n_boot > 0:
         seeds = np.random.SeedSequence([seed, 1]).spawn(n_boot)
         chunks = [list(c) for c in np.array_split(np.array(seeds, dtype=object), min(4 * workers, n_boot))]
-        parts = _parallel(_boot_chunk, [(logx, logy, huber_delta, boot_starts, c) for c in chunks], workers)
+        parts = _parallel(_boot_chunk, [(logx, logy, huber_delta, boot_starts, c, clusters) for c in chunks],
+                          workers)
         boot = _natural(np.concatenate(parts), f.k)
-        boot = boot[np.all(np.isfinite(boot), axis=1)]  # a resample whose every start diverged
+        kept = np.all(np.isfinite(boot), axis=1)  # a resample whose every start diverged is left out
+        boot, ids = boot[kept], np.flatnonzero(kept)
         lo, hi = np.percentile(boot, _PERCENTILES, axis=0)
         intervals = {n: (float(a), float(b)) for n, a, b in zip(f.names, lo, hi, strict=True)}
+        return ScalingFit(form, params, intervals, boot, len(logy), float(loss), huber_delta, len(grid), ids)
     return ScalingFit(form, params, intervals, boot, len(logy), float(loss), huber_delta, len(grid))
 
 

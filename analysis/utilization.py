@@ -1,10 +1,13 @@
 """Data utilization of an arm against the understanding-only baseline (PAPER.md, takeaway 2):
 
 - scaling exponents: the metric vs unique data D fitted per arm (`power` for losses, `bounded` for
-  accuracies: the error rate 1 - acc follows E + A / D^alpha), with bootstrap intervals;
+  accuracies: the error rate 1 - acc follows E + A / D^alpha), with bootstrap intervals that resample seeds
+  (a seed's points at every D move together), paired across the two arms compared (resample i of each draws the
+  same seeds);
 - the effective data multiplier at D: how many times more unique data the baseline needs to reach the
   arm's fitted score at D, from inverting the baseline's fitted curve, with an interval from the two
-  fits' bootstrap parameter sets (infinite where the baseline's fitted curve never gets there);
+  fits' paired bootstrap parameter sets; where a resample's baseline never gets there (the arm's value lies
+  below the baseline's fitted floor) the multiplier is unbounded and the interval one-sided;
 - the crossover of learning curves (metric vs samples seen, paper Figure 4): where the arm, behind
   at first, overtakes the baseline for good, or why there is none.
 """
@@ -22,7 +25,7 @@ import polars as pl
 
 from analysis import scaling, stats
 from analysis.aggregate import finite
-from analysis.runs import NORMALISED, D
+from analysis.runs import NORMALISED, SEED, D
 
 MIN_SCALES = 3  # distinct D values a scaling fit needs
 MIN_BOOT_POINTS = 8  # with fewer points a case bootstrap of a 3-parameter law is degenerate: no intervals
@@ -57,9 +60,10 @@ class FitSettings:
     seed: int = 0
 
 
-def scaling_points(runs: pl.DataFrame, metric: str, chance: float | None = None) -> tuple[str, np.ndarray, np.ndarray]:
-    """(form, D, y) to fit `metric` vs D over the runs (every seed a point). An accuracy is fitted only when its
-    mean at the largest D is above `chance` (at chance it is flat in D, and no power law describes it).
+def scaling_points(runs: pl.DataFrame, metric: str,
+                   chance: float | None = None) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(form, D, y, seed) to fit `metric` vs D over the runs (every seed a point). An accuracy is fitted only when
+    its mean at the largest D is above `chance` (at chance it is flat in D, and no power law describes it).
     Raises ValueError naming what is missing."""
     df = finite(runs, metric)
     if df.is_empty() or df[D].n_unique() < MIN_SCALES:
@@ -72,14 +76,14 @@ def scaling_points(runs: pl.DataFrame, metric: str, chance: float | None = None)
     y = df[metric].cast(pl.Float64).to_numpy()
     if form == "bounded":
         y = np.clip(y, 0.0, ACC_CEILING)
-    return form, df[D].cast(pl.Float64).to_numpy(), y
+    return form, df[D].cast(pl.Float64).to_numpy(), y, df[SEED].to_numpy()
 
 
-def _fit(form: str, x: np.ndarray, y: np.ndarray, settings: FitSettings) -> scaling.ScalingFit:
-    """The fit, with bootstrap intervals only from MIN_BOOT_POINTS points on."""
+def _fit(form: str, x: np.ndarray, y: np.ndarray, seeds: np.ndarray, settings: FitSettings) -> scaling.ScalingFit:
+    """The fit, with bootstrap intervals (over seeds) only from MIN_BOOT_POINTS points on."""
     n_boot = settings.n_boot if len(y) >= MIN_BOOT_POINTS else 0
     return scaling.fit(form, x, y, starts=settings.starts, n_boot=n_boot, boot_starts=settings.boot_starts,
-                       seed=settings.seed)
+                       seed=settings.seed, clusters=seeds)
 
 
 def fit_runs(runs: pl.DataFrame, metric: str, chance: float | None = None,
@@ -99,7 +103,7 @@ def fit_groups(groups: Mapping[K, tuple[pl.DataFrame, str, float | None]], setti
         except ValueError as e:
             reasons[key] = str(e)
     args = [(*job, settings) for job in jobs.values()]
-    bootstrapped = sum(settings.n_boot > 0 and len(y) >= MIN_BOOT_POINTS for _, _, y in jobs.values())
+    bootstrapped = sum(settings.n_boot > 0 and len(y) >= MIN_BOOT_POINTS for _, _, y, _ in jobs.values())
     if workers > 1 and bootstrapped > 1:  # point fits alone are quicker than starting processes
         # spawn, not fork: the parent holds polars' and torch's threads, which a forked child would inherit locked
         ctx = multiprocessing.get_context("spawn")
@@ -110,10 +114,19 @@ def fit_groups(groups: Mapping[K, tuple[pl.DataFrame, str, float | None]], setti
     return dict(zip(jobs, fits, strict=True)), reasons
 
 
-def _params(fit: scaling.ScalingFit) -> tuple[np.ndarray, np.ndarray]:
-    """(point (1, 3), bootstrap (B, 3)) parameter sets in (A, alpha, E) order of the error/loss law."""
-    point = np.array([[fit.params["A"], fit.params["alpha"], fit.params["E"]]])
-    return point, fit.boot_params.reshape(-1, 3)
+def _params(fit: scaling.ScalingFit) -> np.ndarray:
+    """The point parameter set (1, 3) in (A, alpha, E) order of the error/loss law."""
+    return np.array([[fit.params["A"], fit.params["alpha"], fit.params["E"]]])
+
+
+def paired_boot(arm: scaling.ScalingFit, base: scaling.ScalingFit) -> tuple[np.ndarray, np.ndarray]:
+    """The two fits' bootstrap parameter sets (B, 3) of the resamples both kept, row i of each from the same draw
+    of seeds."""
+    ids_a = arm.boot_ids if arm.boot_ids is not None else np.arange(len(arm.boot_params))
+    ids_b = base.boot_ids if base.boot_ids is not None else np.arange(len(base.boot_params))
+    common = np.intersect1d(ids_a, ids_b)
+    return (arm.boot_params[np.searchsorted(ids_a, common)].reshape(-1, 3),
+            base.boot_params[np.searchsorted(ids_b, common)].reshape(-1, 3))
 
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
@@ -127,11 +140,11 @@ def _interval(samples: np.ndarray) -> tuple[float, float]:
 
 
 def exponent_difference(arm: scaling.ScalingFit, base: scaling.ScalingFit) -> Estimate:
-    """alpha(arm) - alpha(baseline): positive when the arm improves faster with data. The interval pairs
-    the two fits' independent bootstrap resamples one to one."""
+    """alpha(arm) - alpha(baseline): positive when the arm improves faster with data. The interval from the two
+    fits' paired resamples (the same seeds drawn)."""
     point = arm.params["alpha"] - base.params["alpha"]
-    n = min(len(arm.boot_params), len(base.boot_params))
-    lo, hi = _interval(_params(arm)[1][:n, 1] - _params(base)[1][:n, 1])
+    a, b = paired_boot(arm, base)
+    lo, hi = _interval(a[:, 1] - b[:, 1])
     return Estimate(point, lo, hi)
 
 
@@ -151,10 +164,17 @@ def data_multiplier(arm: scaling.ScalingFit, base: scaling.ScalingFit, d: float)
     """Effective data multiplier of `arm` over `base` at unique data `d` (both fits of the same form)."""
     if arm.form != base.form:
         raise ValueError(f"fits of different forms: {arm.form} and {base.form}")
-    point = float(_multipliers(_params(arm)[0], _params(base)[0], d)[0])
-    n = min(len(arm.boot_params), len(base.boot_params))
-    lo, hi = _interval(_multipliers(_params(arm)[1][:n], _params(base)[1][:n], d))
+    point = float(_multipliers(_params(arm), _params(base), d)[0])
+    lo, hi = _interval(_multipliers(*paired_boot(arm, base), d))
     return Estimate(point, lo, hi)
+
+
+def multiplier_text(m: Estimate) -> str:
+    """The multiplier with its interval, or a one-sided bound ('> 0.27') when the interval reaches infinity: some
+    resamples put the arm's value below the baseline's fitted floor, where no amount of data gets the baseline."""
+    if np.isinf(m.hi) and np.isfinite(m.lo):
+        return f"> {m.lo:.3g} (point {m.point:.3g}; unbounded above: the baseline's fitted floor)"
+    return f"{m.point:.3g} [{m.lo:.3g}, {m.hi:.3g}]"
 
 
 def multiplier_verdict(m: Estimate) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from analysis import stats
-from reports.extras import EXPONENT, MULTIPLIER
+from reports.extras import EXPONENT, MULTIPLIER, REPETITION
 from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import DIFFERENCE, Context, Study, comparison_key, comparisons
 
@@ -29,10 +29,11 @@ RULE = (
     "inconclusive. Intervals are the unadjusted 95% Student-t intervals of the paired difference. Primary "
     "metric: `zs_norm`, the chance-normalised attribute accuracy (0 = chance, 1 = perfect), `zs_acc` beside it. "
     "A verdict that begins with “collapsed (k/n)” is of an arm whose visual input collapsed in k of its n runs. "
-    "Takeaway 2's scaling-exponent and data-multiplier rows compare fitted laws: their interval is the 95% "
-    "bootstrap interval (decided when it excludes no effect: 0 for the exponent, 1 for the multiplier), "
-    "n counts the arm's fitted (D, seed) points, and they are outside Holm's families (p shown as -).")
-LEAD_MEASURES = (DIFFERENCE, EXPONENT, MULTIPLIER)
+    "Takeaway 2's scaling-exponent, data-multiplier and R*_D rows compare fitted laws: their interval is the 95% "
+    "bootstrap interval over seeds, paired across the two arms (decided when it excludes no effect: 0 for the "
+    "exponent and the log ratio of R*_D, 1 for the multiplier); n counts the arm's fitted (D, seed) points, or "
+    "for R*_D the paired resamples, and they are outside Holm's families (p shown as -).")
+LEAD_MEASURES = (DIFFERENCE, EXPONENT, MULTIPLIER, REPETITION)
 
 
 def holm_adjustments(items: list[tuple[Context, Study]], sizes: dict[str, int]) -> dict[str, dict]:

@@ -1,5 +1,6 @@
-"""Data utilization: the effective data multiplier recovers a known multiplier, exponent differences, and
-crossover detection with honest "no crossover" answers."""
+"""Data utilization: the effective data multiplier recovers a known multiplier, exponent differences, bootstraps
+that resample seeds paired across arms, one-sided multipliers, and crossover detection with honest "no crossover"
+answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import polars as pl
 import pytest
 
 from analysis import utilization
-from analysis.runs import D
+from analysis.runs import SEED, D
 from analysis.utilization import FitSettings
 
 SCALES = np.array([100, 300, 1000, 3000, 10000, 30000], float)
@@ -19,12 +20,15 @@ def _err(d: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return 0.05 + 2.0 * d ** -alpha
 
 
-def _runs(metric: str, multiplier: float, seeds: int = 2, noise: float = 0.01, seed: int = 0) -> pl.DataFrame:
-    """An arm that behaves like the baseline with `multiplier` times the unique data."""
+def _runs(metric: str, multiplier: float, seeds: int = 5, noise: float = 0.01, seed: int = 0,
+          seed_effect: np.ndarray | None = None) -> pl.DataFrame:
+    """An arm that behaves like the baseline with `multiplier` times the unique data; `seed_effect` (a change of the
+    exponent per training seed, shared by every arm) models what a seed does to all the runs it trains."""
     rng = np.random.default_rng(seed)
-    d = np.repeat(SCALES, seeds)
-    err = _err(multiplier * d) * np.exp(rng.normal(0, noise, len(d)))
-    return pl.DataFrame({D: d.astype(int), metric: 1 - err if "acc" in metric else err})
+    d, s = np.repeat(SCALES, seeds), np.tile(np.arange(1, seeds + 1), len(SCALES))
+    shift = np.zeros(seeds) if seed_effect is None else seed_effect
+    err = _err(multiplier * d, 0.5 + shift[s - 1]) * np.exp(rng.normal(0, noise, len(d)))
+    return pl.DataFrame({D: d.astype(int), SEED: s, metric: 1 - err if "acc" in metric else err})
 
 
 @pytest.mark.parametrize("metric", ["zs_acc", "caption_loss"])
@@ -42,9 +46,10 @@ def test_multiplier_recovers_a_known_multiplier(metric: str):
 
 
 def test_no_advantage_gives_multiplier_one_and_a_worse_arm_below_one():
-    base = utilization.fit_runs(_runs("zs_acc", 1.0, seed=1), "zs_acc", settings=FAST)
-    twin = utilization.fit_runs(_runs("zs_acc", 1.0, seed=3), "zs_acc", settings=FAST)
-    worse = utilization.fit_runs(_runs("zs_acc", 0.25, seed=4), "zs_acc", settings=FAST)
+    # 10 seeds: a percentile bootstrap of 5 seeds covers well below its nominal 95% (analysis/repetition.py)
+    base = utilization.fit_runs(_runs("zs_acc", 1.0, seeds=10, seed=1), "zs_acc", settings=FAST)
+    twin = utilization.fit_runs(_runs("zs_acc", 1.0, seeds=10, seed=3), "zs_acc", settings=FAST)
+    worse = utilization.fit_runs(_runs("zs_acc", 0.25, seeds=10, seed=4), "zs_acc", settings=FAST)
     m = utilization.data_multiplier(twin, base, 1000.0)
     assert m.lo < 1.0 < m.hi and utilization.multiplier_verdict(m) == "inconclusive at this scale"
     w = utilization.data_multiplier(worse, base, 1000.0)
@@ -53,16 +58,38 @@ def test_no_advantage_gives_multiplier_one_and_a_worse_arm_below_one():
 
 def test_unreachable_score_gives_an_infinite_multiplier():
     base = utilization.fit_runs(_runs("caption_loss", 1.0), "caption_loss", settings=FitSettings(n_boot=0))
-    better_floor = pl.DataFrame({D: SCALES.astype(int).repeat(2),
+    better_floor = pl.DataFrame({D: SCALES.astype(int).repeat(2), SEED: np.tile([1, 2], len(SCALES)),
                                  "caption_loss": (0.01 + 2.0 * SCALES.repeat(2) ** -0.5)})
     arm = utilization.fit_runs(better_floor, "caption_loss", settings=FitSettings(n_boot=0))
     assert utilization.data_multiplier(arm, base, 30000.0).point == np.inf  # baseline's floor E is higher
 
 
+def test_bootstrap_resamples_seeds_paired_across_arms():
+    """A seed that changes the exponent of every arm it trains (a shared seed effect) widens each arm's exponent
+    interval, but cancels in the paired difference: an unpaired or per-point bootstrap would not see that."""
+    shared = np.random.default_rng(7).normal(0, 0.05, 5)
+    base = utilization.fit_runs(_runs("caption_loss", 1.0, seed=1, seed_effect=shared), "caption_loss",
+                                settings=FAST)
+    arm = utilization.fit_runs(_runs("caption_loss", 1.0, seed=2, seed_effect=shared), "caption_loss", settings=FAST)
+    a, b = utilization.paired_boot(arm, base)
+    assert len(a) == len(b) >= 50
+    paired = a[:, 1] - b[:, 1]
+    unpaired = a[:, 1] - np.roll(b[:, 1], 1)  # resample i of one arm against resample i-1 of the other
+    assert np.std(paired) < 0.7 * np.std(unpaired)
+    diff = utilization.exponent_difference(arm, base)
+    assert diff.lo < 0 < diff.hi  # the same law: no difference
+
+
+def test_a_multiplier_that_reaches_the_floor_is_a_one_sided_bound():
+    m = utilization.Estimate(2.31, 0.273, float("inf"))
+    assert utilization.multiplier_text(m).startswith("> 0.273 (point 2.31")
+    assert utilization.multiplier_text(utilization.Estimate(1.5, 1.1, 2.0)) == "1.5 [1.1, 2]"
+
+
 def test_fits_need_enough_scales_and_an_accuracy_above_chance():
     with pytest.raises(ValueError, match="distinct D"):
         utilization.fit_runs(pl.DataFrame({D: [10, 10, 20, 20], "zs_acc": [0.5] * 4}), "zs_acc")
-    flat = pl.DataFrame({D: SCALES.astype(int), "zs_acc": [0.21, 0.2, 0.19, 0.2, 0.2, 0.2]})
+    flat = pl.DataFrame({D: SCALES.astype(int), SEED: [1] * 6, "zs_acc": [0.21, 0.2, 0.19, 0.2, 0.2, 0.2]})
     with pytest.raises(ValueError, match="not above chance"):
         utilization.fit_runs(flat, "zs_acc", chance=0.2)
     few = utilization.fit_runs(_runs("zs_acc", 1.0, seeds=1), "zs_acc", settings=FAST)  # 6 points: no bootstrap
@@ -71,7 +98,7 @@ def test_fits_need_enough_scales_and_an_accuracy_above_chance():
 
 def test_fit_groups_in_processes_equal_fits_in_this_one():
     groups = {(m, k): (_runs("zs_acc", m, seed=k), "zs_acc", None) for m, k in ((1.0, 1), (3.0, 2))}
-    groups["flat"] = (pl.DataFrame({D: [1, 1], "zs_acc": [0.5, 0.5]}), "zs_acc", None)
+    groups["flat"] = (pl.DataFrame({D: [1, 1], SEED: [1, 2], "zs_acc": [0.5, 0.5]}), "zs_acc", None)
     here, why = utilization.fit_groups(groups, FitSettings(n_boot=10, boot_starts=2, starts=5), workers=1)
     there, _ = utilization.fit_groups(groups, FitSettings(n_boot=10, boot_starts=2, starts=5), workers=2)
     assert set(why) == {"flat"} and set(here) == set(there) == {(1.0, 1), (3.0, 2)}

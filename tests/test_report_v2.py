@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from scipy import stats as scipy_stats
 
-from analysis import stats
+from analysis import laws, stats
 from analysis.utilization import FitSettings
 from reports.build import build_report
 from reports.families import NOT_MEASURED
@@ -66,17 +66,26 @@ def _targets(runs: Path) -> None:
     write_grid(runs, "v2_targets_contrastive", trials)
 
 
+FIXED_SEEN = 1600  # samples seen by every run of the "fixed" regime
+R_STAR = {"text_only": 4.0, "semantic_input": 16.0}  # repetitions until repeated data is worth 1/e of fresh data
+
+
 def _data_scaling(runs: Path, rng: np.random.Generator) -> None:
+    """Takeaway 2 runs drawn from the data-constrained law: semantic_input is text only at 3x the data, and keeps
+    more of the value of repeated data (R*_D 16 against 4)."""
     trials = []
     for arm, target, k in (("text_only", "none", 1.0), ("semantic_input", "semantic_input", 3.0)):
-        for d in (50, 100, 200, 400, 800):
-            for seed in SEEDS[:2]:
-                acc = 1 - (0.1 + 2.0 * (k * d) ** -0.5) * np.exp(rng.normal(0, 0.01))
-                p = write_run(runs, [f"objective.target={target}", f"data.unique_samples={d}", f"train.seed={seed}"],
-                              [0.25, 0.8 * acc, acc])
-                _add_v2_metrics(p, False)
-                trials.append(({"arm": arm, "objective.target": target, "regime": "fixed",
-                                "data.unique_samples": d, "seed": seed}, p))
+        for regime in ("fixed", "epoch"):
+            for d in (50, 100, 200, 400, 800):
+                seen = FIXED_SEEN if regime == "fixed" else d
+                effective = laws.repeated_data({"R_D": R_STAR[arm]}, np.array([seen]), np.array([d]))[0]
+                for seed in SEEDS:
+                    acc = 1 - (0.1 + 2.0 * (k * effective) ** -0.5) * np.exp(rng.normal(0, 0.01))
+                    p = write_run(runs, [f"objective.target={target}", f"data.unique_samples={d}",
+                                         f"train.samples_seen={seen}", f"train.seed={seed}"], [0.25, 0.8 * acc, acc])
+                    _add_v2_metrics(p, False)
+                    trials.append(({"arm": arm, "objective.target": target, "regime": regime,
+                                    "data.unique_samples": d, "train.samples_seen": seen, "seed": seed}, p))
     write_grid(runs, "v2_data_scaling", trials)
 
 
@@ -154,21 +163,31 @@ def test_takeaway_three_and_two_are_judged_per_comparison(v2_report):
         "baseline collapsed (5/5): reproduced"]  # semantic_encoder, the baseline here, collapsed
     t2 = lead.filter(pl.col("takeaway") == "Takeaway 2")
     per_d = t2.filter(pl.col("measure").str.starts_with("difference"))
-    assert len(per_d) == 5 and all("at D=" in c for c in per_d["comparison"])
+    assert len(per_d) == 10 and all("at D=" in c for c in per_d["comparison"])  # 5 D x 2 regimes
 
 
 def test_the_lead_table_carries_the_fitted_laws_data_utilization(v2_report):
-    """semantic_input's law is text only's at 3x the data: a multiplier of 3 with the same exponent, judged
-    by the bootstrap interval, outside Holm's family."""
+    """semantic_input's law is text only's at 3x the data: at one epoch, a multiplier of 3 with the same exponent;
+    its R*_D is 4x text only's. Judged by seed-bootstrap intervals paired across arms, outside Holm's family."""
     t2 = _lead(v2_report).filter(pl.col("takeaway") == "Takeaway 2")
     law = t2.filter(~pl.col("measure").str.starts_with("difference"))
-    assert [m.split(" of ")[0].split(" at ")[0] for m in law["measure"]] == [
-        "scaling exponent", "effective data multiplier"]
-    assert law["p_holm"].is_null().all() and (law["n"] == 10).all()
-    exponent, multiplier = law.row(0, named=True), law.row(1, named=True)
-    assert abs(exponent["estimate"]) < 0.1
-    assert 1 < multiplier["lo"] <= 3.0 <= multiplier["hi"]  # the law's extra floor widens it at the largest D
+    assert [m.split(" of ")[0].split(" at ")[0].split(",")[0] for m in law["measure"]] == [
+        "scaling exponent", "effective data multiplier"] * 2 + ["repetition utilization R*_D"]
+    assert law["p_holm"].is_null().all() and (law[:4]["n"] == 25).all()
+    epoch = law.filter(pl.col("comparison") == "semantic_input · epoch vs text_only · epoch")
+    exponent, multiplier = epoch.row(0, named=True), epoch.row(1, named=True)
+    assert exponent["lo"] < 0 < exponent["hi"]
+    assert multiplier["lo"] > 1 and multiplier["estimate"] == pytest.approx(3.0, rel=0.3)
     assert multiplier["verdict"] == "reproduced"
+    r_star = law.row(4, named=True)
+    assert r_star["comparison"] == "semantic_input vs text_only"
+    assert r_star["lo"] < np.log10(R_STAR["semantic_input"] / R_STAR["text_only"]) < r_star["hi"]
+    assert r_star["lo"] > 0 and r_star["verdict"] == "reproduced"
+    per_arm = pl.read_csv(v2_report / "tables" / "v2_data_scaling__smoke_repetition.csv")
+    for row in per_arm.iter_rows(named=True):
+        assert row["R*_D"] == pytest.approx(R_STAR[row["arm"]], rel=0.15)
+    md = (v2_report / "report.md").read_text()
+    assert "5 seeds allow 126 distinct resamples" in md
 
 
 def test_compute_matched_figure_and_extrapolation(v2_report):
@@ -178,12 +197,14 @@ def test_compute_matched_figure_and_extrapolation(v2_report):
     rate = dict(zip(flops["arm"].str.replace(r" \[collapsed.*", ""), flops["flops_per_sample"], strict=True))
     assert set(rate) == set(ARMS) and rate["pixel_grad"] / rate["text_only"] == pytest.approx(2.5)
     extrapolated = pl.read_csv(v2_report / "tables" / "v2_data_scaling__smoke_extrapolation.csv")
-    assert set(extrapolated["arm"]) == {"text_only", "semantic_input"}
+    assert set(extrapolated["arm"]) == {"text_only · epoch", "semantic_input · epoch"}  # never a fixed-S law
     assert (extrapolated["lo"] <= extrapolated["predicted"]).all()
     assert (extrapolated["decades beyond measured"] - np.log10(2e8 / 800)).abs().max() < 1e-9
     md = (v2_report / "report.md").read_text()
-    assert "decades beyond the largest measured D" in md
-    assert "seed means (95% CI), fitted law (bounded) of 2 arm(s) with bootstrap band" in md
+    assert "5.4 decades beyond its largest measured D = 800" in md
+    assert ("Not extrapolated to the paper's 2e+08 samples" in md
+            and f"text_only · fixed (at most {FIXED_SEEN:,} samples seen)" in md)
+    assert "seed means (95% CI), fitted law (bounded) of 4 arm(s) with bootstrap band" in md
 
 
 def test_the_pilot_shows_its_learning_curves_and_no_verdict(v2_report):
