@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,tracking,bench]"
+	$(PY) -m pip install -q --no-deps "lmms-eval>=0.6,<0.8"  # its full install wants torchvision (README)
 	touch $(STAMP)
 
 install: $(STAMP)

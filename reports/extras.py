@@ -220,9 +220,10 @@ def _direct_difference(ctx: Context, study: Study, metric: str, arm: str, base: 
 
 
 def _pooled_name(arms: list[str]) -> str:
-    """One name for grid arms that differ only in their data regime ("text_only · fixed", "text_only · epoch")."""
+    """One name for grid arms that differ only in their data regime ("text_only · fixed", "text_only · epoch"); all
+    their names where one carries a mark (such as "[collapsed 3/5]"), which belongs to its regime."""
     heads = {a.split(ARM_SEPARATOR)[0] for a in arms}
-    return heads.pop() if len(heads) == 1 else " + ".join(arms)
+    return heads.pop() if len(heads) == 1 and not any("[" in a for a in arms) else " + ".join(arms)
 
 
 def _repetition(ctx: Context, study: Study, section: Section) -> list[dict]:

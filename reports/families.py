@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from analysis import stats
+from analysis import stats, utilization
 from reports.extras import EXPONENT, MULTIPLIER, REPETITION
 from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import DIFFERENCE, Context, Study, comparison_key, comparisons
@@ -57,6 +57,15 @@ def holm_adjustments(items: list[tuple[Context, Study]], sizes: dict[str, int]) 
     return out
 
 
+def _shown_estimate(r: dict) -> str:
+    """A lead row's estimate and interval; a multiplier's one-sided when its interval reaches infinity."""
+    if r["estimate"] is None:
+        return "-"
+    if r["measure"].startswith(MULTIPLIER):
+        return utilization.multiplier_text(utilization.Estimate(r["estimate"], r["lo"], r["hi"]))
+    return fmt_ci(r["estimate"], r["lo"], r["hi"], sign=True)
+
+
 def lead_section(judged: list[tuple[Study, pl.DataFrame]], planned: Sequence[Study] = ()) -> Section | None:
     """The lead table of the studies with a family: one row per Holm-judged comparison, then one row per
     `planned` study with a family and nothing judged yet (None when nothing is judged). The data-utilization
@@ -80,10 +89,8 @@ def lead_section(judged: list[tuple[Study, pl.DataFrame]], planned: Sequence[Stu
     data = pl.DataFrame(rows)
     shown = data.select(
         "takeaway", "regime", "comparison", "measure",
-        pl.struct("estimate", "lo", "hi", "measure").map_elements(
-            lambda r: "-" if r["estimate"] is None else fmt_ci(r["estimate"], r["lo"], r["hi"],
-                                                               sign=not r["measure"].startswith(MULTIPLIER)),
-            return_dtype=pl.String).alias("difference [95% CI]"),
+        pl.struct("estimate", "lo", "hi", "measure").map_elements(_shown_estimate, return_dtype=pl.String)
+        .alias("difference [95% CI]"),
         "n", pl.col("p_holm").map_elements(lambda p: fmt(p, 2), return_dtype=pl.String).fill_null("-")
         .alias("p (Holm)"), "verdict")
     section = Section("lead", "Lead table: each takeaway in each regime", text=[RULE])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import os
 import signal
 import sys
 import time
@@ -63,9 +64,12 @@ class Trainee(Protocol):
 
 @dataclass(frozen=True)
 class Faults:
-    """Faults a test injects: the loss of step `nan_at_step` (counted from 1) becomes NaN, as in a diverging run."""
+    """Faults a test injects: the loss of step `nan_at_step` (counted from 1) becomes NaN, as in a diverging run;
+    `signal_at_step` (step, signal) sends the signal to this process during that step (counted from 1), after its
+    forward and backward, as a scheduler's warning would arrive."""
 
     nan_at_step: int | None = None
+    signal_at_step: tuple[int, int] | None = None
 
 
 _FAULTS: contextvars.ContextVar[Faults | None] = contextvars.ContextVar("faults", default=None)
@@ -196,6 +200,8 @@ class Loop:
         start, acc = restored or (0, {"sum": {}, "count": 0, "tokens": 0, "flops": 0.0})
         for name in ("metrics.jsonl", "eval.jsonl"):  # records after the checkpoint are redone; all, without one
             store.truncate_records(name, start if restored is not None else -1)
+        if restored is not None and ranks.main:  # in the job log, where a requeued run shows where it went on
+            print(f"resumed from the checkpoint of step {start}", file=sys.stderr, flush=True)
         self._status("running", start)
         if start == 0:
             self.evaluate(0, final=False)  # the randomly initialised floor
@@ -207,6 +213,8 @@ class Loop:
                 values, counts = trainee.step(step)
                 if faults.nan_at_step == step + 1:
                     values["total"] = values["total"] * float("nan")
+                if faults.signal_at_step and faults.signal_at_step[0] == step + 1:
+                    os.kill(os.getpid(), faults.signal_at_step[1])
                 if cfg.train.grad_clip > 0:
                     values["grad_norm"] = distributed.clip_grad_norm(trainee.model, cfg.train.grad_clip)
                 self.opt.step()

@@ -5,12 +5,10 @@ and the analysis, and every malformed file is one error naming the file and the 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -224,38 +222,6 @@ def test_a_malformed_benchmark_in_the_config_fails_before_training(tasks, tmp_pa
 def test_bench_names_the_checkpoints_it_has(trained, tasks, capsys):
     assert _bench(trained, "--task", str(tasks["mc"]), "--step", "7") == 2
     assert "no checkpoint at that step (kept: 1500)" in capsys.readouterr().err
-
-
-def test_the_lmms_eval_adapter_answers_requests_like_the_benchmarks(trained, tasks):
-    """lmms-eval's interface (requests with .args in, results out) without importing lmms-eval."""
-    from types import SimpleNamespace
-
-    from PIL import Image
-
-    from study.evaluation.bench.lmms import RunLMM
-
-    cfg = tiny_config(*WORLD)
-    rows = bf.colour_questions(build_world(cfg.data), 12)
-    lmm = RunLMM(str(trained))
-    lmm.task_dict = {"colours": {"test": [{"image": Image.open(io.BytesIO(png))} for png, *_ in rows]}}
-
-    def visual(doc):
-        return [doc["image"]]
-
-    right = 0
-    for doc_id, (_, question, options, answer) in enumerate(rows):
-        requests = [SimpleNamespace(args=(question, option, visual, doc_id, "colours", "test")) for option in options]
-        scores = [ll for ll, _ in lmm.loglikelihood(requests)]
-        right += int(np.argmax(scores) == answer)
-    assert right / len(rows) > 0.25 + 0.4  # chance is 1/4, as in the benchmark test
-
-    (caption,) = lmm.generate_until([SimpleNamespace(args=("", {"until": ["."]}, visual, 0, "colours", "test"))])
-    assert caption.startswith("there are") and "." not in caption
-    (full,) = lmm.generate_until([SimpleNamespace(args=("", {}, visual, 0, "colours", "test"))])
-    (ll, greedy), (_, other) = lmm.loglikelihood([
-        SimpleNamespace(args=("", full, visual, 0, "colours", "test")),
-        SimpleNamespace(args=("", lambda doc: "there are nine objects", visual, 0, "colours", "test"))])
-    assert greedy and not other and ll < 0
 
 
 @pytest.mark.slow

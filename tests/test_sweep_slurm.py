@@ -1,5 +1,6 @@
 """The Slurm (Submitit) backend on the local Slurm cluster, and the torch.distributed environment."""
 
+import re
 import subprocess
 import time
 
@@ -95,7 +96,10 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
         time.sleep(0.5)
 
     first, second = attempts(run)
-    assert first["from_step"] == 0 and second["from_step"] >= 10  # resumed from its checkpoint
+    errors = "".join(p.read_text() for p in (run.parent / ".slurm").rglob("*_log.err"))
+    (stopped,) = [int(s) for s in re.findall(r"stopped by SIGTERM at step (\d+) \(checkpoint written\)", errors)]
+    # scontrol requeue sends SIGTERM: a checkpoint of the step it stopped, and the next start resumes there
+    assert first["from_step"] == 0 and second["from_step"] == stopped >= 10, (first, second, errors[-2000:])
     assert first["tag"] == second["tag"] == f"slurm:{RunStore(run).status()['backend_job_id'][6:]}"
     assert RunStore(run).records("eval.jsonl") == RunStore(reference).records("eval.jsonl")
     assert _deterministic(RunStore(run).records("metrics.jsonl")) == \

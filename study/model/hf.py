@@ -87,6 +87,11 @@ class CausalLM(nn.Module):
     def lm_head(self) -> nn.Module:
         return self.lm.get_output_embeddings()
 
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence (visual and text positions) the model's position encoding was trained for."""
+        return int(self.lm.config.max_position_embeddings)
+
     def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str, keep_layers: bool = False,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final normed hidden states (B, T, D) and, if asked, each block's output (the last one normed); with a

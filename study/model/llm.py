@@ -31,6 +31,11 @@ class DecoderLM(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence (visual and text positions) the rotary tables cover."""
+        return self.rope_cos.shape[0]
+
     def forward(self, x: torch.Tensor, num_visual: int, visual_attention: str, keep_layers: bool = False,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final normed hidden states (B, T, D) and, if asked, every block's output. With a `cache`, the first call

@@ -140,6 +140,11 @@ class UnifiedModel(nn.Module):
         x = torch.cat([visual_embeds, self.llm.tok_embed(tokens).to(visual_embeds.dtype)], dim=1)
         return self.llm(x, visual_embeds.shape[1], self.visual_attention, keep_layers, cache)
 
+    @property
+    def text_capacity(self) -> int:
+        """How many text tokens fit after the visual tokens."""
+        return self.llm.max_positions - self.num_visual
+
     def text_logits(self, hidden: torch.Tensor, num_visual: int) -> torch.Tensor:
         return self.llm.lm_head(hidden[:, num_visual:])
 

@@ -1,7 +1,8 @@
 """Run `study.train.train` and SIGKILL this process at a chosen event (fault injection for tests).
 
 usage: python -m tests.reliability.kill_driver RUN_DIR EVENT:STEP[:SIGNAL] [override ...]
-events: step (after STEP optimizer steps, mid log interval), checkpoint (halfway through writing the
+events: step (after STEP optimizer steps, mid log interval, of a VLM run), signal (during step STEP + 1, counted
+from 1, of any run, encoder-pretraining stages included: the loop's fault seam), checkpoint (halfway through writing the
 checkpoint of STEP), eval (at the start of the evaluation of STEP), metrics (halfway through appending
 the metrics record of STEP), none (run to the end). SIGNAL (default KILL) is the signal sent, e.g. USR1 or
 TERM to ask for a preemption checkpoint.
@@ -17,6 +18,7 @@ import study.checkpoint as checkpoint
 import study.runstore as runstore
 import study.vlm as vlm
 from study.config import load_config
+from study.loop import Faults, inject
 from study.train import train
 
 SIGNAL = [signal.SIGKILL]
@@ -85,6 +87,10 @@ def main() -> None:
     step, _, name = rest.partition(":")
     if name:
         SIGNAL[0] = signal.Signals[f"SIG{name}"]
+    if event == "signal":
+        with inject(Faults(signal_at_step=(int(step) + 1, SIGNAL[0]))):
+            train(load_config("tiny", overrides), run_dir, quiet=True)
+        return
     if event != "none":
         arm(event, int(step))
     train(load_config("tiny", overrides), run_dir, quiet=True)
