@@ -17,9 +17,9 @@ from study.config import RunConfig
 from study.data.shards import as_input
 from study.data.tokenizer import max_caption_tokens
 from study.errors import UserError
+from study.evaluation.bench.items import Captioning
 from study.evaluation.bench.prompts import Prompts
 from study.evaluation.bench.scoring import IMAGE_BLOCK, ONE_PROCESS, Shard, model_device
-from study.evaluation.bench.tasks import Captioning
 from study.evaluation.decoding import greedy_decode
 from study.model.unified import UnifiedModel
 

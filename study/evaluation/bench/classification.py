@@ -14,9 +14,9 @@ import torch
 
 from study.config import RunConfig
 from study.data.shards import as_input
+from study.evaluation.bench.items import Classification
 from study.evaluation.bench.prompts import Prompts
 from study.evaluation.bench.scoring import IMAGE_BLOCK, ONE_PROCESS, Shard, model_device, score_rows
-from study.evaluation.bench.tasks import Classification
 from study.evaluation.probe import TRAIN_FRACTION, layer_features, train_test_accuracy
 from study.model.unified import UnifiedModel
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from study.config import RunConfig
 from study.data.text import TextCodec
-from study.evaluation.bench.tasks import LETTERS, ChoiceItem
+from study.evaluation.bench.items import LETTERS, ChoiceItem
 
 HF_CLASS_PROMPT, MINI_CLASS_PROMPT = "a photo of a {}.", "{}"
 

@@ -10,10 +10,11 @@ from study.data.shards import image_size
 from study.errors import UserError
 from study.evaluation.bench.captioning import evaluate_captioning
 from study.evaluation.bench.classification import evaluate_classification
+from study.evaluation.bench.items import Captioning, Classification, MultipleChoice, Task
 from study.evaluation.bench.multiple_choice import evaluate_choice
 from study.evaluation.bench.prompts import Prompts
 from study.evaluation.bench.scoring import ONE_PROCESS, Shard
-from study.evaluation.bench.tasks import Captioning, Classification, MultipleChoice, Task, load_task
+from study.evaluation.bench.tasks import load_task
 from study.model.unified import UnifiedModel
 
 
@@ -45,7 +46,8 @@ def check_benchmarks(cfg: RunConfig) -> None:
                 prompts.classes(task.class_names, task.prompt)
             elif isinstance(task, MultipleChoice):
                 for item in task.items:
-                    prompts.choice(item, list(range(len(item.options))))
+                    for order in item.asked():
+                        prompts.choice(item, order)
         except ValueError as e:
             raise UserError(f"config key 'eval.benchmarks': '{path}': {e}") from None
 

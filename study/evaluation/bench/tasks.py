@@ -2,8 +2,8 @@
 what is wrong; no row is ever skipped.
 
 Layouts (the kind follows from the path):
-- `*.tsv`: multiple choice in MMBench's layout: columns `index`, `question`, optional `hint`, options `A`..`E`
-  (absent ones empty), `answer` (a letter), `image` (base64).
+- `*.tsv`: multiple choice in MMBench's layout, plain or circular, as VLMEvalKit publishes it
+  (study/evaluation/bench/mmbench.py).
 - `*.jsonl`: multiple choice, one object per line: `question`, `options` (list), `answer` (index or letter),
   `image` (a path relative to the file), optional `hint` and `id`.
 - `*.json`: captioning in COCO's layout: `images` [{`id`, `file_name` (relative to the file)}] and
@@ -18,64 +18,28 @@ Images are decoded once, at the model's image size, and kept as uint8.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import csv
 import json
-import string
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from study.data.shards import CORRUPT, IMAGE_EXTS, Part, decode_image, read_index, read_part
+from study.data.shards import IMAGE_EXTS, Part, read_index, read_part
 from study.errors import UserError
-
-LETTERS = string.ascii_uppercase[:5]
-
-
-class BenchmarkFileError(UserError):
-    """A benchmark file that cannot be read as its layout says: names the file, the row and what is wrong."""
-
-    def __init__(self, path: Path | str, what: str, row: int | str | None = None):
-        super().__init__(f"benchmark '{path}'{'' if row is None else f' row {row}'}: {what}")
-
-
-@dataclass
-class ChoiceItem:
-    id: str
-    question: str
-    hint: str
-    options: list[str]
-    answer: int
-
-
-@dataclass
-class MultipleChoice:
-    name: str
-    items: list[ChoiceItem]
-    images: torch.Tensor  # (N, 3, S, S) uint8, one per item
-
-
-@dataclass
-class Classification:
-    name: str
-    class_names: list[str]
-    labels: torch.Tensor  # (N,)
-    images: torch.Tensor
-    prompt: str | None  # with '{}' for the class name; None: the backbone's default
-
-
-@dataclass
-class Captioning:
-    name: str
-    ids: list[str]
-    references: list[list[str]]
-    images: torch.Tensor
-
-
-Task = MultipleChoice | Classification | Captioning
+from study.evaluation.bench.items import (
+    LETTERS,
+    BenchmarkFileError,
+    Captioning,
+    ChoiceItem,
+    Classification,
+    MultipleChoice,
+    Task,
+    answer_index,
+    check_options,
+    decode,
+    nonempty,
+    read_file,
+)
+from study.evaluation.bench.mmbench import plain_orders, read_mmbench
 
 
 def load_task(path: str | Path, image_size: int, limit: int = 0) -> Task:
@@ -86,84 +50,11 @@ def load_task(path: str | Path, image_size: int, limit: int = 0) -> Task:
     if path.is_dir():
         return (_shard_classes(path, image_size, limit) if (path / "index.json").is_file()
                 else _image_folder(path, image_size, limit))
-    readers = {".tsv": _mmbench_tsv, ".jsonl": _choice_jsonl, ".json": _coco_captions}
+    readers = {".tsv": read_mmbench, ".jsonl": _choice_jsonl, ".json": _coco_captions}
     if path.suffix not in readers:
         raise BenchmarkFileError(path, "unknown layout: expected a .tsv (MMBench), .jsonl (multiple choice), "
                                        ".json (COCO captions) file or a classification directory")
     return readers[path.suffix](path, image_size, limit)
-
-
-def _decode(path: Path, row: int | str, data: bytes, size: int) -> torch.Tensor:
-    try:
-        return decode_image(data, size)
-    except CORRUPT as e:
-        raise BenchmarkFileError(path, f"undecodable image ({e.__class__.__name__})", row) from None
-
-
-def _read_file(path: Path, row: int | str, image: Path, size: int) -> torch.Tensor:
-    """The image file `image` of `path`'s row `row`, decoded."""
-    try:
-        data = image.read_bytes()
-    except OSError as e:
-        raise BenchmarkFileError(path, f"cannot read image '{image}' ({e.__class__.__name__})", row) from None
-    return _decode(path, row, data, size)
-
-
-def _nonempty(path: Path, rows: list, limit: int) -> list:
-    if not rows:
-        raise BenchmarkFileError(path, "holds no rows")
-    return rows[:limit] if limit else rows
-
-
-def _answer_index(path: Path, row: int | str, answer: object, options: list[str]) -> int:
-    if isinstance(answer, int) and not isinstance(answer, bool):
-        index = answer
-    elif isinstance(answer, str) and answer.strip().upper() in LETTERS:
-        index = LETTERS.index(answer.strip().upper())
-    else:
-        raise BenchmarkFileError(path, f"answer {answer!r} is neither an option index nor a letter A-E", row)
-    if not 0 <= index < len(options):
-        raise BenchmarkFileError(path, f"answer {answer!r} names no option (the row has {len(options)})", row)
-    return index
-
-
-def _check_options(path: Path, row: int | str, options: list[str]) -> None:
-    if len(options) < 2:
-        raise BenchmarkFileError(path, f"{len(options)} option(s): a question needs at least 2", row)
-
-
-def _mmbench_tsv(path: Path, size: int, limit: int) -> MultipleChoice:
-    csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-            header = rows[0].keys() if rows else []
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BenchmarkFileError(path, f"cannot read as TSV ({e.__class__.__name__})") from None
-    missing = [c for c in ("index", "question", "A", "B", "answer", "image") if c not in header]
-    if rows and missing:
-        raise BenchmarkFileError(path, f"missing column(s) {', '.join(missing)} (MMBench layout: index, question, "
-                                       "hint, A..E, answer, image)")
-    items, images = [], []
-    for number, row in enumerate(_nonempty(path, rows, limit), start=1):
-        if None in row or any(row[c] is None for c in header):
-            raise BenchmarkFileError(path, "wrong number of fields", number)
-        present = [(letter, (row.get(letter) or "").strip()) for letter in LETTERS]
-        last = max((i for i, (_, text) in enumerate(present) if text), default=-1)
-        gaps = [letter for letter, text in present[: last + 1] if not text]
-        if gaps:
-            raise BenchmarkFileError(path, f"option {gaps[0]} is empty but a later option is not", number)
-        options = [text for _, text in present[: last + 1]]
-        _check_options(path, number, options)
-        answer = _answer_index(path, number, row["answer"], options)
-        try:
-            data = base64.b64decode(row["image"], validate=True)
-        except (binascii.Error, ValueError):
-            raise BenchmarkFileError(path, "image is not valid base64", number) from None
-        images.append(_decode(path, number, data, size))
-        items.append(ChoiceItem(row["index"], row["question"].strip(), (row.get("hint") or "").strip(), options,
-                                answer))
-    return MultipleChoice(path.stem, items, torch.stack(images))
 
 
 def _json_lines(path: Path) -> list[dict]:
@@ -187,7 +78,7 @@ def _json_lines(path: Path) -> list[dict]:
 
 def _choice_jsonl(path: Path, size: int, limit: int) -> MultipleChoice:
     items, images = [], []
-    for number, r in enumerate(_nonempty(path, _json_lines(path), limit), start=1):
+    for number, r in enumerate(nonempty(path, _json_lines(path), limit), start=1):
         missing = [k for k in ("question", "options", "answer", "image") if k not in r]
         if missing:
             raise BenchmarkFileError(path, f"missing field(s) {', '.join(missing)}", number)
@@ -196,11 +87,12 @@ def _choice_jsonl(path: Path, size: int, limit: int) -> MultipleChoice:
             raise BenchmarkFileError(path, "options must be a list of non-empty strings", number)
         if len(options) > len(LETTERS):
             raise BenchmarkFileError(path, f"{len(options)} options: at most {len(LETTERS)}", number)
-        _check_options(path, number, options)
-        answer = _answer_index(path, number, r["answer"], options)
-        images.append(_read_file(path, number, path.parent / str(r["image"]), size))
+        check_options(path, number, options)
+        answer = answer_index(path, number, r["answer"], options)
+        images.append(read_file(path, number, path.parent / str(r["image"]), size))
+        options = [o.strip() for o in options]
         items.append(ChoiceItem(str(r.get("id", number)), str(r["question"]).strip(), str(r.get("hint", "")).strip(),
-                                [o.strip() for o in options], answer))
+                                options, answer, plain_orders(options)))
     return MultipleChoice(path.stem, items, torch.stack(images))
 
 
@@ -222,14 +114,14 @@ def _coco_captions(path: Path, size: int, limit: int) -> Captioning:
     if stray:
         raise BenchmarkFileError(path, f"caption of image_id {stray[0]} that 'images' does not list", "annotations")
     ids, references, images = [], [], []
-    for number, e in enumerate(_nonempty(path, entries, limit), start=1):
+    for number, e in enumerate(nonempty(path, entries, limit), start=1):
         if not isinstance(e, dict) or "id" not in e or "file_name" not in e:
             raise BenchmarkFileError(path, "needs 'id' and 'file_name'", f"images[{number}]")
         if str(e["id"]) not in refs:
             raise BenchmarkFileError(path, f"image {e['id']} has no caption", f"images[{number}]")
         ids.append(str(e["id"]))
         references.append(refs[str(e["id"])])
-        images.append(_read_file(path, f"images[{number}]", path.parent / str(e["file_name"]), size))
+        images.append(read_file(path, f"images[{number}]", path.parent / str(e["file_name"]), size))
     return Captioning(path.stem, ids, references, torch.stack(images))
 
 
@@ -254,8 +146,8 @@ def _image_folder(root: Path, size: int, limit: int) -> Classification:
                 raise BenchmarkFileError(root, f"'{file.relative_to(root)}' is not an image "
                                                f"({', '.join(IMAGE_EXTS)})")
             files.append((file, label))
-    files = _nonempty(root, files, limit)
-    images = [_read_file(root, str(f.relative_to(root)), f, size) for f, _ in files]
+    files = nonempty(root, files, limit)
+    images = [read_file(root, str(f.relative_to(root)), f, size) for f, _ in files]
     return Classification(root.name, [c.name.replace("_", " ") for c in classes],
                           torch.tensor([label for _, label in files]), torch.stack(images), _prompt(root))
 
@@ -274,7 +166,7 @@ def _shard_classes(root: Path, size: int, limit: int) -> Classification:
     if errors:
         raise BenchmarkFileError(root / errors[0]["shard"], errors[0]["reason"])
     images, labels = [], []
-    for shard, key, sample in _nonempty(root, samples, limit):
+    for shard, key, sample in nonempty(root, samples, limit):
         row = f"{shard}:{key}"
         ext = next((e for e in IMAGE_EXTS if e in sample), None)
         if ext is None or "cls" not in sample:
@@ -285,6 +177,6 @@ def _shard_classes(root: Path, size: int, limit: int) -> Classification:
             raise BenchmarkFileError(root, "cls is not an integer", row) from None
         if not 0 <= label < len(names):
             raise BenchmarkFileError(root, f"cls {label} has no name in classes.txt ({len(names)} classes)", row)
-        images.append(_decode(root, row, sample[ext], size))
+        images.append(decode(root, row, sample[ext], size))
         labels.append(label)
     return Classification(root.name, names, torch.tensor(labels), torch.stack(images), _prompt(root))
