@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from study.errors import UserError
-from study.runstore import RunStore, atomic_write
+from study.files import atomic_write
+from study.runstore import RunStore
 
 
 def new_ids(runs_dir: Path) -> dict[str, str]:

@@ -51,7 +51,8 @@ from study import distributed
 from study.config import RunConfig
 from study.distributed import Ranks
 from study.errors import UserError
-from study.runstore import RunStore, atomic_write, checkpoint_step, fsync_dir, naming, os_error_behind, sha256
+from study.files import atomic_write, fsync_dir, naming
+from study.runstore import RunStore, checkpoint_step, os_error_behind, sha256
 from study.upstream import WEIGHTS
 
 KEEP_CHECKPOINTS = 2

@@ -42,11 +42,11 @@ from study.evaluation.heldout import heldout_metrics
 from study.evaluation.probe import linear_probe
 from study.evaluation.ranks import ONE, Split
 from study.evaluation.zero_shot import masked_view_scaling, zero_shot
+from study.files import atomic_write
 from study.model.flops import forward_flops
 from study.model.unified import UnifiedModel
 from study.model.vit import unpatchify
 from study.objectives import caption_loss
-from study.runstore import atomic_write
 
 GENERATION_IMAGES = 64
 ANSWERS = "zero_shot_answers.npz"

@@ -89,10 +89,10 @@ def pass_on(stopped: Preempted) -> NoReturn:
     that lets the process live on (submitit ignores SIGTERM: Slurm requeues the job itself; on ranks other than 0
     submitit's own handler returns) is followed by an exit with code 128 + the signal, so no caller takes the stopped
     run for a finished one."""
+    print(f"{stopped}: leaving for requeue", file=sys.stderr, flush=True)  # before `scontrol requeue` ends us
     handler = signal.getsignal(stopped.signum)
     if stopped.signum != signal.SIGTERM and handler in (signal.SIG_DFL, signal.SIG_IGN) and \
             "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_PROCID", "0")) == 0:
         subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False, timeout=60)
-    print(f"{stopped}: leaving for requeue", file=sys.stderr, flush=True)
     os.kill(os.getpid(), stopped.signum)
     raise SystemExit(128 + stopped.signum)

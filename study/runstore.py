@@ -18,10 +18,8 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +27,8 @@ import yaml
 
 from study.config import RunConfig, from_dict
 from study.errors import UserError
+from study.files import atomic_write, naming
 from study.tracking import Trackers, check_installed
-
-
-def atomic_write(path: Path, data: bytes | Callable[[Any], None]) -> None:
-    """Write bytes (or let `data(fileobj)` write) to a temp file beside `path`, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(data, bytes):
-                f.write(data)
-            else:
-                data(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # a full disk, say: the old file stays as it was, the error names this one
-        Path(tmp).unlink(missing_ok=True)
-        if e.filename:
-            raise
-        raise naming(e, path) from e
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable."""
-    dir_fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def naming(e: OSError, path: Path) -> OSError:
-    """`e` naming `path` (a failed write or fsync does not say which file it was)."""
-    return OSError(e.errno, e.strerror, str(path))
 
 
 def os_error_behind(e: BaseException) -> OSError | None:
@@ -160,12 +121,20 @@ class RunStore:
             status["backend_job_id"] = f"slurm:{job}"
         status.update(fields)
         atomic_write(self.path / "status.json", json.dumps(status, indent=1).encode())
-        if state in ("completed", "failed") and self.trackers is not None:
+        if state in ("completed", "failed"):
+            self.close_trackers()
+
+    def close_trackers(self) -> None:
+        """Finish the trackers' runs: at the end of this process's part of the run (done, stopped, failed); a later
+        part opens them again and first sends each what it lacks."""
+        if self.trackers is not None:
             self.trackers.close()
-            self.trackers, self._tracker_config = None, None  # a finished run opens none again
+        self.trackers, self._tracker_config = None, None
 
     # -- records ------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
+        if self._tracker_config is not None and self.trackers is None:  # at the first record: none for a done run
+            self.trackers = Trackers(self._tracker_config, self.path, backlog=self.records)
         try:
             with open(self.path / name, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -175,8 +144,6 @@ class RunStore:
             if e.filename:
                 raise
             raise naming(e, self.path / name) from e
-        if self._tracker_config is not None and self.trackers is None:  # at the first record: none for a done run
-            self.trackers = Trackers(self._tracker_config, self.path)
         if self.trackers is not None:
             self.trackers.record(name, record)
 

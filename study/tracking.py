@@ -1,46 +1,34 @@
 """Experiment trackers as optional mirrors of the run store (`train.trackers: [tensorboard, wandb, mlflow]`).
 
 The run store stays the truth: every record it appends to `metrics.jsonl` or `eval.jsonl` is passed on to each
-tracker the run names, and a tracker that fails is reported once on stderr and dropped, never failing the run.
-Each tracker gets the resolved config as hyperparameters, the run id as the run's name, and the grid and arm
-the run belongs to (from the runs directory's grid membership files):
-- tensorboard: one event directory per run, `RUNS_DIR/tensorboard/<run id>/`;
-- wandb: project `unihetero`, group = grid, job type = arm, run id = the run's id; offline unless the user sets
-  `WANDB_MODE`; files under `RUNS_DIR/wandb/`;
-- mlflow: an experiment per grid, in `MLFLOW_TRACKING_URI` or else the local store `RUNS_DIR/mlflow.db`.
-Each is an optional extra ("tracking"); a run that names one that is not installed fails before training with
-one line saying what to install. `replay` mirrors a finished run's records (the `unihetero track` command).
+tracker the run names (`study.tracker_sinks`: where each one's points go), and a tracker that fails is reported
+once on stderr and dropped, never failing the run. Each tracker gets the resolved config as hyperparameters, the
+run id as the run's name, and the grids and arm the run belongs to (from the runs directory's grid membership
+files). What each destination has been sent is kept in the run directory (`trackers.json`: per records file, the
+last step sent and how many of that step's records; for W&B, whose writes are lazy, what its own transaction log
+kept), so a resumed run does not send its redone steps again (exact resume makes them identical) and a replay
+sends only what a destination lacks. Each tracker is an optional
+extra ("tracking"); a run that names one that is not installed fails before training with one line saying what
+to install. `replay` mirrors a run's records in step order (the `unihetero track` command).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import secrets
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from study.config import RunConfig
 from study.errors import UserError
+from study.files import atomic_write
+from study.tracker_sinks import EVAL_PREFIX, SINKS, Membership, Sink
 
 INSTALL = "pip install -e '.[tracking]'"
 MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-EVAL_PREFIX = "eval/"
-
-
-def flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    """A nested dict as dotted keys (lists as JSON strings)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out |= flat(v, f"{key}.")
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list) else v
-    return out
 
 
 def scalars(record: dict, kind: str) -> tuple[int, dict[str, float]]:
@@ -52,9 +40,10 @@ def scalars(record: dict, kind: str) -> tuple[int, dict[str, float]]:
     return int(record.get("step", 0)), values
 
 
-def membership(run_dir: Path) -> tuple[str, str]:
-    """(grid, arm) of a run from its runs directory's grid membership files; ('runs', run id) outside any grid."""
-    run_id = run_dir.name
+def membership(run_dir: Path) -> Membership:
+    """Every grid a run is in (from its runs directory's grid membership files) and its arm (from the first); the
+    run id as the arm outside any grid."""
+    run_id, grids, arm = run_dir.name, [], None
     for path in sorted((run_dir.parent / "grids").glob("*.json")):
         try:
             body = json.loads(path.read_text())
@@ -62,78 +51,44 @@ def membership(run_dir: Path) -> tuple[str, str]:
             continue
         for trial in body.get("trials", []):
             if trial.get("run_id") == run_id:
+                grids.append(str(body.get("grid", path.stem)))
                 axes = trial.get("axes", {})
-                arm = " · ".join(str(v) for k, v in axes.items() if "." not in k and k != "seed") or run_id
-                return str(body.get("grid", path.stem)), arm
-    return "runs", run_id
+                arm = arm or " · ".join(str(v) for k, v in axes.items() if "." not in k and k != "seed")
+                break
+    return Membership(tuple(dict.fromkeys(grids)), arm or run_id)
 
 
-class TensorBoardSink:
-    def __init__(self, cfg: RunConfig, run_dir: Path, grid: str, arm: str):
-        from torch.utils.tensorboard import SummaryWriter
+class Mirrored:
+    """What each tracker destination has been sent, in `RUN_DIR/trackers.json`, and the run's W&B id (made once,
+    kept there: unique per run directory, the same if the directory moves)."""
 
-        self.writer = SummaryWriter(str(run_dir.parent / "tensorboard" / run_dir.name))
-        self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in flat(cfg.to_dict()).items()))
-        self.writer.add_text("membership", f"grid {grid}, arm {arm}")
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "trackers.json"
+        try:
+            self.state = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            self.state = {}
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read '{self.path}' ({e.__class__.__name__}); delete it to mirror every record "
+                            "again") from None
+        self.state.setdefault("sent", {})
 
-    def log(self, step: int, values: dict[str, float]) -> None:
-        for k, v in values.items():
-            self.writer.add_scalar(k, v, step)
+    def wandb_id(self) -> str:
+        if "wandb_id" not in self.state:
+            self.state["wandb_id"] = secrets.token_hex(8)
+            self.save()
+        return self.state["wandb_id"]
 
-    def close(self) -> None:
-        self.writer.close()
+    def is_new(self, destination: str, file: str, step: int, ordinal: int) -> bool:
+        """Whether the `ordinal`-th record of `step` in `file` is past what `destination` has been sent."""
+        last = self.state["sent"].get(destination, {}).get(file)
+        return last is None or (step, ordinal) >= (last["step"], last["records"])
 
+    def sent(self, destination: str, file: str, step: int, ordinal: int) -> None:
+        self.state["sent"].setdefault(destination, {})[file] = {"step": step, "records": ordinal + 1}
 
-class WandbSink:
-    def __init__(self, cfg: RunConfig, run_dir: Path, grid: str, arm: str):
-        import wandb
-
-        directory = run_dir.parent / "wandb"
-        directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "unihetero"), name=run_dir.name,
-                              id=run_dir.name, group=grid, job_type=arm, config=flat(cfg.to_dict()),
-                              dir=str(directory), mode=os.environ.get("WANDB_MODE", "offline"), resume="allow",
-                              reinit="create_new")
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        self.run.log(values, step=step)
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-class MlflowSink:
-    def __init__(self, cfg: RunConfig, run_dir: Path, grid: str, arm: str):
-        from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir.parent / 'mlflow.db').resolve()}"
-        self.client = MlflowClient(tracking_uri=uri)
-        experiment = self.client.get_experiment_by_name(grid)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(grid)
-        found = self.client.search_runs([experiment_id], f"tags.`mlflow.runName` = '{run_dir.name}'", max_results=1)
-        if found:  # a resumed run goes on in the same tracker run
-            self.run_id = found[0].info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-            return
-        self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name, tags={"arm": arm}).info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in flat(cfg.to_dict()).items()]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=params[i:i + 100])
-
-    def log(self, step: int, values: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in values.items()]
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
-
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
-
-
-SINKS: dict[str, Callable[..., Any]] = {"tensorboard": TensorBoardSink, "wandb": WandbSink, "mlflow": MlflowSink}
+    def save(self) -> None:
+        atomic_write(self.path, json.dumps(self.state, indent=1).encode())
 
 
 def check_installed(names: list[str]) -> None:
@@ -147,14 +102,36 @@ def check_installed(names: list[str]) -> None:
 
 
 class Trackers:
-    """The run's trackers: each record goes to every one still working; a failure is reported once and that
-    tracker dropped."""
+    """The run's trackers: each record goes to every one still working that has not had it; a failure is reported
+    once and that tracker dropped."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, names: list[str] | None = None):
-        grid, arm = membership(run_dir)
-        self.sinks: dict[str, Any] = {}
-        for name in names if names is not None else cfg.train.trackers:
-            self._guard(name, lambda name=name: self.sinks.__setitem__(name, SINKS[name](cfg, run_dir, grid, arm)))
+    def __init__(self, cfg: RunConfig, run_dir: Path, names: list[str] | None = None,
+                 backlog: Callable[[str], list[dict]] | None = None):
+        """`backlog` reads the run store's records so far: each tracker first gets those it lacks (a resumed run's
+        steps that a tracker lost when the run was killed, a tracker added on resume, a replay)."""
+        names = cfg.train.trackers if names is None else names
+        member, self.mirrored = membership(run_dir), Mirrored(run_dir)
+        self.sinks: dict[str, Sink] = {}
+        self._at: dict[str, tuple[int, int]] = {}  # per file: the step of the last record seen and its ordinal
+        wandb_id = self.mirrored.wandb_id() if "wandb" in names else ""
+        for name in names:
+            self._guard(name, lambda name=name: self.sinks.__setitem__(
+                name, SINKS[name](cfg, run_dir, member, wandb_id)))
+        for sink in self.sinks.values():
+            if sink.kept is not None:
+                self.mirrored.state["sent"][sink.destination] = sink.kept
+        self.backfilled = self._backfill(backlog) if backlog else 0
+
+    def _backfill(self, records: Callable[[str], list[dict]]) -> int:
+        """Send the records each tracker lacks, training and evaluation records merged in step order (a step's
+        training record first); returns how many went to at least one tracker."""
+        merged = [(r.get("step", 0), order, file, r) for order, file in enumerate(("metrics.jsonl", "eval.jsonl"))
+                  for r in records(file)]
+        merged.sort(key=lambda item: item[:2])  # stable: a step's re-evaluations stay in the order they were written
+        sent = sum(self._mirror(file, r) > 0 for _, _, file, r in merged)
+        if sent:
+            self.mirrored.save()
+        return sent
 
     def _guard(self, name: str, call: Callable[[], Any]) -> None:
         try:
@@ -165,13 +142,26 @@ class Trackers:
                   "keeps every record", file=sys.stderr)
 
     def record(self, name: str, record: dict) -> None:
-        """Mirror one run-store record (`metrics.jsonl` or `eval.jsonl`)."""
+        """Mirror one run-store record (`metrics.jsonl` or `eval.jsonl`) to each tracker that lacks it."""
+        if self._mirror(name, record):
+            self.mirrored.save()
+
+    def _mirror(self, name: str, record: dict) -> int:
         kind = {"metrics.jsonl": "train", "eval.jsonl": "eval"}.get(name)
         if kind is None:
-            return
+            return 0
         step, values = scalars(record, kind)
+        previous, count = self._at.get(name, (None, 0))
+        ordinal = count if previous == step else 0
+        self._at[name] = (step, ordinal + 1)
+        sent = 0
         for sink_name, sink in list(self.sinks.items()):
-            self._guard(sink_name, lambda sink=sink: sink.log(step, values))
+            if self.mirrored.is_new(sink.destination, name, step, ordinal):
+                self._guard(sink_name, lambda sink=sink: sink.log(step, values))
+                if sink_name in self.sinks:
+                    self.mirrored.sent(sink.destination, name, step, ordinal)
+                    sent += 1
+        return sent
 
     def close(self) -> None:
         for sink_name, sink in list(self.sinks.items()):
@@ -180,12 +170,8 @@ class Trackers:
 
 
 def replay(run_dir: Path, names: list[str], records: Callable[[str], list[dict]], cfg: RunConfig) -> int:
-    """Mirror a run's existing records to the named trackers; returns how many records were sent."""
-    trackers = Trackers(cfg, run_dir, names)
-    sent = 0
-    for file in ("metrics.jsonl", "eval.jsonl"):
-        for r in records(file):
-            trackers.record(file, r)
-            sent += 1
+    """Mirror a run's records to the named trackers, in step order; returns how many records were sent (a
+    destination gets only those it lacks)."""
+    trackers = Trackers(cfg, run_dir, names, backlog=records)
     trackers.close()
-    return sent
+    return trackers.backfilled

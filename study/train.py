@@ -59,5 +59,6 @@ def train(cfg: RunConfig, run_dir: Path | str, until_step: int | None = None, qu
                 pass
         raise TrainingFailed(reason) from e
     finally:
+        store.close_trackers()
         distributed.teardown(started)
     pass_on(stopped)  # reached only when preempted; does not return

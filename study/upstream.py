@@ -24,7 +24,8 @@ from pathlib import Path
 
 from study.config import RunConfig
 from study.errors import UserError
-from study.runstore import RunStore, atomic_write, sha256
+from study.files import atomic_write
+from study.runstore import RunStore, sha256
 
 RUN_PREFIX = "run:"
 REFERENCE_KEYS = (("model", "encoder_checkpoint"), ("objective", "target_projector"))

@@ -62,6 +62,8 @@ def test_a_trained_run_beats_chance_on_every_benchmark(trained, tasks, capsys):
         assert out[f"bench/{count}/probe_train_n"] + out[f"bench/{count}/probe_test_n"] == 48
     assert out["bench/captions/cider"] > out["bench/captions/cider_constant"] + 1.0
     assert out["bench/captions/bleu4"] > out["bench/captions/bleu4_constant"]
+    assert out["bench/captions/meteor"] > out["bench/captions/meteor_constant"]
+    assert out["bench/captions/rouge_l"] > out["bench/captions/rouge_l_constant"]
     after = RunStore(trained).records("eval.jsonl")
     assert after[:-1] == before  # appended, nothing rewritten
     added = after[-1]
@@ -123,10 +125,14 @@ def test_hf_run_scores_every_kind_of_benchmark(tiny_hf, tasks, tmp_path, capsys)
     run = train(tiny_config(*cfg), tmp_path / "hf_run", quiet=True)
     assert _bench(run, "--task", str(tasks["mc"]), "--task", str(tasks["count"]), "--task", str(tasks["captions"]),
                   "--limit", "6") == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["bench/mc/n"] == 6 and out["bench/mc/acc_circular"] <= out["bench/mc/acc"]
     assert out["bench/count/n"] == 6 and out["bench/captions/n"] == 6
-    assert out["bench/captions/cider"] >= 0 and 0 <= out["bench/captions/bleu4"] <= 1
+    assert out["bench/captions/cider"] >= 0
+    assert all(0 <= out[f"bench/captions/{m}"] <= 1 for m in ("bleu4", "meteor", "rouge_l"))
+    # a subset's CIDEr-D has the subset's document frequencies: the run says so
+    assert "captions's CIDEr-D weighs n-grams by their document frequency (IDF) over the 6 images" in captured.err
 
 
 def _png(tasks) -> bytes:

@@ -1,12 +1,19 @@
 """Experiment trackers mirror the run store: a tiny run with `train.trackers` shows its metrics, evaluations and
 config in TensorBoard, MLflow and W&B (offline), under the same run id as without trackers; a tracker that fails
 is reported once and the run completes; a tracker that is not installed is one clear error before training;
-`unihetero track` exports finished runs, grouped by grid and arm."""
+`unihetero track` exports finished runs, grouped by every grid and arm, in step order; a run killed with -9 and
+resumed shows each step once in every tracker, with the run store's values; the W&B run id is made once per run
+directory."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +22,7 @@ from study.runstore import RunStore
 from study.tracking import SINKS
 from study.train import train
 from tests.test_analysis_runs import write_grid
+from tests.wandb_records import run_records, wandb_history
 from unihetero.cli import main
 
 pytest.importorskip("tensorboard")
@@ -32,6 +40,12 @@ def _tensorboard_scalars(directory) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def _wandb_runs(run_dir: Path) -> list[Path]:
+    """The offline W&B run directories of this run (one per session that mirrored it), oldest first."""
+    wandb_id = json.loads((run_dir / "trackers.json").read_text())["wandb_id"]
+    return sorted((run_dir.parent / "wandb").rglob(f"offline-run-*-{wandb_id}"))
+
+
 def _mlflow_run(runs_dir, experiment: str, run_id: str):
     from mlflow.tracking import MlflowClient
 
@@ -44,8 +58,9 @@ def _mlflow_run(runs_dir, experiment: str, run_id: str):
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
-    for key in ("MLFLOW_TRACKING_URI", "WANDB_MODE", "WANDB_PROJECT"):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "WANDB_PROJECT"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # W&B's own default is online; the tests have no network
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
 
@@ -67,16 +82,20 @@ def test_a_run_mirrors_its_records_to_every_tracker(tmp_path, offline):
     assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
     assert run.data.params["train.seed"] == "0" and run.info.status == "FINISHED"
 
-    offline_runs = list((runs / "wandb").rglob(f"offline-run-*-{cfg.run_id()}"))
-    assert len(offline_runs) == 1
-    log = (offline_runs[0] / f"run-{cfg.run_id()}.wandb").read_bytes()  # the offline run's record stream
-    assert b"train.seed" in log and b"loss/caption" in log and b"eval/zs_acc" in log
+    rows = wandb_history(_wandb_runs(run_dir))
+    assert [(r["global_step"], r["loss/caption"]) for r in rows if "loss/caption" in r] == \
+        [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
+    assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
+    (run,) = run_records(_wandb_runs(run_dir), "run")
+    assert run.display_name == cfg.run_id() and b"train.seed" in run.config.SerializeToString()
 
 
 def test_a_failing_tracker_is_reported_once_and_the_run_completes(tmp_path, offline, monkeypatch, capsys):
     calls = []
 
     class Broken:
+        destination, kept = "broken", None
+
         def __init__(self, *args):
             pass
 
@@ -111,18 +130,39 @@ def test_bad_tracker_name_names_the_key_and_the_choices(tmp_path, capsys):
     assert code == 2 and "train.trackers" in err and "tensorboard, wandb, mlflow" in err
 
 
-def test_track_exports_finished_runs_grouped_by_grid_and_arm(tmp_path, offline, capsys):
+def test_track_exports_finished_runs_grouped_by_every_grid_and_arm_in_step_order(tmp_path, offline, monkeypatch,
+                                                                                 capsys):
     runs = tmp_path / "runs"
     cfg = load_config("tiny", OVERRIDES)
     run_dir = train(cfg, runs / cfg.run_id(), quiet=True)
-    write_grid(runs, "generation_target", [({"arm": "text_only", "objective.target": "none", "seed": 0}, run_dir)])
-    assert main(["track", str(runs), "--to", "mlflow"]) == 0
-    assert "mlflow: 1 run(s)" in capsys.readouterr().out
-    client, run = _mlflow_run(runs, "generation_target", cfg.run_id())
-    assert run.data.tags["arm"] == "text_only"
+    long_arm = "semantic_input_with_a_name_well_beyond_what_weights_and_biases_accepts_as_a_job_type"
+    write_grid(runs, "generation_target", [({"arm": long_arm, "objective.target": "none", "seed": 0}, run_dir)])
+    write_grid(runs, "masking", [({"arm": "uniform", "seed": 0}, run_dir)])
     evals = RunStore(run_dir).records("eval.jsonl")
+    assert main(["track", str(runs), "--to", "mlflow"]) == 0
+    n_records = len(RunStore(run_dir).records("metrics.jsonl")) + len(evals)
+    assert f"mlflow: 1 run(s), {n_records} record(s) sent" in capsys.readouterr().out
+    client, run = _mlflow_run(runs, "generation_target", cfg.run_id())
+    assert run.data.tags["arm"] == long_arm
+    assert run.data.tags["grid.generation_target"] == run.data.tags["grid.masking"] == "true"  # in both grids
     assert [m.value for m in client.get_metric_history(run.info.run_id, "eval/zs_acc")] == \
         pytest.approx([r["zs_acc"] for r in evals])
+    assert main(["track", str(runs), "--to", "mlflow"]) == 0  # the destination has every record: none again
+    assert "0 record(s) sent" in capsys.readouterr().out
+    assert len(client.get_metric_history(run.info.run_id, "eval/zs_acc")) == len(evals)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "my-ablations")  # MLflow's own variable names the experiment
+    assert main(["track", str(runs), "--to", "mlflow"]) == 0
+    _mlflow_run(runs, "my-ablations", cfg.run_id())
+
+    # W&B: the evaluations are not dropped behind the training records, and the arm fits W&B's job type
+    assert main(["track", str(runs), "--to", "wandb"]) == 0
+    rows = wandb_history(_wandb_runs(run_dir))
+    assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
+    assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)  # replayed in step order
+    (run,) = run_records(_wandb_runs(run_dir), "run")
+    assert len(run.job_type) == 64 and long_arm.startswith(run.job_type[:-1])
+    assert list(run.tags) == ["generation_target", "masking"] and run.run_group == "generation_target"
+
     assert main(["track", str(runs), "--to", "tensorboard"]) == 0
     assert "eval/zs_acc" in _tensorboard_scalars(runs / "tensorboard" / cfg.run_id())
     (runs / "garbage").mkdir()
@@ -130,6 +170,72 @@ def test_track_exports_finished_runs_grouped_by_grid_and_arm(tmp_path, offline, 
     assert main(["track", str(runs), "--to", "tensorboard"]) == 0
     captured = capsys.readouterr()
     assert "skipped: " in captured.err and "garbage" in captured.err and "1 skipped" in captured.out
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_and_resumed_shows_each_step_once_in_every_tracker(tmp_path, offline):
+    """Killed at step 17 (checkpoint at 10, a metrics record every step): steps 11-17 are redone on resume, and
+    no tracker gets them twice; every tracker's history equals the run store's."""
+    from tests.reliability.test_kill_resume import ROOT
+
+    overrides = ["train.samples_seen=480", "train.checkpoint_every=10", "train.log_every=1", "eval.every=10",
+                 "eval.num_images=4", "eval.inference_scaling=false", "train.trackers=[tensorboard,mlflow,wandb]"]
+    cfg = load_config("tiny", overrides)
+    runs = tmp_path / "runs"
+    run_dir = runs / cfg.run_id()
+    # a job of its own: not attached to this test process's W&B service (which would keep the killed run's stream)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    killed = subprocess.run([sys.executable, "-m", "tests.reliability.kill_driver", str(run_dir), "step:17",
+                             *overrides], cwd=ROOT, env=env, capture_output=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert max(r["step"] for r in RunStore(run_dir).records("metrics.jsonl")) == 17
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    store = RunStore(run_dir)
+    metrics, evals = store.records("metrics.jsonl"), store.records("eval.jsonl")
+    assert [r["step"] for r in metrics] == list(range(1, 31))
+    expected = [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
+
+    assert _tensorboard_scalars(runs / "tensorboard" / cfg.run_id())["loss/caption"] == expected
+    client, run = _mlflow_run(runs, "runs", cfg.run_id())
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss/caption")] == expected
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/zs_acc")] == [r["step"] for r in evals]
+    sessions = _wandb_runs(run_dir)
+    assert len(sessions) == 2  # the killed session and the resumed one, one W&B run id
+    rows = wandb_history(sessions)
+    assert [(r["global_step"], r["loss/caption"]) for r in rows if "loss/caption" in r] == expected
+    assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
+
+
+def test_the_wandb_id_is_made_once_per_run_directory_and_moves_with_it(tmp_path, offline):
+    cfg = load_config("tiny", [*OVERRIDES, "train.checkpoint_every=2", "train.trackers=[wandb]"])
+    first = train(cfg, tmp_path / "a" / cfg.run_id(), until_step=2, quiet=True)
+    second = train(cfg, tmp_path / "b" / cfg.run_id(), quiet=True)
+    ids = [json.loads((d / "trackers.json").read_text())["wandb_id"] for d in (first, second)]
+    assert ids[0] != ids[1]  # one config trained in two runs directories: two W&B runs, not one merged
+    moved = tmp_path / "c" / cfg.run_id()
+    shutil.move(first.parent, moved.parent)  # the whole runs directory, its W&B files with it
+    assert train(cfg, moved, quiet=True) == moved  # resumed at step 2 in its new place
+    sessions = _wandb_runs(moved)
+    assert len(sessions) == 2 and all(p.name.endswith(ids[0]) for p in sessions)
+    assert [r["global_step"] for r in wandb_history(sessions) if "loss/caption" in r] == \
+        [r["step"] for r in RunStore(moved).records("metrics.jsonl")]
+
+
+def test_wandb_mode_is_left_to_wandb(tmp_path, offline, monkeypatch):
+    """W&B's own default (online) and `WANDB_MODE` decide; the toolkit does not force offline."""
+    import wandb
+
+    seen = {}
+    real = wandb.init
+
+    def init(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    cfg = load_config("tiny", [*OVERRIDES, "train.trackers=[wandb]"])
+    train(cfg, tmp_path / "runs" / cfg.run_id(), quiet=True)
+    assert seen and "mode" not in seen and seen["reinit"] == "create_new"
 
 
 def test_resuming_with_other_trackers_is_the_same_run(tmp_path, offline):

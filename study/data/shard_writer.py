@@ -18,7 +18,7 @@ from PIL import Image
 from study.data.shards import IMAGE_EXTS, INDEX
 from study.data.world import World
 from study.errors import UserError
-from study.runstore import atomic_write
+from study.files import atomic_write
 
 
 def folder_samples(folder: Path) -> Iterator[tuple[str, bytes, str]]:

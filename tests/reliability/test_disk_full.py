@@ -89,7 +89,8 @@ def test_disk_full_during_checkpoint_stops_cleanly_and_resumes(disk, tmp_path, m
 
         capsys.readouterr()
         assert main(["train", "tiny", *RUN_OVERRIDES, "--runs-dir", str(runs), "--quiet"]) == 1
-        err = capsys.readouterr().err
+        notice, err = capsys.readouterr().err.split("\n", 1)  # where it went on (as in a job log), then the error
+        assert notice == f"resumed from the checkpoint of step {GOOD_STEP}", notice
         failing = run / "checkpoints" / f"step_{FAILING_STEP:08d}.pt"
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert "ENOSPC" in err and "No space left on device" in err and str(failing) in err, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from study.errors import UserError
 
@@ -43,6 +44,11 @@ def run_bench(args: argparse.Namespace) -> int:
         distributed.teardown(started)
     if not ranks.main:
         return 0
+    captioning = [k.split("/")[1] for k in metrics if k.endswith("/cider")] if args.limit else []
+    for task in captioning:
+        print(f"note: {task}'s CIDEr-D weighs n-grams by their document frequency (IDF) over the "
+              f"{int(metrics[f'bench/{task}/n'])} images of this --limit subset, not over the whole file, so it is "
+              "not the full set's CIDEr-D", file=sys.stderr)
     own = [r for r in store.records("eval.jsonl") if r.get("step") == step]
     record = (own[-1] if own else {"step": step, "samples_seen": step * cfg.train.batch_size,
                                    "final": step == cfg.steps}) | metrics | {"reevaluated": True}

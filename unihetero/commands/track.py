@@ -15,8 +15,10 @@ from study.tracking import check_installed, replay
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("track", help="mirror the records of a runs directory's runs to an experiment tracker",
                        description="Send every run's config, metrics and evaluations (as the run store has them) "
-                       "to TensorBoard, W&B (offline unless WANDB_MODE is set) or MLflow (RUNS_DIR/mlflow.db "
-                       "unless MLFLOW_TRACKING_URI is set), grouped by grid and arm.")
+                       "to TensorBoard, W&B (online or offline as WANDB_MODE says) or MLflow (RUNS_DIR/mlflow.db "
+                       "unless MLFLOW_TRACKING_URI is set; experiment MLFLOW_EXPERIMENT_NAME or the grid), "
+                       "grouped by grid and arm, in step order. Records a destination already has (trackers.json "
+                       "in each run directory) are not sent again.")
     p.add_argument("runs_dir", type=Path, help="runs directory (run directories and grids/ membership files)")
     p.add_argument("--to", required=True, choices=TRACKERS, help="the tracker")
     p.set_defaults(func=run_track)
@@ -37,6 +39,6 @@ def run_track(args: argparse.Namespace) -> int:
             skipped += 1
             continue
         sent += replay(run_dir, [args.to], store.records, cfg)
-    print(f"{args.to}: {len(runs) - skipped} run(s), {sent} record(s) from {args.runs_dir}"
+    print(f"{args.to}: {len(runs) - skipped} run(s), {sent} record(s) sent from {args.runs_dir}"
           + (f"; {skipped} skipped (named above)" if skipped else ""))
     return 0

@@ -1,14 +1,9 @@
-"""Captioning: greedy decoding with a KV cache (`study.evaluation.decoding`), scored by CIDEr-D and BLEU-4
-(pycocoevalcap's scorers, extra `bench`) against the references, beside a trivial captioner that writes the most
-frequent reference caption for every image.
-
-Text is lower-cased and stripped of punctuation before scoring (what the COCO toolkit's PTB tokenizer does; that
-tokenizer needs Java, so it is not used).
-"""
+"""Captioning: greedy decoding with a KV cache (`study.evaluation.decoding`), scored by COCO's metrics
+(`coco_metrics`: PTB tokenisation, BLEU-4, METEOR, ROUGE-L, CIDEr-D) against the references, beside a trivial
+captioner that writes the most frequent reference caption (as COCO tokenises it) for every image."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 import torch
@@ -16,30 +11,12 @@ import torch
 from study.config import RunConfig
 from study.data.shards import as_input
 from study.data.tokenizer import max_caption_tokens
-from study.errors import UserError
+from study.evaluation.bench.coco_metrics import caption_metrics, coco_tokenize
 from study.evaluation.bench.items import Captioning
 from study.evaluation.bench.prompts import Prompts
 from study.evaluation.bench.scoring import IMAGE_BLOCK, ONE_PROCESS, Shard, model_device
 from study.evaluation.decoding import greedy_decode
 from study.model.unified import UnifiedModel
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
-def caption_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Corpus CIDEr-D and BLEU-4 of one hypothesis per image against its references."""
-    try:
-        from pycocoevalcap.bleu.bleu import Bleu
-        from pycocoevalcap.cider.cider import Cider
-    except ImportError:
-        raise UserError("captioning benchmarks need pycocoevalcap: pip install -e '.[bench]'") from None
-    res = {i: [normalise(h) or "<empty>"] for i, h in enumerate(hypotheses)}
-    gts = {i: [normalise(r) for r in refs] for i, refs in enumerate(references)}
-    cider, _ = Cider().compute_score(gts, res)
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    return {"cider": float(cider), "bleu4": float(bleu[3])}
 
 
 def max_new_tokens(cfg: RunConfig) -> int:
@@ -64,7 +41,7 @@ def generate_captions(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, ima
 def evaluate_captioning(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, task: Captioning,
                         shard: Shard = ONE_PROCESS) -> dict:
     captions = generate_captions(model, cfg, prompts, task.images, shard)
-    out = caption_scores(captions, task.references) | {"n": len(captions)}
-    constant = Counter(normalise(r) for refs in task.references for r in refs).most_common(1)[0][0]
-    out.update({f"{k}_constant": v for k, v in caption_scores([constant] * len(captions), task.references).items()})
+    out = caption_metrics(captions, task.references) | {"n": len(captions)}
+    constant = Counter(coco_tokenize([r for refs in task.references for r in refs])).most_common(1)[0][0]
+    out.update({f"{k}_constant": v for k, v in caption_metrics([constant] * len(captions), task.references).items()})
     return out
