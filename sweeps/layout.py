@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from study.errors import UserError
-from study.runstore import atomic_write
+from study.files import atomic_write
 from sweeps.spec import NAME_RE, SCALES, GridSpec, Trial
 
 RUN_ID_RE = re.compile(r"[0-9a-f]{12}")
