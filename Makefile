@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench readme clean
+.PHONY: install demo test test-floors lint bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,21 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# the tests of the modules that use ray, wandb, mlflow, tensorboard, transformers, lmms-eval and submitit, run against
+# the floors pyproject.toml allows, in a fresh venv (not in CI: it downloads the old versions)
+FLOORS_VENV ?= .venv-floors
+FLOORS_TESTS ?= tests/test_tracking.py tests/test_lmms_eval.py tests/test_sweep_ray.py tests/test_ray_connect.py \
+	tests/test_hf_backbones.py tests/test_slurm_cluster.py tests/test_sweep_slurm.py
+test-floors:
+	rm -rf $(FLOORS_VENV) && python3 -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLOORS_VENV)/bin/python -m pip install -q torch==2.13.0
+	python3 scripts/dependency_floors.py > $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/python -m pip install -q -c $(FLOORS_VENV)/floors.txt -e ".[test,tracking,bench]"
+	$(FLOORS_VENV)/bin/python -m pip install -q --no-deps "$$(grep '^lmms-eval==' $(FLOORS_VENV)/floors.txt)"
+	$(FLOORS_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(ray|wandb|mlflow|tensorboard|transformers|lmms.eval|submitit) '
+	$(FLOORS_VENV)/bin/python -m pytest -q -p no:cacheprovider $(FLOORS_TESTS)
+
 lint: install
 	$(PY) -m ruff check .
 
@@ -37,4 +52,4 @@ readme: install
 	$(PY) scripts/update_readme_config.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(FLOORS_VENV) runs .pytest_cache
