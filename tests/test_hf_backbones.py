@@ -124,6 +124,10 @@ def test_flops_come_from_the_backbones_configs(tiny_hf):
         model(embeds, tokens)
     analytic = forward_flops(cfg, 10)
     attention = 2 * 2 * 2 * 26 ** 2 * 48  # 2 blocks of QK^T and AV over 26 tokens: not counted on CPU SDPA
-    assert analytic["llm"] - attention == llm.get_total_flops()
+    lm = model.llm.lm.config
+    # the rotary angles (26 positions x head_dim / 2 inverse frequencies): a matmul in transformers 4.56, not in 5.x;
+    # too small to count in the analytic FLOPs
+    rotary = 2 * 26 * (lm.hidden_size // lm.num_attention_heads) // 2
+    assert llm.get_total_flops() - (analytic["llm"] - attention) in (0, rotary)
     measured_encoder = enc.get_total_flops() - 2 * 16 * (32 * 48 + 48 * 48)  # less the projector
     assert abs(analytic["encoder"] - measured_encoder) < 0.1 * measured_encoder  # 16 tokens vs 17 (CLS)

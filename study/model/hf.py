@@ -96,7 +96,7 @@ class CausalLM(nn.Module):
                 cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final normed hidden states (B, T, D) and, if asked, each block's output (the last one normed); with a
         `cache`, decoding continues from the positions fed before (transformers' own cache)."""
-        decoder = self.lm.get_decoder()
+        decoder = self.lm.base_model  # the decoder stack (`get_decoder()` returns None in transformers 4.56)
         name = cache_argument(type(decoder))
         out = decoder(inputs_embeds=x, output_hidden_states=keep_layers, use_cache=cache is not None,
                       **{name: None if cache is None else cache.hf})
