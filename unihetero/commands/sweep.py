@@ -59,6 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     plan = actions.add_parser("plan", help="print the trial table (axes, run ids, FLOPs); runs nothing")
     _grid_args(plan, runs_dir=False)
     plan.add_argument("--runs-dir", help="also name the runs there that trials would train exactly as")
+    cost = plan.add_argument_group("cost", "what each trial and the grid will cost (sweeps/cost.py)")
+    cost.add_argument("--cost", action="store_true", help="samples, tokens, FLOPs, device-hours and peak memory "
+                      "per rank of each trial, and the totals")
+    cost.add_argument("--gpu-type", default="h100", choices=("h100", "h200", "a100", "cpu"),
+                      help="the device the cost is for (default h100)")
+    cost.add_argument("--mfu", type=positive_float, help="model FLOPs utilisation (default: the last measured on "
+                      "that device type in benchmarks/results/, else 0.35, said to be assumed)")
+    cost.add_argument("--ranks", type=positive_int, default=1, help="ranks per trial (default 1)")
+    cost.add_argument("--json", action="store_true", help="the cost as JSON on stdout (implies --cost)")
     plan.set_defaults(func=run_plan)
 
     launch = actions.add_parser("launch", help="run every trial not yet completed; relaunch resumes")
@@ -90,6 +99,8 @@ def run_plan(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.grid, args.preset)
     trials = pipeline(spec)
+    if args.cost or args.json:
+        return print_costs(spec, trials, args)
     axis_keys = table_axes(trials)
     staged = any(t.stage or t.upstream for t in trials)
     copies = representatives(trials, Path(args.runs_dir) if args.runs_dir else None)
@@ -107,6 +118,38 @@ def run_plan(args: argparse.Namespace) -> int:
         if t.run_id in copies:
             print(f"trial {t.index} ({t.run_id}) trains exactly as {copies[t.run_id]}: "
                   f"{', '.join(changed_keys(t.config))} have no effect in it; it trains once")
+    return 0
+
+
+def print_costs(spec: GridSpec, trials: list[Trial], args: argparse.Namespace) -> int:
+    """`sweep plan --cost`: a row per trial, then the totals (or all of it as JSON)."""
+    import json
+
+    from sweeps.cost import device, mfu_for, plan_costs
+
+    mfu, source = mfu_for(args.gpu_type, args.mfu)
+    dev = device(args.gpu_type)
+    costs = plan_costs(trials, args.gpu_type, mfu, args.ranks)
+    total = {"samples": sum(c.samples for c in costs), "tokens": sum(c.tokens for c in costs),
+             "train_flops": sum(c.train_flops for c in costs), "eval_flops": sum(c.eval_flops for c in costs),
+             "device_hours": sum(c.device_hours for c in costs),
+             "trials_that_do_not_fit": sum(c.fits is False for c in costs)}
+    if args.json:
+        print(json.dumps({"grid": spec.name, "preset": spec.scale, "device": dev.name, "bf16_peak": dev.bf16_peak,
+                          "memory_gib": dev.memory / 2**30, "mfu": mfu, "mfu_source": source, "ranks": args.ranks,
+                          "trials": [c.as_dict() for c in costs], "total": total}, indent=1))
+        return 0
+    print(f"grid {spec.name} (preset {spec.scale}) on {dev.name}, {args.ranks} rank(s) per trial: bf16 peak "
+          f"{dev.bf16_peak:.3g} FLOP/s, MFU {mfu:.3g} [{source}], {dev.memory / 2**30:.0f} GiB per rank")
+    rows = [[str(c.index), c.run_id, f"{c.samples:.3g}", f"{c.tokens:.3g}", f"{c.train_flops:.3g}",
+             f"{c.eval_flops:.3g}", f"{c.device_hours:.3g}",
+             f"{c.memory.peak / 2**30:.3g}" if c.memory else "-",
+             {True: "yes", False: "NO", None: "-"}[c.fits], c.advice or "-"] for c in costs]
+    print(format_table(rows, ["#", "run_id", "samples", "tokens", "train FLOPs", "eval FLOPs", "device-h",
+                              "peak GiB/rank", "fits", "to make it fit"]))
+    print(f"total: {total['samples']:.3g} samples, {total['tokens']:.3g} tokens, {total['train_flops']:.3g} training "
+          f"+ {total['eval_flops']:.3g} evaluation FLOPs, {total['device_hours']:.3g} device-hours; "
+          f"{total['trials_that_do_not_fit']} trial(s) do not fit")
     return 0
 
 

@@ -1,0 +1,82 @@
+"""`sweep plan --cost`: the analytic FLOPs of a training step against torch's own FLOP counter (forward and backward
+of the real step; attention as plain matmuls so the counter sees it), the per-trial and total costs in the table and
+as JSON, the MFU's source, and a trial that does not fit its device named with the keys to change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from study.config import load_config
+from study.draws import step_draws
+from study.model.flops import model_dims, train_flops_per_sample
+from study.model.memory import caption_length
+from study.model.unified import UnifiedModel
+from study.objectives import loss_terms
+from sweeps import cost
+from tests.test_hf_backbones import _cfg
+from unihetero.cli import main
+
+
+def _counted_step_flops(cfg, caption_tokens: int | None = None) -> tuple[float, float]:
+    """(FLOPs torch counts in one training step's forward and backward, the analytic count for its rows)."""
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg)
+    rows, size = 4, getattr(model.encoder, "image_size", cfg.data.image_size)  # a pretrained encoder's own size
+    images = torch.rand(rows, 3, size, size)
+    tokens = torch.randint(1, 20, (rows, caption_tokens or caption_length(cfg)))
+    draws = step_draws(model, cfg, 0, torch.device("cpu")).slice(0, rows)
+    with FlopCounterMode(display=False) as counter:
+        loss_terms(model, cfg, images, tokens, draws.mask, draws.diffusion)["total"].backward()
+    return counter.get_total_flops(), rows * train_flops_per_sample(cfg, tokens.shape[1])
+
+
+@pytest.mark.parametrize("overrides", [[], ["objective.target=semantic_input"], ["objective.target=semantic_encoder"],
+                                       ["objective.target=pixel", "objective.pixel_head=mse"]])
+def test_the_analytic_step_flops_are_within_2_percent_of_the_flop_counter(overrides):
+    cfg = load_config("tiny", ["model.attention=reference", *overrides])
+    counted, analytic = _counted_step_flops(cfg)
+    assert abs(analytic - counted) < 0.02 * counted, (analytic, counted)
+
+
+def test_the_tiny_hf_step_flops_are_within_2_percent_of_the_flop_counter(tiny_hf):
+    cfg = _cfg(tiny_hf, "model.attention=reference", "objective.target=semantic_input")
+    counted, analytic = _counted_step_flops(cfg, caption_tokens=12)  # the tiny LLM has 19 text positions
+    # the vision encoder attends through CPU SDPA, which the counter does not count (`model.attention` is the LLM's):
+    # its attention term (QK^T and AV, forward and backward, 4 rows) leaves the analytic side
+    d = model_dims(cfg)
+    analytic -= 3 * 4 * d.enc_depth * 2 * 2 * d.tokens ** 2 * d.enc_width
+    assert abs(analytic - counted) < 0.02 * counted, (analytic, counted)
+
+
+def test_plan_cost_as_a_table_and_as_json(capsys):
+    assert main(["sweep", "plan", "v2_demo", "--preset", "demo", "--cost", "--gpu-type", "h100", "--mfu", "0.4"]) == 0
+    table = capsys.readouterr().out
+    assert "MFU 0.4 [given]" in table and "peak GiB/rank" in table and "device-hours" in table
+    assert main(["sweep", "plan", "v2_demo", "--preset", "demo", "--json", "--gpu-type", "h100"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    trials = plan["trials"]
+    assert plan["total"]["train_flops"] == pytest.approx(sum(t["train_flops"] for t in trials))
+    assert plan["total"]["device_hours"] == pytest.approx(
+        sum(t["train_flops"] + t["eval_flops"] for t in trials) / (989e12 * plan["mfu"]) / 3600)
+    assert plan["mfu_source"].startswith(("measured", "assumed"))
+    vlm = [t for t in trials if t["memory_gib"]]
+    assert vlm and all(t["fits"] and t["memory_gib"]["peak"] > 0 for t in vlm)
+    assert all(t["tokens"] > t["samples"] > 0 for t in trials)
+
+
+def test_a_trial_that_does_not_fit_names_the_keys_to_change(capsys, monkeypatch):
+    small = cost.Device("a 1 MiB device", 1e12, 2**20, "SMALL")
+    monkeypatch.setitem(cost.GPUS, "h100", small)
+    assert main(["sweep", "plan", "v2_demo", "--preset", "demo", "--cost"]) == 0
+    out = capsys.readouterr().out
+    assert "NO" in out and "train.activation_checkpointing=true" in out and "train.grad_accum" in out
+    assert "do not fit" in out.splitlines()[-1]
+
+
+def test_a_bad_mfu_is_one_line(capsys):
+    assert main(["sweep", "plan", "v2_demo", "--preset", "demo", "--cost", "--mfu", "1.5"]) == 2
+    assert "--mfu 1.5: must be in (0, 1]" in capsys.readouterr().err
