@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
@@ -58,9 +59,10 @@ def device(kind: str) -> Device:
     return _cpu() if kind == "cpu" else GPUS[kind]
 
 
-def measured_mfu(kind: str) -> tuple[float, str] | None:
-    """The last MFU measured of the real trainer on `kind` in benchmarks/results/, with the file it came from."""
-    if kind == "cpu":
+def measured_mfu(kind: str, params: float) -> tuple[float, str] | None:
+    """The MFU measured of the real trainer on `kind` in benchmarks/results/ at the model size nearest `params` (a GPU
+    runs a 1M-parameter model at a fraction of a 7B one's MFU), with the file and row it came from."""
+    if kind == "cpu":  # the hardware benchmark's rows: the real trainer at two model sizes, the last one kept
         for path in sorted(RESULTS.glob("hardware-*.json"), reverse=True):
             rows = [r for r in json.loads(path.read_text()).get("rows", []) if r.get("precision") == "bf16"]
             if rows:
@@ -68,18 +70,30 @@ def measured_mfu(kind: str) -> tuple[float, str] | None:
         return None
     for path in sorted(RESULTS.glob("gpu-*.json"), reverse=True):
         body = json.loads(path.read_text())
-        rows = [r for r in body.get("rows", []) if str(r.get("preset", "")).startswith("full") and r.get("mfu")]
+        rows = [r for r in body.get("rows", []) if r.get("mfu") and r.get("params") and not r.get("compile")]
         if GPUS[kind].card in body.get("card", "") and rows:
-            return float(rows[-1]["mfu"]), f"measured ({path.name}, {rows[-1]['preset']})"
+            row = min(rows, key=lambda r: abs(math.log(r["params"] / params)))
+            return float(row["mfu"]), f"measured ({path.name}, {row['preset']}, {row['attention']}, not compiled)"
     return None
 
 
-def mfu_for(kind: str, given: float | None) -> tuple[float, str]:
+def parameters(cfg: RunConfig) -> float:
+    """How many parameters the run's model has (built under FakeTensorMode: nothing is allocated)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from study.model.unified import UnifiedModel
+
+    with FakeTensorMode():
+        return float(sum(p.numel() for p in UnifiedModel(cfg).parameters()))
+
+
+def mfu_for(kind: str, given: float | None, params: float) -> tuple[float, str]:
+    """The MFU to cost a grid whose models have `params` parameters at, and where it comes from."""
     if given is not None:
         if not 0 < given <= 1:
             raise UserError(f"sweep plan --mfu {given}: must be in (0, 1]")
         return given, "given"
-    return measured_mfu(kind) or (ASSUMED_MFU, "assumed (no measurement of this device type)")
+    return measured_mfu(kind, params) or (ASSUMED_MFU, "assumed (no measurement of this device type)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,9 +125,10 @@ def print_costs(spec: GridSpec, trials: list[Trial], args: argparse.Namespace) -
     """`sweep plan --cost`: a row per trial, then the totals (or all of it as JSON)."""
     import json
 
-    from sweeps.cost import device, mfu_for, plan_costs
+    from sweeps.cost import device, mfu_for, parameters, plan_costs
 
-    mfu, source = mfu_for(args.gpu_type, args.mfu)
+    model = next((t.config for t in reversed(trials) if t.config.objective.task == "vlm"), trials[-1].config)
+    mfu, source = mfu_for(args.gpu_type, args.mfu, parameters(model))
     dev = device(args.gpu_type)
     costs = plan_costs(trials, args.gpu_type, mfu, args.ranks)
     total = {"samples": sum(c.samples for c in costs), "tokens": sum(c.tokens for c in costs),
