@@ -20,6 +20,7 @@ import math
 import os
 from pathlib import Path
 
+import study
 from study.config import RunConfig
 from study.distributed import strategy
 from study.errors import UserError
@@ -28,6 +29,7 @@ from study.model.memory import GIB, StepMemory, caption_length, estimate_step_me
 from sweeps.spec import Trial
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+BACKBONES = Path(study.__file__).resolve().parent / "configs" / "backbones"
 ASSUMED_MFU = 0.35
 CUDA_CONTEXT = 1 * GIB
 
@@ -77,14 +79,37 @@ def measured_mfu(kind: str, params: float) -> tuple[float, str] | None:
     return None
 
 
+def plannable(cfg: RunConfig) -> RunConfig:
+    """`cfg` with each pretrained backbone path that does not exist (a preset's placeholder) replaced by the vendored
+    config of the same name (study/configs/backbones/), so a full-scale trial can be sized before its weights are
+    on disk."""
+    if cfg.model.backbone != "hf":
+        return cfg
+    changes = {}
+    for key in ("vision_path", "llm_path"):
+        path = Path(getattr(cfg.model, key))
+        if path.exists():
+            continue
+        vendored = BACKBONES / path.name
+        if not (vendored / "config.json").is_file():
+            names = ", ".join(sorted(p.name for p in BACKBONES.iterdir() if p.is_dir()))
+            raise UserError(f"config key 'model.{key}': '{path}' does not exist and no config of that name is "
+                            f"vendored to size it from (study/configs/backbones: {names})")
+        changes[key] = str(vendored)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes)) if changes else cfg
+
+
 def parameters(cfg: RunConfig) -> float:
-    """How many parameters the run's model has (built under FakeTensorMode: nothing is allocated)."""
+    """How many parameters the run's model has (built under FakeTensorMode from its configs: nothing is
+    allocated)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from study.model.unified import UnifiedModel
 
+    hf = cfg.model.backbone == "hf"
     with FakeTensorMode():
-        return float(sum(p.numel() for p in UnifiedModel(cfg).parameters()))
+        model = UnifiedModel(plannable(cfg), weights=not hf, tokenizer=not hf)
+        return float(sum(p.numel() for p in model.parameters()))
 
 
 def mfu_for(kind: str, given: float | None, params: float) -> tuple[float, str]:
@@ -135,7 +160,7 @@ def _advice(cfg: RunConfig, memory: StepMemory, limit: float, ranks: int) -> str
 
 
 def trial_cost(trial: Trial, kind: str, mfu: float, ranks: int, memo: dict[str, StepMemory]) -> TrialCost:
-    cfg, dev = trial.config, device(kind)
+    cfg, dev = plannable(trial.config), device(kind)
     captions = caption_length(cfg)
     samples = cfg.steps * cfg.train.batch_size
     if cfg.objective.task == "vlm":

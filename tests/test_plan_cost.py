@@ -80,3 +80,27 @@ def test_a_trial_that_does_not_fit_names_the_keys_to_change(capsys, monkeypatch)
 def test_a_bad_mfu_is_one_line(capsys):
     assert main(["sweep", "plan", "v2_demo", "--preset", "demo", "--cost", "--mfu", "1.5"]) == 2
     assert "--mfu 1.5: must be in (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_full_scale_grid_is_sized_from_the_vendored_backbone_configs(capsys):
+    """The full preset's backbone paths are placeholders: the planner reads DINOv2-L's and Qwen2-7B's published
+    configs (study/configs/backbones/) and traces the step at their shapes."""
+    cfg = cost.plannable(load_config("full-dinov2-qwen2"))
+    assert 7.9e9 < cost.parameters(cfg) < 8.0e9  # Qwen2-7B's 7.6B + DINOv2-L's 0.3B + the projector
+    plans = {}
+    for ranks in (8, 64):
+        assert main(["sweep", "plan", "generation_target", "--preset", "full", "--json", "--gpu-type", "h100",
+                     "--ranks", str(ranks)]) == 0
+        plans[ranks] = json.loads(capsys.readouterr().out)
+    assert len(plans[8]["trials"]) == 9 and plans[8]["total"]["device_hours"] > 1e4
+    # at 256 rows per rank the activations do not fit an 80 GB card; at 32 they do
+    assert all(not t["fits"] and "train.grad_accum" in t["advice"] for t in plans[8]["trials"])
+    assert all(t["fits"] for t in plans[64]["trials"])
+
+
+def test_a_placeholder_without_a_vendored_config_is_one_line():
+    from study.errors import UserError
+
+    with pytest.raises(UserError, match="model.vision_path': '/path/to/siglip.*no config of that name is vendored"):
+        cost.plannable(load_config("full-siglip-llama"))

@@ -10,8 +10,10 @@ shapes.
 
 Across ranks: DDP replicates everything; FSDP (`study.distributed`) shards parameters, gradients and optimizer state
 over the ranks and gathers one transformer block at a time, so its estimate is those three divided by the ranks plus
-the largest block's parameters and gradients whole. Not counted: the allocator's fragmentation and cache, the
-communication buffers, the CUDA context (about 0.5-1 GB on a GPU), the data loader's batches.
+the largest block's parameters and gradients whole (during backward the gradients made so far are not divided: an
+upper bound). Pretrained backbones are built from their config files alone (shapes, no weights). Not counted: the
+allocator's fragmentation and cache, the communication buffers, the CUDA context (about 0.5-1 GB on a GPU), the data
+loader's batches.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ class StepMemory:
 
 def caption_length(cfg: RunConfig) -> int:
     return cfg.data.max_caption_tokens if cfg.model.backbone == "hf" else max_caption_tokens(cfg.data.max_objects)
+
+
+def _fake_from_meta(model: torch.nn.Module) -> None:
+    """Parameters and buffers left on the meta device (pretrained backbones built from their configs) as fake
+    tensors of the same shapes, which the traced step can run on; call inside the fake mode."""
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None and p.is_meta:
+                module._parameters[name] = torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None and b.is_meta:
+                module._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
 
 
 class _Peak(TorchDispatchMode):
@@ -85,9 +99,10 @@ def _traced_step(cfg: RunConfig, rows: int) -> tuple[float, float, float, float,
     from study.model.unified import UnifiedModel
     from study.objectives import loss_terms
 
-    cpu = torch.device("cpu")
+    cpu, hf = torch.device("cpu"), cfg.model.backbone == "hf"
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = UnifiedModel(cfg)
+        model = UnifiedModel(cfg, weights=not hf, tokenizer=not hf)  # pretrained backbones: their shapes only
+        _fake_from_meta(model)
         parallelize(torch.nn.Identity(), model, dataclasses.replace(cfg, train=dataclasses.replace(
             cfg.train, compile=False)), Ranks(0, 1, cpu))  # activation checkpointing wraps the blocks in place
         optimizer = build_optimizer(model, cfg)
@@ -96,7 +111,7 @@ def _traced_step(cfg: RunConfig, rows: int) -> tuple[float, float, float, float,
         buffers = sum(b.numel() * b.element_size() for b in model.buffers())
         largest = max((sum(p.numel() * p.element_size() for p in b.parameters())
                        for b in transformer_blocks(model)), default=0)
-        size = cfg.data.image_size
+        size = getattr(model.encoder, "image_size", cfg.data.image_size)  # a pretrained encoder's own input size
         images = torch.rand(rows, 3, size, size)
         tokens = torch.zeros(rows, caption_length(cfg), dtype=torch.long)
         draws = step_draws(model, cfg, 0, cpu).slice(0, rows)
@@ -121,7 +136,7 @@ def estimate_step_memory(cfg: RunConfig, ranks: int = 1, sharded: bool = False) 
     grads, optimizer = trainable, 2 * trainable
     activations = forward_backward - params  # and the gradients as backward makes them
     if sharded and ranks > 1:  # each rank keeps 1/ranks of the state, and one block's parameters and gradients whole
-        forward_backward += params / ranks + 2 * largest - params - grads + grads / ranks
+        forward_backward += params / ranks + 2 * largest - params  # its gradients kept whole: an upper bound
         step = step / ranks + 2 * largest
         params, grads, optimizer = params / ranks + largest, grads / ranks + largest, optimizer / ranks
     return StepMemory(params, grads, optimizer, activations, max(forward_backward, step))

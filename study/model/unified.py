@@ -30,17 +30,18 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class UnifiedModel(nn.Module):
-    def __init__(self, cfg: RunConfig, weights: bool = True):
+    def __init__(self, cfg: RunConfig, weights: bool = True, tokenizer: bool = True):
         """The model of `cfg` (its upstream references resolved to files), randomly initialised from torch's global
         generator; `weights=False` leaves the pretrained backbones' parameters on the meta device, to be loaded once
-        sharded (study/model/meta_init.py). Weights of upstream runs (`model.encoder_checkpoint`,
-        `objective.target_projector`) are loaded by `load_upstream`."""
+        sharded (study/model/meta_init.py); `tokenizer=False` takes the LLM's special ids from its config instead of
+        its tokenizer (a shape-only model for planning, from config files alone). Weights of upstream runs
+        (`model.encoder_checkpoint`, `objective.target_projector`) are loaded by `load_upstream`."""
         super().__init__()
         m, o = cfg.model, cfg.objective
         self.visual_attention = m.visual_attention
         self.pad_id, self.bos_id = PAD_ID, BOS_ID
         if m.backbone == "hf":
-            self._build_hf(cfg, weights)
+            self._build_hf(cfg, weights, tokenizer)
         else:
             self.encoder = VisionEncoder(cfg.data.image_size, m.patch_size, m.enc_width, m.enc_depth, m.heads,
                                          m.mlp_ratio, m.attention)
@@ -107,12 +108,18 @@ class UnifiedModel(nn.Module):
                 init_weights(part)
         nn.init.normal_(self.mask_embedding, std=0.02)
 
-    def _build_hf(self, cfg: RunConfig, weights: bool) -> None:
+    def _build_hf(self, cfg: RunConfig, weights: bool, with_tokenizer: bool) -> None:
         from study.model import hf
 
         m = cfg.model
         self.encoder = hf.VisionEncoder(m.vision_path, m.vision_layer, weights)
         self.llm = hf.CausalLM(m.llm_path, m.attention, weights)
+        if not with_tokenizer:
+            lc = self.llm.lm.config
+            end = lc.eos_token_id if isinstance(lc.eos_token_id, int) else 0
+            self.pad_id = lc.pad_token_id if lc.pad_token_id is not None else end
+            self.bos_id = lc.bos_token_id if lc.bos_token_id is not None else end
+            return
         tokenizer = load_tokenizer(m.llm_path)
         vocab = self.llm.tok_embed.num_embeddings
         if len(tokenizer) > vocab:
