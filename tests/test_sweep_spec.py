@@ -141,7 +141,7 @@ def test_unknown_base_preset_and_missing_scale(tmp_path):
     with pytest.raises(UserError, match="line 1, key 'base.preset': unknown preset 'gigantic'"):
         load_spec(str(path), "smoke")
     with pytest.raises(UserError, match="no preset 'full' \\(available: smoke, cpu, gpu\\)"):
-        load_spec("generation_target", "full")
+        load_spec("data_scaling", "full")
     with pytest.raises(UserError, match="neither a grid name"):
         load_spec("no_such_grid", "smoke")
 

@@ -85,12 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _flops(trial: Trial) -> float:
-    from study.data.tokenizer import max_caption_tokens
     from study.model.flops import encoder_stage_flops_per_sample, train_flops_per_sample
+    from study.model.memory import caption_length
+    from sweeps.cost import plannable
 
-    cfg = trial.config
+    cfg = plannable(trial.config)  # a full preset's placeholder backbones: their vendored configs
     per_trial = train_flops_per_sample if cfg.objective.task == "vlm" else encoder_stage_flops_per_sample
-    per_sample = per_trial(cfg, max_caption_tokens(cfg.data.max_objects))
+    per_sample = per_trial(cfg, caption_length(cfg))
     return per_sample * cfg.steps * cfg.train.batch_size
 
 
