@@ -35,6 +35,7 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
     every wave at once and chains them by job dependencies; the others run wave after wave, each trial only once its
     upstream runs completed. A trial that would train exactly as another run (`sweeps.dedupe`) is not trained:
     once that run completed, it is recorded as its copy."""
+    check_trial_inputs(spec, trials)
     check_upstream_weights(spec, trials, runs_dir)
     copies = representatives(trials, runs_dir)
     engine = backend(backend_name)
@@ -54,6 +55,20 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
                 if t.run_id in copies:
                     record_copy(runs_dir, t, copies[t.run_id])
     return collect(trials, runs_dir)
+
+
+def check_trial_inputs(spec: GridSpec, trials: list[Trial]) -> None:
+    """Every trial's files (pretrained backbones, shards, benchmarks) exist where its config says: a preset whose
+    paths are still placeholders is one line naming the trial, the key and the path, before anything is written
+    (the runs directory is on a file system every worker sees, so the driver sees them too)."""
+    from study.inputs import check_inputs
+
+    for trial in trials:
+        try:
+            check_inputs(trial.config)
+        except UserError as e:
+            raise UserError(f"grid {spec.name} (preset {spec.scale}), trial {trial.index} ({trial.run_id}): {e}") \
+                from None
 
 
 def check_upstream_weights(spec: GridSpec, trials: list[Trial], runs_dir: Path) -> None:

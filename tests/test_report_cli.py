@@ -34,8 +34,13 @@ def test_report_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture):
     with pytest.raises(SystemExit) as e:
         main(["report", str(tmp_path), "--bootstrap", "-1"])
     assert e.value.code == 2
-    assert main(["reproduce", "all", "--preset", "full", "--runs-dir", str(tmp_path / "r")]) == 2
+    assert main(["reproduce", "all", "--preset", "full", "--protocol", "2", "--runs-dir", str(tmp_path / "r")]) == 2
     assert "no grid has a preset 'full'" in capsys.readouterr().err
+    # the full preset's backbone paths are placeholders: one line naming the trial, the key and the path
+    assert main(["reproduce", "all", "--preset", "full", "--runs-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "grid generation_target (preset full), trial 0" in err
+    assert "config key 'model.vision_path': '/path/to/dinov2-large' is not a directory" in err
     assert not (tmp_path / "r").exists()
 
 

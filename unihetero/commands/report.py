@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from study.errors import UserError
-from sweeps.spec import GRID_DIR, SCALES, GridSpec, load_spec
+from sweeps.spec import GRID_DIR, SCALES, GridSpec, load_spec, pipeline
 from unihetero.commands.argtypes import nonnegative_int, positive_int
 from unihetero.commands.sweep import add_backend_args, backend_options
 
@@ -81,6 +81,7 @@ def _launch(spec: GridSpec, args: argparse.Namespace, runs_dir: Path) -> bool:
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from reports.paper import STUDIES
+    from sweeps.launch import check_trial_inputs
 
     runs_dir = Path(args.runs_dir)
     order = list(STUDIES)
@@ -100,6 +101,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
         specs.append(spec)
     if not specs:
         raise UserError(f"no grid has a preset '{args.preset}'")
+    for spec in specs:  # a preset whose paths are placeholders stops here, before the runs directory is made
+        check_trial_inputs(spec, pipeline(spec))
     runs_dir.mkdir(parents=True, exist_ok=True)
     complete = [_launch(spec, args, runs_dir) for spec in specs]
     _write_report(runs_dir, args.out, args)
