@@ -48,8 +48,10 @@ def records(path: Path) -> Iterator:
 
 
 def session_logs(directory: Path, wandb_id: str) -> list[Path]:
-    """The transaction logs of W&B run `wandb_id` under a W&B `dir`, one per session, oldest first."""
-    return sorted(directory.glob(f"wandb/*-{wandb_id}/run-{wandb_id}.wandb"))
+    """The transaction logs of W&B run `wandb_id` under a W&B `dir`, one per session, oldest first (a session's
+    directory is `<mode>-run-<time>-<id>`, with `-1`, `-2` ... added when two start within the same second; W&B's
+    `latest-run` link to the newest is left out)."""
+    return sorted(p for p in directory.glob(f"wandb/*/run-{wandb_id}.wandb") if not p.parent.is_symlink())
 
 
 def history(logs: Iterable[Path]) -> list[dict]:
