@@ -529,7 +529,7 @@ def load_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> Run
 
 
 def config_reference() -> str:
-    """The config reference as Markdown (kept in the README)."""
+    """The config reference as Markdown (the docs' config reference page, written by `make docs`)."""
     lines = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for section in dataclasses.fields(RunConfig):
         cls = typing.get_type_hints(RunConfig)[section.name]

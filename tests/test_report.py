@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import struct
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from analysis.utilization import FitSettings
 from reports.build import build_report
 from reports.render import fmt_ci, html_table
+from tests.browser import FLAGS, chromium
 from tests.test_analysis_runs import write_grid, write_run
 
 SEEDS = (0, 1, 2)
@@ -171,6 +171,7 @@ def _verdict(df: pl.DataFrame, study: str, comparison: str, measure: str) -> str
     return rows["verdict"][0]
 
 
+@pytest.mark.slow
 def test_report_files(report: Path):
     assert (report / "report.md").stat().st_size > 1000
     html = (report / "report.html").read_text()
@@ -195,6 +196,7 @@ def test_report_files(report: Path):
     assert not re.search(r'(href|src)="(https?:|//|file:)', html)
 
 
+@pytest.mark.slow
 def test_verdicts_follow_the_synthetic_effects(report: Path):
     v = _verdicts(report)
     gen, scale, inference = "Generation target", "Data scaling and utilization", "Inference-time scaling"
@@ -237,6 +239,7 @@ def test_every_inconclusive_verdict_is_marked_unsure_in_html():
     assert "<td>no claim</td>" in html
 
 
+@pytest.mark.slow
 def test_report_lists_left_out_runs(report: Path):
     problems = pl.read_csv(report / "tables" / "problem_runs.csv")
     assert problems.filter(~pl.col("usable"))["reason"].str.starts_with("failed: non-finite loss").all()
@@ -247,6 +250,7 @@ def test_report_lists_left_out_runs(report: Path):
     assert "failed: non-finite loss" in md and "feedfacecafe" in md and "Runs outside any grid" in md
 
 
+@pytest.mark.slow
 def test_report_is_deterministic(study_world: Path, report: Path, tmp_path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -262,19 +266,11 @@ def test_report_of_an_empty_runs_dir(tmp_path: Path):
     assert json.loads(json.dumps(pl.read_csv(tmp_path / "out" / "tables" / "run_status.csv").to_dicts())) == []
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but /usr/bin/chromium is missing (CI installs it)")
-        pytest.skip("/usr/bin/chromium not installed (CI installs it)")
     shot = tmp_path / "shot.png"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,3000",
-           (report / "report.html").resolve().as_uri()]
+    cmd = [str(chromium()), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+           "--window-size=1200,3000", (report / "report.html").resolve().as_uri()]
     subprocess.run(cmd, capture_output=True, timeout=120, check=False)
     assert shot.is_file() and shot.stat().st_size > 10_000
     pixels = plt.imread(shot)[..., :3]
