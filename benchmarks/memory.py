@@ -15,17 +15,18 @@ CHILD = """
 import sys
 from study.config import load_config
 from study.train import train
-cfg = load_config("cpu-small", [f"data.unique_samples={sys.argv[1]}", "train.samples_seen=6400",
+cfg = load_config(sys.argv[3], [f"data.unique_samples={sys.argv[1]}", f"train.samples_seen={sys.argv[4]}",
                                 "eval.num_images=16", "eval.probe_images=40", "eval.inference_scaling=false"])
 train(cfg, sys.argv[2], quiet=True)
 print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
-def peak_rss_mb(unique_samples: int) -> float:
+def peak_rss_mb(unique_samples: int, preset: str = "cpu-small", samples_seen: int = 6400) -> float:
+    """Peak resident memory (MB) of a process that trains `preset` on D = `unique_samples`."""
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(unique_samples), tmp], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-c", CHILD, str(unique_samples), tmp, preset, str(samples_seen)],
+                             capture_output=True, text=True, check=True).stdout
     return int(out.split()[-1]) / 1024  # VmHWM is in KiB
 
 

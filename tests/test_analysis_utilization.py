@@ -31,6 +31,7 @@ def _runs(metric: str, multiplier: float, seeds: int = 5, noise: float = 0.01, s
     return pl.DataFrame({D: d.astype(int), SEED: s, metric: 1 - err if "acc" in metric else err})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["zs_acc", "caption_loss"])
 def test_multiplier_recovers_a_known_multiplier(metric: str):
     base = utilization.fit_runs(_runs(metric, 1.0, seed=1), metric, settings=FAST)
@@ -45,6 +46,7 @@ def test_multiplier_recovers_a_known_multiplier(metric: str):
     assert same.lo < 0 < same.hi and abs(same.point) < 0.05
 
 
+@pytest.mark.slow
 def test_no_advantage_gives_multiplier_one_and_a_worse_arm_below_one():
     # 10 seeds: a percentile bootstrap of 5 seeds covers well below its nominal 95% (analysis/repetition.py)
     base = utilization.fit_runs(_runs("zs_acc", 1.0, seeds=10, seed=1), "zs_acc", settings=FAST)
@@ -64,6 +66,7 @@ def test_unreachable_score_gives_an_infinite_multiplier():
     assert utilization.data_multiplier(arm, base, 30000.0).point == np.inf  # baseline's floor E is higher
 
 
+@pytest.mark.slow
 def test_bootstrap_resamples_seeds_paired_across_arms():
     """A seed that changes the exponent of every arm it trains (a shared seed effect) widens each arm's exponent
     interval, but cancels in the paired difference: an unpaired or per-point bootstrap would not see that."""

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,6 +47,7 @@ def _bench(run: Path, *args: str) -> int:
     return main(["bench", str(run), *args])
 
 
+@pytest.mark.slow
 def test_a_trained_run_beats_chance_on_every_benchmark(trained, tasks, capsys):
     before = RunStore(trained).records("eval.jsonl")
     assert _bench(trained, *(a for t in tasks.values() for a in ("--task", str(t)))) == 0
@@ -114,6 +116,7 @@ def test_hf_runs_show_lettered_options_so_rotations_change_the_prompt(tiny_hf, t
     assert "A. red circle" in text and text.endswith("Answer:")
 
 
+@pytest.mark.slow
 def test_hf_run_scores_every_kind_of_benchmark(tiny_hf, tasks, tmp_path, capsys):
     """The same scoring code on the transformers backbones: a 2-step hf run on shards written from the world."""
     shards = tmp_path / "shards"
@@ -208,6 +211,7 @@ CASES = ["tsv_missing_column", "tsv_answer_without_option", "tsv_undecodable_ima
          "coco_image_without_caption", "folder_not_an_image", "shards_unknown_class", "words_outside_the_vocabulary"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
 def test_a_malformed_benchmark_is_one_line_naming_file_and_row(trained, tasks, tmp_path, capsys, case):
     path, pattern = malformed(tmp_path, tasks, case)
@@ -227,6 +231,7 @@ def test_a_malformed_benchmark_in_the_config_fails_before_training(tasks, tmp_pa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_bench_names_the_checkpoints_it_has(trained, tasks, capsys):
     assert _bench(trained, "--task", str(tasks["mc"]), "--step", "7") == 2
     assert "no checkpoint at that step (kept: 1500)" in capsys.readouterr().err
@@ -250,3 +255,23 @@ def test_two_ranks_under_torchrun_score_as_one(trained, tasks, tmp_path):
     one = RunStore(trained).records("eval.jsonl")[-1]
     bench = sorted(k for k in one if k.startswith("bench/"))
     assert bench and all(two[k] == pytest.approx(one[k], abs=1e-6) for k in bench)
+
+
+def test_captions_are_greedy_decodings_of_at_most_the_trained_caption_length():
+    """Captioning's decoding, without training: every image gets a caption of vocabulary words no longer than the
+    longest caption the run trained on, and greedy decoding gives the same captions again."""
+    from study.data.batch import make_batch
+    from study.data.tokenizer import TOKEN_ID
+    from study.evaluation.bench.captioning import generate_captions, max_new_tokens
+    from study.evaluation.bench.prompts import Prompts
+    from study.model.unified import UnifiedModel
+
+    cfg = tiny_config(*WORLD)
+    torch.manual_seed(0)
+    model = UnifiedModel(cfg).eval()
+    images = make_batch(build_world(cfg.data), np.arange(5)).images
+    prompts = Prompts(cfg)
+    captions = generate_captions(model, cfg, prompts, images)
+    assert len(captions) == 5 and captions == generate_captions(model, cfg, prompts, images)
+    vocabulary = set(TOKEN_ID)
+    assert all(len(c.split()) <= max_new_tokens(cfg) and set(c.split()) <= vocabulary for c in captions)

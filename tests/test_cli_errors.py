@@ -32,3 +32,13 @@ def test_top_level_and_value_errors_name_the_program_once(capsys):
     err = cli_error(capsys, ["sweep", "launch", "g", "--preset", "huge"])
     assert err.startswith("unihetero sweep launch: error: argument --preset: invalid choice: 'huge'")
     assert "unihetero unihetero" not in err
+
+
+def test_python_dash_m_unihetero_is_the_same_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "unihetero", "train", "--no-such-option"], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("unihetero train: error: unrecognized arguments: --no-such-option")

@@ -61,6 +61,7 @@ def coco_eval(tmp_path_factory):
     return evaluator.eval
 
 
+@pytest.mark.slow
 def test_scores_equal_coco_eval_cap(coco_eval):
     ids = sorted(REFERENCES)
     ours = caption_metrics([HYPOTHESES[i] for i in ids], [REFERENCES[i] for i in ids])

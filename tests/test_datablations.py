@@ -51,6 +51,7 @@ def test_the_objective_is_flat_a_wider_grid_finds_lower_optima_at_much_larger_r_
     assert wide.objective > 0.0158259 * 0.99  # lower, but only slightly: the objective is flat
 
 
+@pytest.mark.slow
 def test_a_bootstrap_over_runs_gives_a_wide_interval_that_holds_the_published_r_star(runs):
     x, y = runs
     fit = fit_law("data_constrained", x, y, fixed=BASE, ties={"beta": "alpha"}, start_grid=PAPER_STARTS, n_boot=40)

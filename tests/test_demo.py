@@ -31,7 +31,7 @@ def _demo_runs(runs: Path, text_only_final: float) -> None:
     write_grid(runs, "v2_demo", trials, preset="demo")
 
 
-@pytest.mark.parametrize(("final", "learned"), [(0.62, True), (0.27, False)])
+@pytest.mark.parametrize(("final", "learned"), [(0.62, True), pytest.param(0.27, False, marks=pytest.mark.slow)])
 def test_a_demo_report_opens_with_the_summary(tmp_path, final, learned):
     runs = tmp_path / "runs"
     _demo_runs(runs, final)

@@ -77,6 +77,7 @@ def test_lmms_eval_finds_the_model_through_its_entry_point(tmp_path):
                                     "study.evaluation.bench.lmms_plugin.UniheteroLMMS"]
 
 
+@pytest.mark.slow
 def test_multiple_choice_requests_come_back_as_lmms_eval_scores_them(trained, docs):
     from lmms_eval.api.metrics import mean
 
@@ -98,6 +99,7 @@ def test_multiple_choice_requests_come_back_as_lmms_eval_scores_them(trained, do
     np.testing.assert_allclose([ll for ll, _ in one_by_one], [ll for ll, _ in results], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_generation_clamps_max_new_tokens_and_cuts_at_until(trained, docs):
     lmm = _model(trained, docs)
     meta = {"task": TASK, "doc_id": 0, "repeats": 1, "split": SPLIT}
@@ -154,3 +156,21 @@ def test_simple_evaluate_runs_a_task_on_the_model_instance(trained, docs, tmp_pa
     assert out["answers"] == mine
     assert out["em"] == pytest.approx(np.mean([a.strip() == c.strip().rstrip(".") for a, (_, c) in
                                                zip(mine, rows, strict=True)]))
+
+
+def test_scores_do_not_depend_on_the_batch_and_a_generation_is_greedy_under_its_own_likelihood(docs, tmp_path):
+    """Properties of any weights (a run of 2 steps): a request's loglikelihood is the same in a batch of 8 as alone,
+    and the text `generate_until` writes is what loglikelihood calls the greedy continuation."""
+    run = train(tiny_config(*WORLD, "train.samples_seen=32", "train.warmup_steps=1", "train.checkpoint_every=0",
+                            "eval.inference_scaling=false"), tmp_path / "run", quiet=True)
+    meta = {"task": TASK, "doc_id": 0, "repeats": 1, "split": SPLIT}
+    requests = [r for i in range(3) for r in _multiple_choice(i, docs[i], mutual_info=True)]
+    batched = _model(run, docs, batch_size=8).loglikelihood(requests)
+    alone = _model(run, docs, batch_size=1).loglikelihood(requests)
+    assert [ll for ll, _ in batched] == pytest.approx([ll for ll, _ in alone], abs=1e-4)
+    assert [g for _, g in batched] == [g for _, g in alone]
+    lmm = _model(run, docs)
+    (text,) = lmm.generate_until([Instance("generate_until", ("", {"max_new_tokens": 5}, doc_to_visual, 0, TASK,
+                                                                   SPLIT), 0, meta)])
+    (ll, greedy), = lmm.loglikelihood([Instance("loglikelihood", ("", text, doc_to_visual, 0, TASK, SPLIT), 0, meta)])
+    assert text.strip() and greedy and ll < 0

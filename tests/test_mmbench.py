@@ -127,6 +127,7 @@ def test_a_malformed_circular_file_is_one_error_naming_the_row(questions, tmp_pa
         read_mmbench(_write(tmp_path / "bad.tsv", rows, COLUMNS + ["g_index"]), 32, 0)
 
 
+@pytest.mark.slow
 def test_the_circular_file_scores_as_its_plain_file_per_category_with_the_chance_the_prompt_allows(
         trained, questions, tmp_path, capsys):  # noqa: F811
     plain = _write(tmp_path / "mmb_plain.tsv", _plain(questions))

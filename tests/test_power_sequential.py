@@ -84,6 +84,7 @@ def simulate(theta: float, looks: tuple[int, ...], plan: Plan, seed: int) -> dic
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("looks", [(3, 6, 9, 12), (3, 5, 7, 9, 11, 13, 15)])
 @pytest.mark.parametrize("spending", ["obrien_fleming", "pocock"])
 def test_sequential_error_rates_stay_within_their_levels(looks, spending):

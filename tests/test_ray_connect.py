@@ -93,7 +93,6 @@ def test_token_cluster_refuses_a_client_without_the_mode_then_accepts_it(tmp_pat
     assert RunStore(run).status()["state"] == "completed"
 
 
-@pytest.mark.ray
 def test_address_where_nothing_listens_fails_within_the_timeout(tmp_path):
     grid, runs = write_grid(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
     port = free_port()  # bound then released: nothing listens there

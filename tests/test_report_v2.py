@@ -19,6 +19,8 @@ from reports.build import build_report
 from reports.families import NOT_MEASURED
 from tests.test_analysis_runs import write_grid, write_run
 
+pytestmark = pytest.mark.slow  # every test reads one report built from a whole synthetic v2 study
+
 SEEDS = (1, 2, 3, 4, 5)
 BASE = np.array([0.60, 0.62, 0.58, 0.61, 0.59])  # text only's final zs_acc per seed
 CHANCE = 0.24

@@ -35,3 +35,22 @@ def test_v3_grids_and_their_decisions_at_smoke_scale(tmp_path):
     assert lead["t1_c_semantic_input"]["n"] == 0  # its grid has not run
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.index("Lead table: each planned comparison decided") < report.index("Generation target, regime (b)")
+
+
+def test_the_lead_reads_each_comparisons_recorded_looks_and_says_its_verdict_in_words(tmp_path):
+    """The looks `--until-decided` records are what the report decides at (every preset of the grid, in order); the
+    verdict reads as one of the protocol's four words."""
+    import json
+
+    from reports.decisions import recorded_sizes, verdict_words
+
+    looks = tmp_path / "looks"
+    looks.mkdir()
+    rows = [{"comparisons": {"a": {"n": 3}, "b": {"n": 3}}}, {"comparisons": {"a": {"n": 5}}}]
+    (looks / "grid__cpu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (looks / "other__cpu.jsonl").write_text(json.dumps({"comparisons": {"a": {"n": 9}}}) + "\n")
+    assert recorded_sizes(tmp_path, "grid") == {"a": [3, 5], "b": [3]}
+    assert verdict_words("equivalent", 0.02, None, 5) == "equivalent within +-0.02"
+    assert verdict_words("inconclusive", 0.02, 14, 11) == "inconclusive at 11 seeds: 14 seeds would decide it"
+    assert verdict_words("open", 0.02, None, 3).startswith("open at 3 seeds")
+    assert verdict_words("superior", 0.02, None, 5) == "superior"

@@ -38,6 +38,7 @@ def cli_process(argv: list[str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow
 def test_grid_completes_with_workers_and_relaunch_skips(tmp_path, capsys):
     grid, runs = write_grid(tmp_path), tmp_path / "runs"
     assert main(launch_argv(grid, runs, "--workers", "2")) == 0

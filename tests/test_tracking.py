@@ -66,6 +66,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
 
 
+@pytest.mark.slow
 def test_a_run_mirrors_its_records_to_every_tracker(tmp_path, offline):
     cfg = load_config("tiny", [*OVERRIDES, "train.trackers=[tensorboard, mlflow, wandb]"])
     assert cfg.run_id() == load_config("tiny", OVERRIDES).run_id()  # trackers are not part of the run
@@ -131,6 +132,7 @@ def test_bad_tracker_name_names_the_key_and_the_choices(tmp_path, capsys):
     assert code == 2 and "train.trackers" in err and "tensorboard, wandb, mlflow" in err
 
 
+@pytest.mark.slow
 def test_track_exports_finished_runs_grouped_by_every_grid_and_arm_in_step_order(tmp_path, offline, monkeypatch,
                                                                                  capsys):
     runs = tmp_path / "runs"

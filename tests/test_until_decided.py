@@ -140,3 +140,22 @@ def test_trials_that_train_exactly_alike_are_listed_and_train_once(tmp_path, cap
     assert copy.records("eval.jsonl") == source.records("eval.jsonl")
     attempts = [p.name for p in runs.glob("*/sweep_attempts.jsonl")]
     assert len(attempts) == 3  # three trainings for four trials
+
+
+def test_a_wave_adds_seeds_only_to_the_arms_of_the_open_comparison(tmp_path):
+    """The selection behind each wave, without training: the first seeds run every arm; an extension of one
+    comparison adds its arm and its baseline at the new seeds, and nothing of the other arm."""
+    from sweeps.adaptive import chosen, first_seeds, with_seeds
+
+    grid, protocol_path = write(tmp_path)
+    spec = load_spec(str(grid), "smoke")
+    protocol = load_protocol(protocol_path)
+    assert first_seeds(spec) == [1, 2, 3]
+    trials = expand(with_seeds(spec, [1, 2, 3, 4, 5]))
+    comparisons = {c.id: c for c in protocol.comparisons}
+    first = chosen(trials, [1, 2, 3], [], comparisons)
+    assert sorted((t.axes["arm"], t.axes["seed"]) for t in first) == sorted(
+        (arm, seed) for arm in ("text_only", "broken", "other_world") for seed in (1, 2, 3))
+    waved = chosen(trials, [1, 2, 3], [{"comparisons": ["broken"], "seeds": [4, 5]}], comparisons)
+    added = {(t.axes["arm"], t.axes["seed"]) for t in waved} - {(t.axes["arm"], t.axes["seed"]) for t in first}
+    assert added == {("broken", 4), ("broken", 5), ("text_only", 4), ("text_only", 5)}

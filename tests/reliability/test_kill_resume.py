@@ -40,6 +40,7 @@ def test_kill_nine_at_many_points_then_resume_equals_uninterrupted(tmp_path):
     assert b.status()["state"] == "completed"
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_and_status_fall_back_with_a_warning(tmp_path):
     from study.train import train
     from tests.conftest import tiny_config
