@@ -51,6 +51,24 @@ class Ranks:
         return self.rank == 0
 
 
+# what the communication libraries say when another rank of the group is gone (its process or node died)
+LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted")
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error`, in a process of a group of several ranks, is a collective failing because another rank is
+    gone, rather than this rank failing: the run is intact, and resumes from its last checkpoint once the group is
+    whole again."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, dist.DistNetworkError) or any(text in str(seen) for text in LOST_PEER):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def backend() -> str:
     return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 

@@ -4,6 +4,10 @@ It returns a small record read back from the run store (the truth), never from t
 Each execution that trains appends a line to `sweep_attempts.jsonl` in the run directory (host, pid,
 the step it started from), so a resumed trial shows it resumed and a duplicate run would show twice.
 
+A trial of several ranks whose collective fails because another rank is gone (its process or node died) is not
+failed: the exception propagates with the run left as it was, and the launcher (Ray Train's restart of its
+workers, a Slurm requeue, a relaunch) resumes it from its last checkpoint.
+
 Fault injection for reliability tests: a file `.fault_exit_after_step` holding N in a run directory
 makes the next execution of that trial stop its process with os._exit right after the checkpoint of
 step N (as a kill would); the file is consumed, so the retry runs normally. It works on every
@@ -30,7 +34,7 @@ from typing import Any
 import torch.distributed as dist
 
 from study.config import RunConfig, from_dict
-from study.distributed import backend
+from study.distributed import backend, peer_lost
 from study.errors import UserError
 from study.runstore import RunStore
 from sweeps.lock import TrialLock
@@ -144,6 +148,8 @@ def execute_trial(task: TrialTask, owner_tag: str | None = None, share: Share = 
         try:
             RUNNERS[task.runner](cfg, store.path, task.until_step, share)
         except Exception as e:  # any crash of one trial is recorded; the sweep goes on
+            if peer_lost(e):  # another rank of the trial is gone: the run is intact, its launcher restarts it
+                raise
             if store.status()["state"] != "failed":  # TrainingFailed already wrote its reason
                 last = traceback.format_exception_only(e)[-1].strip()
                 store.write_status("failed", reason=f"crashed: {last}")
@@ -160,16 +166,20 @@ def follow_trial(task: TrialTask, share: Share) -> dict:
 
 def execute_on_ranks(task: TrialTask, owner_tag: str | None = None) -> dict:
     """Execute a trial on every process of an env:// group (RANK, WORLD_SIZE, MASTER_ADDR/PORT): rank 0
-    executes it and returns its record; the others follow it. One process: plain `execute_trial`."""
+    executes it and returns its record; the others follow it. One process: plain `execute_trial`. The group is
+    made here unless the launcher made it already (Ray Train's workers), and then it is left to the launcher."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return execute_trial(task, owner_tag=owner_tag)
-    dist.init_process_group(backend(), init_method="env://")
+    made_here = not dist.is_initialized()
+    if made_here:
+        dist.init_process_group(backend(), init_method="env://")
     try:
         if dist.get_rank() == 0:
             return _lead(task, owner_tag)
         return follow_trial(task, share=_broadcast) | {"rank": dist.get_rank()}
     finally:
-        dist.destroy_process_group()
+        if made_here:
+            dist.destroy_process_group()
 
 
 def _broadcast(value: Any) -> Any:

@@ -40,6 +40,8 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
     copies = representatives(trials, runs_dir)
     engine = backend(backend_name)
     with backend_session(engine, options):  # an unreachable cluster fails here, before anything is written
+        if hasattr(engine, "check_shared"):  # a runs directory some node cannot see fails here too
+            engine.check_shared(runs_dir, options)
         write_membership(runs_dir, spec, trials)
         print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {backend_name}"
               + (f", {len(copies)} trained as other runs" if copies else ""), file=sys.stderr)

@@ -42,3 +42,17 @@ def test_python_dash_m_unihetero_is_the_same_cli():
                           text=True, check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("unihetero train: error: unrecognized arguments: --no-such-option")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--workers-per-trial", "2", "--gpus-per-trial", "1"],
+     "error: --gpus-per-trial: a trial of --workers-per-trial Ray Train workers asks for resources per worker: use "
+     "--cpus-per-worker and --gpus-per-worker"),
+    (["--gpus-per-worker", "1"], "error: --gpus-per-worker needs --workers-per-trial (a trial whose ranks share one "
+                                 "node asks with --cpus-per-trial and --gpus-per-trial)")])
+def test_ray_resources_per_trial_and_per_worker_do_not_mix(tmp_path, capsys, extra, message):
+    runs = tmp_path / "runs"
+    argv = ["sweep", "launch", "generation_target", "--preset", "smoke", "--backend", "ray", "--runs-dir", str(runs)]
+    assert main([*argv, *extra]) == 2
+    assert capsys.readouterr().err == message + "\n"
+    assert not runs.exists()

@@ -3,7 +3,8 @@
 Each backend module has `launch(tasks, options) -> list[dict]` (the execution records, informational:
 the run store is the truth) and an options dataclass; a backend that joins a cluster also has
 `session(options)`, a context manager that joins it (failing with one line when it cannot) for the
-whole launch. Modules import their engine lazily.
+whole launch, and `check_shared(runs_dir, options)`, which fails with one line when a node of the cluster
+cannot see the runs directory. Modules import their engine lazily.
 """
 
 from __future__ import annotations

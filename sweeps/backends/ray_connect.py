@@ -3,7 +3,9 @@
 `ray.init(address=...)` alone retries for minutes when nothing listens at the address, and prints
 tracebacks when the cluster wants an authentication token this process does not send. Here the
 address is probed first (TCP), then a child process shakes hands with its GCS, both within the
-timeout, and only then does this process join; every failure is a `UserError` naming the address.
+timeout, and only then does this process join; every failure is a `UserError` naming the address. Once
+joined, `check_runs_dir` has every node write a probe file into the runs directory that this process reads
+back, so a runs directory some node cannot see fails before any trial starts.
 """
 
 from __future__ import annotations
@@ -104,3 +106,45 @@ def join(address: str, timeout_s: float) -> None:
         if _is_auth_error(e):
             raise UserError(auth_error_message(address)) from None
         raise UserError(f"cannot join the Ray cluster at {address}: {str(e).splitlines()[0][:300]}") from None
+
+
+PROBE_PREFIX = ".ray-probe-"
+
+
+def _write_probe(directory: str, name: str, node_id: str) -> str:
+    """On one node: write the probe file; '' when written, else why not."""
+    try:
+        (Path(directory) / name).write_text(node_id)
+        return ""
+    except OSError as e:
+        return e.strerror or e.__class__.__name__
+
+
+def check_runs_dir(runs_dir: Path) -> None:
+    """Every alive node of the cluster writes a probe file into `runs_dir` and this process reads it back, or a
+    UserError names the first node that cannot: the run store must be storage that every node mounts. The probes
+    are removed; a runs directory made for them and left empty is removed too."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    runs_dir = Path(runs_dir).resolve()
+    made = not runs_dir.exists()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    write = ray.remote(num_cpus=0)(_write_probe)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    names = {n["NodeID"]: f"{PROBE_PREFIX}{n['NodeID'][:12]}-{os.getpid()}" for n in nodes}
+    try:
+        errors = ray.get([write.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                          .remote(str(runs_dir), names[n["NodeID"]], n["NodeID"]) for n in nodes])
+        for node, error in zip(nodes, errors, strict=True):
+            probe_file = runs_dir / names[node["NodeID"]]
+            seen = probe_file.read_text() if probe_file.is_file() else None
+            if error or seen != node["NodeID"]:
+                why = f"it cannot write there ({error})" if error else "this process cannot read what it wrote"
+                raise UserError(f"runs directory '{runs_dir}' is not shared with Ray node {node['NodeManagerAddress']} "
+                                f"({node['NodeID'][:12]}): {why}; put --runs-dir on storage every node mounts")
+    finally:
+        for name in names.values():
+            (runs_dir / name).unlink(missing_ok=True)
+        if made and not any(runs_dir.iterdir()):
+            runs_dir.rmdir()

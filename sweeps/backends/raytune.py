@@ -5,11 +5,12 @@ skip completed trials and resume partial ones, so Tuner.restore adds nothing. A 
 dies (or that raises) is retried up to `max_failures` times; the retry takes over the dead attempt's
 lock (same owner tag) and resumes the run from its last checkpoint.
 
-A trial may ask for several GPUs (`gpus_per_trial`) and CPUs (`cpus_per_trial`); it then trains with
-`ranks_per_trial` processes (default: one per GPU), started torchrun-style on the trial's node as one
-env:// group (rank 0 owns the trial, the others follow; see sweeps.execute.execute_on_ranks). All ranks
-of a trial run on one node: a trial spanning nodes needs Slurm (or Ray Train), which this backend does
-not use.
+A trial on one node may ask for several GPUs (`gpus_per_trial`) and CPUs (`cpus_per_trial`); it then trains
+with `ranks_per_trial` processes (default: one per GPU), started torchrun-style on the trial's node as one
+env:// group (rank 0 owns the trial, the others follow; see sweeps.execute.execute_on_ranks). A trial of
+`workers_per_trial` workers instead runs them as Ray Train workers placed across the cluster's nodes, each
+asking for `cpus_per_worker` and `gpus_per_worker` (sweeps.backends.ray_train); its Tune trial itself asks for
+nothing, so the workers have the cluster to themselves.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sweeps.backends.ray_connect import join
+from sweeps.backends.ray_connect import check_runs_dir, join
 from sweeps.execute import TrialTask, execute_on_ranks, execute_trial
 
 
@@ -38,21 +39,42 @@ class RayOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     ranks_per_trial: int = 0  # training processes per trial (0: one per GPU of gpus_per_trial, at least one)
+    workers_per_trial: int = 0  # > 0: the trial runs on this many Ray Train workers, across nodes
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
     num_cpus: int | None = None  # size of a local instance (None: all cores)
     storage: str = ""  # Tune's experiment folder (default: RUNS_DIR/.ray)
     name: str = "sweep"
 
 
 def ranks_per_trial(options: RayOptions) -> int:
-    return options.ranks_per_trial or max(1, int(options.gpus_per_trial))
+    return options.workers_per_trial or options.ranks_per_trial or max(1, int(options.gpus_per_trial))
+
+
+def trial_resources(options: RayOptions) -> object:
+    """What a Tune trial asks for: its ranks' resources; when its ranks are Ray Train workers, one byte of memory
+    (Tune needs a request that is not empty), so that the workers have every CPU and GPU."""
+    from ray import tune
+
+    if options.workers_per_trial:
+        return tune.PlacementGroupFactory([{"memory": 1}])
+    return {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
 
 
 def _trainable(config: dict) -> None:
     from ray import tune
 
     tag = f"ray:{tune.get_context().get_experiment_name()}/{tune.get_context().get_trial_id()}"
-    task, ranks = TrialTask(**config["task"]), config["ranks"]
-    record = execute_trial(task, owner_tag=tag) if ranks == 1 else _on_local_ranks(task, tag, ranks)
+    task, ranks, workers = TrialTask(**config["task"]), config["ranks"], config["workers"]
+    if workers:
+        from sweeps.backends.ray_train import run_on_workers
+
+        record = run_on_workers(task, tag, workers["n"], workers["cpus"], workers["gpus"], workers["max_failures"],
+                                Path(workers["storage"]))
+    elif ranks == 1:
+        record = execute_trial(task, owner_tag=tag)
+    else:
+        record = _on_local_ranks(task, tag, ranks)
     tune.report({k: v for k, v in record.items() if v is not None})
 
 
@@ -99,6 +121,11 @@ def session(options: RayOptions) -> Iterator[None]:
             ray.shutdown()
 
 
+def check_shared(runs_dir: Path, options: RayOptions) -> None:
+    """Inside the session: every node of the cluster sees the runs directory (`ray_connect.check_runs_dir`)."""
+    check_runs_dir(runs_dir)
+
+
 def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
     from ray import tune
 
@@ -106,11 +133,12 @@ def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
         return []
     with session(options):
         storage = Path(options.storage or Path(tasks[0].run_dir).parent / ".ray").resolve()
-        resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+        workers = {"n": options.workers_per_trial, "cpus": options.cpus_per_worker, "gpus": options.gpus_per_worker,
+                   "max_failures": options.max_failures, "storage": str(storage)} if options.workers_per_trial else None
         tuner = tune.Tuner(
-            tune.with_resources(_trainable, resources),
+            tune.with_resources(_trainable, trial_resources(options)),
             param_space={"task": tune.grid_search([dataclasses.asdict(t) for t in tasks]),
-                         "ranks": ranks_per_trial(options)},
+                         "ranks": ranks_per_trial(options), "workers": workers},
             tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent, reuse_actors=True,
                                         trial_dirname_creator=lambda trial: trial.trial_id),
             run_config=tune.RunConfig(name=f"{options.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",

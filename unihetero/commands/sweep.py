@@ -35,8 +35,14 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
                      help="seconds to wait for the cluster at --ray-address before failing (default 30)")
     ray.add_argument("--max-concurrent", type=positive_int, help="most trials at once")
     ray.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
-    ray.add_argument("--cpus-per-trial", type=nonnegative_float, default=1.0)
-    ray.add_argument("--gpus-per-trial", type=nonnegative_float, default=0.0)
+    ray.add_argument("--cpus-per-trial", type=nonnegative_float,
+                     help="CPUs of a trial whose ranks share one node (default 1)")
+    ray.add_argument("--gpus-per-trial", type=nonnegative_float,
+                     help="GPUs of a trial whose ranks share one node, one rank per GPU (default 0)")
+    ray.add_argument("--workers-per-trial", type=positive_int,
+                     help="run each trial on this many Ray Train workers (its ranks), placed across nodes")
+    ray.add_argument("--cpus-per-worker", type=nonnegative_float, help="with --workers-per-trial (default 1)")
+    ray.add_argument("--gpus-per-worker", type=nonnegative_float, help="with --workers-per-trial (default 0)")
     slurm = p.add_argument_group("slurm")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
@@ -155,6 +161,25 @@ def print_costs(spec: GridSpec, trials: list[Trial], args: argparse.Namespace) -
     return 0
 
 
+def ray_resources(args: argparse.Namespace) -> dict[str, float]:
+    """A Ray trial's resources: for its one node (--cpus/--gpus-per-trial), or per Ray Train worker
+    (--workers-per-trial with --cpus/--gpus-per-worker); mixing the two is a UserError naming the option."""
+    per_trial = {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+    per_worker = {"cpus_per_worker": args.cpus_per_worker, "gpus_per_worker": args.gpus_per_worker}
+    if args.workers_per_trial:
+        given = [k for k, v in per_trial.items() if v is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')}: a trial of --workers-per-trial Ray Train workers asks "
+                            "for resources per worker: use --cpus-per-worker and --gpus-per-worker")
+        return {"workers_per_trial": args.workers_per_trial,
+                **{k: v for k, v in per_worker.items() if v is not None}}
+    given = [k for k, v in per_worker.items() if v is not None]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} needs --workers-per-trial (a trial whose ranks share one "
+                        "node asks with --cpus-per-trial and --gpus-per-trial)")
+    return {k: v for k, v in per_trial.items() if v is not None}
+
+
 def backend_options(args: argparse.Namespace, spec: GridSpec) -> LocalOptions | RayOptions | SlurmOptions:
     """The chosen backend's options from the command line; `name` identifies the grid's jobs."""
     name = f"{spec.name}__{spec.scale}"
@@ -166,9 +191,8 @@ def backend_options(args: argparse.Namespace, spec: GridSpec) -> LocalOptions | 
         from sweeps.backends.raytune import RayOptions
 
         return RayOptions(address=args.ray_address, connect_timeout_s=args.ray_timeout,
-                          max_concurrent=args.max_concurrent,
-                          max_failures=args.max_failures, cpus_per_trial=args.cpus_per_trial,
-                          gpus_per_trial=args.gpus_per_trial, name=name)
+                          max_concurrent=args.max_concurrent, max_failures=args.max_failures, name=name,
+                          **ray_resources(args))
     from sweeps.backends.slurm import SlurmOptions, sized_resources
 
     cpus, mem_gb = sized_resources([t.config for t in pipeline(spec)], args.cpus_per_task, args.mem_gb,
