@@ -8,6 +8,7 @@ import pytest
 from study.runstore import RunStore
 from sweeps.execute import FAULT_FILE
 from sweeps.search import run_search
+from tests.test_ray_train import _tune_reports
 from tests.test_sweep_local import attempts, launch_argv, run_dirs
 from tests.test_sweep_spec import write_grid
 from unihetero.cli import main
@@ -75,3 +76,5 @@ def test_trial_of_two_ranks_trains_one_run_with_ddp(tmp_path, ray_instance):
     assert record["outcome"] == "ran" and record["state"] == "completed", record
     assert RunStore(run).status()["world_size"] == 2
     assert len(attempts(run)) == 1  # rank 0 alone owns the trial and writes its files
+    reported = [r["eval/step"] for r in _tune_reports(tmp_path / "runs") if "eval/step" in r]  # as they were written
+    assert reported == [e["step"] for e in RunStore(run).records("eval.jsonl")] and len(reported) >= 2

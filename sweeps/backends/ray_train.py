@@ -6,23 +6,17 @@ the trial's lock and writes the run, the others follow. The run directory stays 
 records are written there, not to Ray's storage.
 
 A worker that dies (its node lost) makes Ray Train restart the group, up to `max_failures` times; the new rank 0
-takes over the dead attempt's lock (the same owner tag) and the run resumes from its last checkpoint. While the
-workers train, the Tune trial reports each evaluation the run writes to `eval.jsonl`, as it is written, so a Tune
-scheduler can stop a trial on its evaluations.
+takes over the dead attempt's lock (the same owner tag) and the run resumes from its last checkpoint. The Tune trial
+around it reports each evaluation as the run writes it (sweeps.backends.raytune).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from study.runstore import RunStore
 from sweeps.execute import TrialTask, execute_on_ranks
-
-POLL_S = 1.0  # how often the Tune trial looks for new evaluations
 
 
 def _worker_loop(config: dict) -> None:
@@ -40,44 +34,28 @@ def _worker_loop(config: dict) -> None:
     ray.train.report({})
 
 
-def report_evaluations(run_dir: Path, done: threading.Event, report: Callable[[dict], None]) -> None:
-    """Hand each evaluation record the run writes to `report` (Tune's) once, in order, as it appears, until `done`
-    (the records written before `done` included)."""
-    sent = 0
-    while True:
-        finished = done.is_set()
-        records = RunStore(run_dir).records("eval.jsonl")
-        for record in records[sent:]:
-            report({f"eval/{k}": v for k, v in record.items() if isinstance(v, int | float)})
-        sent = max(sent, len(records))
-        if finished:
-            return
-        done.wait(POLL_S)
+def scaling(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> object:
+    """Ray Train's ScalingConfig for `workers` workers of these resources each (GPUs: each worker's own device)."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+                         resources_per_worker={"CPU": cpus_per_worker, "GPU": gpus_per_worker})
 
 
 def run_on_workers(task: TrialTask, tag: str, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                    max_failures: int, storage: Path) -> dict:
     """Run `task` on `workers` Ray Train workers from inside a Tune trial; rank 0's record, with the worker nodes."""
-    from ray import tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
     records = Queue(actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop, train_loop_config={"task": dataclasses.asdict(task), "tag": tag, "records": records},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
-                                     resources_per_worker={"CPU": cpus_per_worker, "GPU": gpus_per_worker}),
+        scaling_config=scaling(workers, cpus_per_worker, gpus_per_worker),
         run_config=RunConfig(name=f"{Path(task.run_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}",
                              storage_path=str(storage), failure_config=FailureConfig(max_failures=max_failures)))
-    done = threading.Event()
-    reporter = threading.Thread(target=report_evaluations, args=(Path(task.run_dir), done, tune.report), daemon=True)
-    reporter.start()
-    try:
-        result = trainer.fit()
-    finally:
-        done.set()
-        reporter.join()
+    result = trainer.fit()
     if result.error is not None:
         raise result.error
     return records.get_nowait_batch(records.qsize())[-1]  # the last attempt's: it finished the trial

@@ -1,5 +1,8 @@
 """Ray Tune backend: one Tune trial per grid trial, on a local Ray instance or a cluster.
 
+While a trial trains, each evaluation its run writes to `eval.jsonl` is reported to Tune (`eval/...`) as it is
+written, so a Tune scheduler can act on the evaluations; the trial's record follows at the end.
+
 Each launch is a fresh Tune experiment: the run directories, not Tune's own state, make a relaunch
 skip completed trials and resume partial ones, so Tuner.restore adds nothing. A trial whose worker
 dies (or that raises) is retried up to `max_failures` times; the retry takes over the dead attempt's
@@ -20,14 +23,18 @@ import dataclasses
 import multiprocessing
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from study.runstore import RunStore
 from sweeps.backends.ray_connect import check_runs_dir, join
 from sweeps.execute import TrialTask, execute_on_ranks, execute_trial
+
+POLL_S = 1.0  # how often a Tune trial looks for new evaluations of its run
 
 
 @dataclass(frozen=True)
@@ -61,20 +68,44 @@ def trial_resources(options: RayOptions) -> object:
     return {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
 
 
+def report_evaluations(run_dir: Path, done: threading.Event, report: Callable[[dict], None]) -> None:
+    """Hand each evaluation record the run writes to `report` (Tune's) once, in order, as it appears, until `done`
+    (the records written before `done` included)."""
+    sent = 0
+    while True:
+        finished = done.is_set()
+        records = RunStore(run_dir).records("eval.jsonl")
+        for record in records[sent:]:
+            report({f"eval/{k}": v for k, v in record.items() if isinstance(v, int | float)})
+        sent = max(sent, len(records))
+        if finished:
+            return
+        done.wait(POLL_S)
+
+
 def _trainable(config: dict) -> None:
+    """One Tune trial: the trial on this process, on ranks of this node, or on Ray Train workers; while it trains,
+    each evaluation the run writes is reported to Tune, and its record at the end."""
     from ray import tune
 
     tag = f"ray:{tune.get_context().get_experiment_name()}/{tune.get_context().get_trial_id()}"
     task, ranks, workers = TrialTask(**config["task"]), config["ranks"], config["workers"]
-    if workers:
-        from sweeps.backends.ray_train import run_on_workers
+    done = threading.Event()
+    reporter = threading.Thread(target=report_evaluations, args=(Path(task.run_dir), done, tune.report), daemon=True)
+    reporter.start()
+    try:
+        if workers:
+            from sweeps.backends.ray_train import run_on_workers
 
-        record = run_on_workers(task, tag, workers["n"], workers["cpus"], workers["gpus"], workers["max_failures"],
-                                Path(workers["storage"]))
-    elif ranks == 1:
-        record = execute_trial(task, owner_tag=tag)
-    else:
-        record = _on_local_ranks(task, tag, ranks)
+            record = run_on_workers(task, tag, workers["n"], workers["cpus"], workers["gpus"],
+                                    workers["max_failures"], Path(workers["storage"]))
+        elif ranks == 1:
+            record = execute_trial(task, owner_tag=tag)
+        else:
+            record = _on_local_ranks(task, tag, ranks)
+    finally:
+        done.set()
+        reporter.join()
     tune.report({k: v for k, v in record.items() if v is not None})
 
 
