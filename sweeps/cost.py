@@ -86,7 +86,8 @@ def plannable(cfg: RunConfig) -> RunConfig:
     if cfg.model.backbone != "hf":
         return cfg
     changes = {}
-    for key in ("vision_path", "llm_path"):
+    keys = ("vision_path", "llm_path", "vae_path") if "pixel" in cfg.objective.parts() else ("vision_path", "llm_path")
+    for key in keys:
         path = Path(getattr(cfg.model, key))
         if path.exists():
             continue

@@ -5,6 +5,7 @@ as JSON, the MFU's source, and a trial that does not fit its device named with t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from study.config import load_config
 from study.draws import step_draws
-from study.model.flops import model_dims, train_flops_per_sample
+from study.model.flops import forward_flops, model_dims, train_flops_per_sample
 from study.model.memory import caption_length
 from study.model.unified import UnifiedModel
 from study.objectives import loss_terms
@@ -42,13 +43,23 @@ def test_the_analytic_step_flops_are_within_2_percent_of_the_flop_counter(overri
     assert abs(analytic - counted) < 0.02 * counted, (analytic, counted)
 
 
-def test_the_tiny_hf_step_flops_are_within_2_percent_of_the_flop_counter(tiny_hf):
-    cfg = _cfg(tiny_hf, "model.attention=reference", "objective.target=semantic_input")
+@pytest.mark.parametrize("target", [["objective.target=semantic_input"],
+                                    ["objective.target=pixel", "objective.pixel_head=mse"]])
+def test_the_tiny_hf_step_flops_are_within_2_percent_of_the_flop_counter(tiny_hf, target):
+    """The pixel arm counts the frozen VAE's encoder forward (its convolutions, its mid-block attention)."""
+    cfg = _cfg(tiny_hf, "model.attention=reference", *target)
     counted, analytic = _counted_step_flops(cfg, caption_tokens=12)  # the tiny LLM has 19 text positions
-    # the vision encoder attends through CPU SDPA, which the counter does not count (`model.attention` is the LLM's):
-    # its attention term (QK^T and AV, forward and backward, 4 rows) leaves the analytic side
+    # the vision encoder and the VAE attend through CPU SDPA, which the counter does not count (`model.attention` is
+    # the LLM's): their attention terms (QK^T and AV; the encoder's forward and backward, 4 rows) leave the analytic
+    # side
     d = model_dims(cfg)
     analytic -= 3 * 4 * d.enc_depth * 2 * 2 * d.tokens ** 2 * d.enc_width
+    flops = forward_flops(cfg, 12)
+    assert ("vae" in flops) == ("objective.target=pixel" in target)  # 5.7% of the pixel step: missing it fails here
+    if "vae" in flops:
+        widths = json.loads((Path(cfg.model.vae_path) / "config.json").read_text())["block_out_channels"]
+        latent_positions = d.tokens * cfg.model.vae_latent_patch ** 2
+        analytic -= 4 * 2 * 2 * latent_positions ** 2 * widths[-1]
     assert abs(analytic - counted) < 0.02 * counted, (analytic, counted)
 
 
@@ -85,7 +96,7 @@ def test_a_bad_mfu_is_one_line(capsys):
 @pytest.mark.slow
 def test_a_full_scale_grid_is_sized_from_the_vendored_backbone_configs(capsys):
     """The full preset's backbone paths are placeholders: the planner reads DINOv2-L's and Qwen2-7B's published
-    configs (study/configs/backbones/) and traces the step at their shapes."""
+    configs and the KL-16 VAE's (study/configs/backbones/) and traces the step at their shapes."""
     cfg = cost.plannable(load_config("full-dinov2-qwen2"))
     assert 7.9e9 < cost.parameters(cfg) < 8.0e9  # Qwen2-7B's 7.6B + DINOv2-L's 0.3B + the projector
     plans = {}
@@ -93,10 +104,13 @@ def test_a_full_scale_grid_is_sized_from_the_vendored_backbone_configs(capsys):
         assert main(["sweep", "plan", "generation_target", "--preset", "full", "--json", "--gpu-type", "h100",
                      "--ranks", str(ranks)]) == 0
         plans[ranks] = json.loads(capsys.readouterr().out)
-    assert len(plans[8]["trials"]) == 9 and plans[8]["total"]["device_hours"] > 1e4
+    assert len(plans[8]["trials"]) == 18 and plans[8]["total"]["device_hours"] > 1e4  # 6 arms x 3 seeds
     # at 256 rows per rank the activations do not fit an 80 GB card; at 32 they do
     assert all(not t["fits"] and "train.grad_accum" in t["advice"] for t in plans[8]["trials"])
     assert all(t["fits"] for t in plans[64]["trials"])
+    # the pixel arms count the frozen KL-16 VAE's encoder: 200M samples at 1.37e11 FLOPs each, at least
+    flops = {t["axes"]["arm"]: t["train_flops"] for t in plans[64]["trials"]}
+    assert flops["pixel_detached"] - flops["text_only"] > 2e8 * 1.37e11
 
 
 def test_a_placeholder_without_a_vendored_config_is_one_line():
@@ -104,3 +118,24 @@ def test_a_placeholder_without_a_vendored_config_is_one_line():
 
     with pytest.raises(UserError, match="model.vision_path': '/path/to/siglip.*no config of that name is vendored"):
         cost.plannable(load_config("full-siglip-llama"))
+
+
+def test_the_vendored_kl16_vae_is_marks_and_its_encoder_flops_are_the_counters():
+    """The KL-16 VAE written from MAR's architecture: its encoder has MAR's parameter count, downsamples 16 times to
+    16 channels, and its analytic forward FLOPs equal torch's counter (the CPU SDPA attention terms aside)."""
+    from diffusers import AutoencoderKL
+
+    from study.model.flops import vae_encoder_flops
+
+    path = cost.BACKBONES / "kl16-vae"
+    with torch.device("meta"):
+        meta = AutoencoderKL.from_config(AutoencoderKL.load_config(str(path)))
+    assert sum(p.numel() for p in meta.encoder.parameters()) == 28_265_760  # MAR's Encoder(ch_mult=(1, 1, 2, 2, 4))
+    assert meta.config.latent_channels == 16 and 2 ** (len(meta.config.block_out_channels) - 1) == 16
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(path))).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        latents = vae.encode(torch.randn(1, 3, 32, 32)).latent_dist.mean
+    assert latents.shape == (1, 16, 2, 2)
+    attention = 3 * 2 * 2 * (2 * 2) ** 2 * 512  # QK^T and AV of its 3 attentions at the 2x2 level (uncounted SDPA)
+    assert vae_encoder_flops(str(path), 32) - attention == counter.get_total_flops()

@@ -1,11 +1,11 @@
 """Analytic FLOPs of every component (matmuls and attention; 2 FLOPs per multiply-add).
 
 Training counts forward + backward (3x forward) for every component that gets gradients, and the
-forward alone for a frozen encoder; the second LLM passes some objectives make (`llm_masked_pass`,
+forward alone for a frozen encoder and the VAE; the second LLM passes some objectives make (`llm_masked_pass`,
 `llm_semantic_pass`: the visual tokens again) are components of their own.
 The counts are per sample. Dimensions come from the config (mini
-backbone) or from the backbones' own config files (hf; the frozen VAE that makes pixel targets is not
-counted).
+backbone) or from the backbones' own config files (hf), the frozen KL VAE that makes pixel targets included
+(`vae`: its encoder's forward, from its diffusers `config.json`).
 """
 
 from __future__ import annotations
@@ -60,6 +60,54 @@ def backbone_dims(vision_path: str, llm_path: str, vae_path: str, latent_patch: 
                 lc.vocab_size, target)
 
 
+def _conv(side: int, k: int, c_in: int, c_out: int) -> float:
+    return 2 * side * side * k * k * c_in * c_out
+
+
+def _vae_resnet(side: int, c_in: int, c_out: int) -> float:
+    """A ResnetBlock2D: two 3x3 convolutions, and a 1x1 shortcut when the width changes."""
+    return _conv(side, 3, c_in, c_out) + _conv(side, 3, c_out, c_out) + (_conv(side, 1, c_in, c_out) if c_in != c_out
+                                                                             else 0)
+
+
+def _vae_attention(side: int, c: int) -> float:
+    """One single-head attention over the side x side positions: q, k, v and out projections, QK^T and AV."""
+    n = side * side
+    return 4 * 2 * n * c * c + 2 * 2 * n * n * c
+
+
+@functools.cache
+def vae_encoder_flops(vae_path: str, side: int) -> float:
+    """Forward FLOPs of a diffusers AutoencoderKL's encoder (and its quant conv) on one side x side image, from its
+    config.json: the posterior its pixel targets are read from."""
+    try:
+        c = json.loads((Path(vae_path) / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"config key 'model.vae_path': cannot read '{vae_path}/config.json': "
+                        f"{e.__class__.__name__}") from None
+    widths, layers = c["block_out_channels"], c.get("layers_per_block", 1)
+    latent = c.get("latent_channels", 4)
+    flops, s, c_in = _conv(side, 3, c.get("in_channels", 3), widths[0]), side, widths[0]
+    for i, (kind, width) in enumerate(zip(c.get("down_block_types", ["DownEncoderBlock2D"] * len(widths)), widths,
+                                          strict=True)):
+        for _ in range(layers):
+            flops += _vae_resnet(s, c_in, width) + (_vae_attention(s, width) if kind.startswith("Attn") else 0)
+            c_in = width
+        if i < len(widths) - 1:
+            s //= 2
+            flops += _conv(s, 3, width, width)  # the stride-2 downsampling convolution
+    flops += 2 * _vae_resnet(s, c_in, c_in) + (_vae_attention(s, c_in) if c.get("mid_block_add_attention", True)
+                                               else 0)
+    flops += _conv(s, 3, c_in, 2 * latent)
+    return flops + (_conv(s, 1, 2 * latent, 2 * latent) if c.get("use_quant_conv", True) else 0)
+
+
+def vae_side(cfg: RunConfig, tokens: int) -> int:
+    """The side of the image the VAE encodes: its latent grid is the visual token grid (study/model/hf.py)."""
+    c = json.loads((Path(cfg.model.vae_path) / "config.json").read_text())
+    return int(round(tokens ** 0.5)) * cfg.model.vae_latent_patch * 2 ** (len(c["block_out_channels"]) - 1)
+
+
 def model_dims(cfg: RunConfig) -> Dims:
     """The dimensions of the run's model: from the config (mini backbone) or the backbones' config files (hf)."""
     m = cfg.model
@@ -100,6 +148,8 @@ def forward_flops(cfg: RunConfig, caption_tokens: int) -> dict[str, float]:
         dim = w if "semantic_input" in parts else ew
         flops["semantic_head"] = 2 * (v - 1) * (w * w + w * dim)
     if "pixel" in parts:
+        if cfg.model.backbone == "hf" and cfg.model.vae_path:
+            flops["vae"] = vae_encoder_flops(cfg.model.vae_path, vae_side(cfg, v))
         if o.pixel_head == "diffusion":
             dw = o.diffusion_width
             per_draw = 2 * (2 * d.target * dw + 2 * dw * dw + w * dw + o.diffusion_depth * (2 * dw * dw + 3 * dw * dw))
@@ -112,7 +162,7 @@ def forward_flops(cfg: RunConfig, caption_tokens: int) -> dict[str, float]:
 def train_flops_per_sample(cfg: RunConfig, caption_tokens: int) -> float:
     total = 0.0
     for name, f in forward_flops(cfg, caption_tokens).items():
-        frozen = name == "encoder" and cfg.model.freeze_encoder
+        frozen = name == "vae" or (name == "encoder" and cfg.model.freeze_encoder)
         total += f if frozen else 3 * f
     return total
 

@@ -145,7 +145,8 @@ def print_costs(spec: GridSpec, trials: list[Trial], args: argparse.Namespace) -
     if args.json:
         print(json.dumps({"grid": spec.name, "preset": spec.scale, "device": dev.name, "bf16_peak": dev.bf16_peak,
                           "memory_gib": dev.memory / 2**30, "mfu": mfu, "mfu_source": source, "ranks": args.ranks,
-                          "trials": [c.as_dict() for c in costs], "total": total}, indent=1))
+                          "trials": [c.as_dict() | {"axes": t.axes} for c, t in zip(costs, trials, strict=True)],
+                          "total": total}, indent=1, default=str))
         return 0
     print(f"grid {spec.name} (preset {spec.scale}) on {dev.name}, {args.ranks} rank(s) per trial: bf16 peak "
           f"{dev.bf16_peak:.3g} FLOP/s, MFU {mfu:.3g} [{source}], {dev.memory / 2**30:.0f} GiB per rank")
