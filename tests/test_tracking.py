@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,18 @@ def _wandb_runs(run_dir: Path) -> list[Path]:
     """The offline W&B run directories of this run (one per session that mirrored it), oldest first."""
     wandb_id = json.loads((run_dir / "trackers.json").read_text())["wandb_id"]
     return [log.parent for log in wandb_log.session_logs(run_dir.parent / "wandb", wandb_id)]
+
+
+def _history_once_written(run_dir: Path, evals: int) -> list[dict]:
+    """W&B's history rows of the run once its transaction logs hold the run's `evals` evaluation rows: W&B's own
+    process writes them, and under load that can end after `finish()` has returned (up to 30 s here); then as they
+    are, so rows W&B dropped still fail the caller's assertions."""
+    deadline = time.monotonic() + 30
+    while True:
+        rows = wandb_history(_wandb_runs(run_dir))
+        if sum("eval/zs_acc" in r for r in rows) >= evals or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)
 
 
 def _mlflow_run(runs_dir, experiment: str, run_id: str):
@@ -84,7 +97,7 @@ def test_a_run_mirrors_its_records_to_every_tracker(tmp_path, offline):
     assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
     assert run.data.params["train.seed"] == "0" and run.info.status == "FINISHED"
 
-    rows = wandb_history(_wandb_runs(run_dir))
+    rows = _history_once_written(run_dir, len(evals))
     assert [(r["global_step"], r["loss/caption"]) for r in rows if "loss/caption" in r] == \
         [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
     assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
@@ -159,7 +172,7 @@ def test_track_exports_finished_runs_grouped_by_every_grid_and_arm_in_step_order
 
     # W&B: the evaluations are not dropped behind the training records, and the arm fits W&B's job type
     assert main(["track", str(runs), "--to", "wandb"]) == 0
-    rows = wandb_history(_wandb_runs(run_dir))
+    rows = _history_once_written(run_dir, len(evals))
     assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
     assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)  # replayed in step order
     (run,) = run_records(_wandb_runs(run_dir), "run")
