@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from analysis.image_noise import image_noise
+from analysis.power import MAX_SEEDS
 from analysis.protocol import Protocol, membership, pairs
 from analysis.runs import NORMALISED
 from analysis.sequential import EQUIVALENT, decide
@@ -35,7 +36,9 @@ def verdict_words(verdict: str, margin: float, needed: int | None, n: int) -> st
     if verdict == EQUIVALENT:
         return f"equivalent within +-{margin:g}"
     if verdict in ("open", "inconclusive"):
-        more = f"{needed} seeds would decide it" if needed else "more seeds than 10,000 would not decide it"
+        if n < 2:
+            return "not started" if n == 0 else "open at 1 seed: its variance is not measured yet"
+        more = f"{needed} seeds would decide it" if needed else f"even {MAX_SEEDS:,} seeds would not decide it"
         return f"{'open' if verdict == 'open' else 'inconclusive'} at {n} seeds: {more}"
     return verdict
 

@@ -54,3 +54,5 @@ def test_the_lead_reads_each_comparisons_recorded_looks_and_says_its_verdict_in_
     assert verdict_words("inconclusive", 0.02, 14, 11) == "inconclusive at 11 seeds: 14 seeds would decide it"
     assert verdict_words("open", 0.02, None, 3).startswith("open at 3 seeds")
     assert verdict_words("superior", 0.02, None, 5) == "superior"
+    assert verdict_words("open", 0.02, None, 0) == "not started"  # no pairs: no variance, no seed count
+    assert "not measured" in verdict_words("open", 0.02, None, 1)
