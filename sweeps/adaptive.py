@@ -7,7 +7,9 @@ stops; for each open one the next wave adds `seeds.wave` new seeds (continuing t
 and its baseline's trials (within its `where`), until the cap. Every look is appended to
 `RUNS_DIR/looks/<grid>__<preset>.jsonl` with the pairs, statistics, boundaries and decisions of each comparison and
 the seeds it added; a relaunch reads them and goes on from the last one, so the procedure is resumable and its
-history is part of the records.
+history is part of the records. `waves` stops a launch after that many looks (the next wave recorded, not trained):
+a study of several grids can then train one wave of each in turn, so every grid reaches its next look before any
+grid its last.
 """
 
 from __future__ import annotations
@@ -89,8 +91,10 @@ def decision_record(c: Comparison, d: Decision, sizes: list[int]) -> dict:
 
 
 def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, backend_name: str, options: object,
-                         max_seeds: int | None = None, retry_failed: bool = False) -> list[TrialState]:
-    """Run the grid's first wave, then look and add seeds to open comparisons, wave after wave (see the module)."""
+                         max_seeds: int | None = None, retry_failed: bool = False,
+                         waves: int | None = None) -> list[TrialState]:
+    """Run the grid's first wave, then look and add seeds to open comparisons, wave after wave, or for at most
+    `waves` looks in this launch (see the module)."""
     comparisons = {c.id: c for c in protocol.for_grid(spec.name)}
     if not comparisons:
         raise UserError(f"protocol '{protocol.path}' plans no comparison of grid '{spec.name}'")
@@ -101,6 +105,7 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
     extensions = [look["extend"] for look in looks if look.get("extend")]
     all_seeds = first + [s for ext in extensions for s in ext["seeds"]]
     full = pipeline(with_seeds(spec, sorted(set(all_seeds))))
+    looked = 0
     while True:
         trials = chosen(full, first, extensions, comparisons)
         states = launch_trials(spec, trials, runs_dir, backend_name, options, retry_failed)
@@ -137,9 +142,10 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
         looks.append(record)
+        looked += 1
         summary = ", ".join(f"{cid}: {r['verdict']} (n={r['n']})" for cid, r in record["comparisons"].items())
         print(f"look {record['look']} of {spec.name}: {summary}", file=sys.stderr)
-        if record["extend"] is None:
+        if record["extend"] is None or looked == waves:
             return states
         extensions.append(record["extend"])
         all_seeds += new

@@ -1,6 +1,7 @@
 """`sweep launch --until-decided`: on a smoke grid, a comparison with a large effect is decided at the first look and
-gets no more seeds, one that stays open gets the next wave, every look is recorded, and a relaunch trains and looks
-no more; protocol files are checked with one-line errors; trials that would train exactly as another run train once.
+gets no more seeds, one that stays open gets the next wave (`--waves 1` stops after the first look, and a relaunch
+goes on), every look is recorded, and a relaunch after the last trains and looks no more; protocol files are
+checked with one-line errors; trials that would train exactly as another run train once.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     runs = tmp_path / "runs"
     argv = ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(runs), "--workers", "2",
             "--until-decided", str(protocol)]
-    assert main(argv) == 0
+    assert main([*argv, "--waves", "1"]) == 0  # one wave and its look; the next wave is recorded, not trained
+    (only,) = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
+    assert only["extend"] == {"comparisons": ["other_world"], "seeds": [4, 5]}
+    assert len([p for p in runs.glob("*/status.json")]) == 9  # seeds 4 and 5 not started
+    assert main(argv) == 0  # a relaunch trains that wave and goes on
     looks = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
     first, second = looks
     assert first["comparisons"]["broken"]["verdict"] == "inferior" and first["comparisons"]["broken"]["n"] == 3
@@ -89,6 +94,16 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     assert rows["other_world"]["n"] == 5 and rows["other_world"]["looks"] == 2
     assert rows["other_world"]["verdict"] == second["comparisons"]["other_world"]["verdict"]
     assert "Lead table: each planned comparison decided" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_waves_and_max_seeds_apply_with_until_decided_only(tmp_path, capsys):
+    grid, _ = write(tmp_path)
+    for option in (["--waves", "1"], ["--max-seeds", "5"]):
+        argv = ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(tmp_path / "runs"), *option]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and option[0] in err and "--until-decided" in err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(("edit", "message"), [

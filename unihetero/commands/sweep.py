@@ -83,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a protocol.yaml: the grid's seeds are the first wave; after each wave its planned "
                              "comparisons are tested and seeds added to the arms of open ones, up to the cap")
     launch.add_argument("--max-seeds", type=positive_int, help="with --until-decided: a lower seed cap")
+    launch.add_argument("--waves", type=positive_int,
+                        help="with --until-decided: stop after this many looks (the next wave is recorded, not "
+                             "trained; a relaunch goes on)")
     launch.set_defaults(func=run_launch)
 
     status = actions.add_parser("status", help="counts and a table: completed, running, failed, pending")
@@ -208,14 +211,16 @@ def run_launch(args: argparse.Namespace) -> int:
     from sweeps.launch import launch_grid
 
     spec = load_spec(args.grid, args.preset)
-    if args.max_seeds and not args.until_decided:
-        raise UserError("sweep launch --max-seeds: applies with --until-decided only")
+    for option in ("max_seeds", "waves"):
+        if getattr(args, option) and not args.until_decided:
+            raise UserError(f"sweep launch --{option.replace('_', '-')}: applies with --until-decided only")
     if args.until_decided:
         from analysis.protocol import load_protocol
         from sweeps.adaptive import launch_until_decided
 
         states = launch_until_decided(spec, Path(args.runs_dir), load_protocol(args.until_decided), args.backend,
-                                      backend_options(args, spec), args.max_seeds, args.retry_failed)
+                                      backend_options(args, spec), args.max_seeds, args.retry_failed,
+                                      args.waves)
     else:
         states = launch_grid(spec, Path(args.runs_dir), args.backend, backend_options(args, spec), args.retry_failed)
     print(counts_line(states))
