@@ -15,7 +15,7 @@ import pytest
 
 from study.runstore import RunStore
 from study.train import train
-from sweeps.execute import ATTEMPTS, TrialTask
+from sweeps.execute import ATTEMPTS, FAULT_FILE, TrialTask
 from tests.conftest import tiny_config
 
 ray = pytest.importorskip("ray")
@@ -39,11 +39,11 @@ def cluster():
     nodes.shutdown()
 
 
-def _launch(cfg, runs: Path, **options) -> dict:
+def _launch(cfg, runs: Path, max_failures: int = 3) -> dict:
     from sweeps.backends.raytune import RayOptions, launch
 
     (record,) = launch([TrialTask(str(runs / cfg.run_id()), cfg.to_dict())],
-                       RayOptions(workers_per_trial=2, max_failures=3, **options))
+                       RayOptions(workers_per_trial=2, max_failures=max_failures))
     return record
 
 
@@ -109,6 +109,43 @@ def test_a_killed_worker_node_and_a_replacement_resume_the_trial_from_its_checkp
                                          "replacement": replacement.node_id}))
     record_property("attempts", json.dumps([{k: a[k] for k in ("from_state", "from_step")} for a in attempts]))
     _assert_same_final_evaluation(run, reference, record_property)
+
+
+def test_workers_that_keep_dying_train_one_plus_max_failures_times_and_stay_resumable(cluster, tmp_path):
+    """Ray Train's restarts are the trial's retries: once they run out, the trial ends with an error record and the
+    run is left to resume; Tune does not start the workers over again ((1 + k) squared attempts)."""
+    cfg = tiny_config(*OVERRIDES, "train.samples_seen=256")
+    runs = tmp_path / "runs"
+    run = runs / cfg.run_id()
+    run.mkdir(parents=True)
+    stop = threading.Event()
+
+    def every_attempt_dies() -> None:
+        """Each attempt consumes the file and dies after its first checkpoint (at step 4, then 8, ...); the file for
+        the next one is written once that checkpoint is there, seconds before Ray Train restarts the workers."""
+        last = 4
+        (run / FAULT_FILE).write_text(str(last))
+        while not stop.is_set():
+            if not (run / FAULT_FILE).exists() and any((run / "checkpoints").glob(f"step_{last:08d}*")):
+                last += 4
+                (run / FAULT_FILE).write_text(str(last))
+            time.sleep(0.02)
+
+    planter = threading.Thread(target=every_attempt_dies, daemon=True)
+    planter.start()
+    try:
+        record = _launch(cfg, runs, max_failures=1)
+    finally:
+        stop.set()
+        planter.join()
+    (run / FAULT_FILE).unlink(missing_ok=True)
+    tried = [a["from_step"] for a in RunStore(run).records(ATTEMPTS)]
+    assert record["outcome"] == "error" and "Ray Train stopped after 1 restart(s)" in record["reason"], (record, tried)
+    assert tried == [0, 4]  # 1 + max_failures attempts (before the fix: [0, 4, 8, 12], Tune starting Train over)
+    assert RunStore(run).status()["state"] not in ("completed", "failed")
+    again = _launch(cfg, runs, max_failures=1)  # a relaunch resumes it
+    assert again["state"] == "completed", again
+    assert [a["from_step"] for a in RunStore(run).records(ATTEMPTS)][2:] == [8]
 
 
 @pytest.mark.parametrize(("its_own_copy", "why"), [

@@ -6,8 +6,11 @@ the trial's lock and writes the run, the others follow. The run directory stays 
 records are written there, not to Ray's storage.
 
 A worker that dies (its node lost) makes Ray Train restart the group, up to `max_failures` times; the new rank 0
-takes over the dead attempt's lock (the same owner tag) and the run resumes from its last checkpoint. The Tune trial
-around it reports each evaluation as the run writes it (sweeps.backends.raytune).
+takes over the dead attempt's lock (the same owner tag) and the run resumes from its last checkpoint. When Ray Train
+gives up, the trial ends with an error record (the run left resumable for a relaunch) rather than raising: Tune's own
+retries are for the Tune trial's process, so a trial whose workers keep dying trains 1 + `max_failures` times, not
+(1 + `max_failures`) squared. The Tune trial around it reports each evaluation as the run writes it
+(sweeps.backends.raytune).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def scaling(workers: int, cpus_per_worker: float, gpus_per_worker: float) -> obj
 def run_on_workers(task: TrialTask, tag: str, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                    max_failures: int, storage: Path) -> dict:
     """Run `task` on `workers` Ray Train workers from inside a Tune trial; rank 0's record, with the worker nodes."""
-    from ray.train import FailureConfig, RunConfig
+    from ray.train import FailureConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
@@ -55,7 +58,8 @@ def run_on_workers(task: TrialTask, tag: str, workers: int, cpus_per_worker: flo
         scaling_config=scaling(workers, cpus_per_worker, gpus_per_worker),
         run_config=RunConfig(name=f"{Path(task.run_dir).name}-{time.strftime('%Y%m%d-%H%M%S')}",
                              storage_path=str(storage), failure_config=FailureConfig(max_failures=max_failures)))
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
+    try:
+        trainer.fit()
+    except TrainingFailedError as error:  # raised once its restarts are spent
+        return {"outcome": "error", "reason": f"Ray Train stopped after {max_failures} restart(s): {error!r}"}
     return records.get_nowait_batch(records.qsize())[-1]  # the last attempt's: it finished the trial
