@@ -12,7 +12,7 @@ import pytest
 
 from analysis import runs as runs_module
 from analysis.records import long_curves, per_run, read_records
-from tests.test_analysis_runs import write_run
+from tests.run_records import write_run
 
 
 def _write(path: Path, lines: list[str]) -> Path:

@@ -16,7 +16,7 @@ import pytest
 from reports.build import build_report
 from reports.glance import FULL_RESULTS
 from sweeps.spec import expand, load_spec, pipeline
-from tests.test_analysis_runs import write_grid, write_run
+from tests.run_records import write_membership, write_run
 from tests.test_report_v2 import _add_v2_metrics
 
 
@@ -28,7 +28,7 @@ def _demo_runs(runs: Path, text_only_final: float) -> None:
             p = write_run(runs, [f"objective.target={target}", f"train.seed={seed}"], [0.24, final - 0.1, final])
             _add_v2_metrics(p, collapsed=False)
             trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
-    write_grid(runs, "v2_demo", trials, preset="demo")
+    write_membership(runs, "v2_demo", trials, preset="demo")
 
 
 @pytest.mark.parametrize(("final", "learned"), [(0.62, True), pytest.param(0.27, False, marks=pytest.mark.slow)])
@@ -56,7 +56,8 @@ def test_a_demo_report_opens_with_the_summary(tmp_path, final, learned):
 def test_other_reports_do_not_open_with_it(tmp_path):
     runs = tmp_path / "runs"
     p = write_run(runs, ["train.seed=0"], [0.24, 0.5])
-    write_grid(runs, "v2_demo", [({"arm": "text_only", "objective.target": "none", "seed": 0}, p)], preset="smoke")
+    write_membership(runs, "v2_demo", [({"arm": "text_only", "objective.target": "none", "seed": 0}, p)],
+                     preset="smoke")
     build_report(runs, tmp_path / "report", draw_figures=False)
     assert "At a glance" not in (tmp_path / "report" / "report.md").read_text()
 

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from study.runstore import RunStore
-from tests.test_sweep_local import REPO, run_dirs
-from tests.test_sweep_spec import write_grid
+from tests.grid_specs import REPO, run_dirs, write_grid_spec
 
 pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
@@ -75,7 +74,7 @@ def launch(grid: Path, runs: Path, address: str, env: dict[str, str], *extra: st
 @pytest.mark.slow
 def test_token_cluster_refuses_a_client_without_the_mode_then_accepts_it(tmp_path, token_head):
     address, token = token_head
-    grid, runs = write_grid(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
     refused = launch(grid, runs, address, {"RAY_AUTH_TOKEN": token})
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
@@ -94,7 +93,7 @@ def test_token_cluster_refuses_a_client_without_the_mode_then_accepts_it(tmp_pat
 
 
 def test_address_where_nothing_listens_fails_within_the_timeout(tmp_path):
-    grid, runs = write_grid(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
     port = free_port()  # bound then released: nothing listens there
     started = time.monotonic()
     result = launch(grid, runs, f"127.0.0.1:{port}", {}, "--ray-timeout", "3")
@@ -106,7 +105,7 @@ def test_address_where_nothing_listens_fails_within_the_timeout(tmp_path):
 
 @pytest.mark.ray
 def test_address_that_accepts_but_never_answers_fails_within_the_timeout(tmp_path):
-    grid, runs = write_grid(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)  # the kernel completes handshakes; nobody ever replies

@@ -17,6 +17,7 @@ from study.runstore import RunStore
 from study.train import train
 from sweeps.execute import ATTEMPTS, FAULT_FILE, TrialTask
 from tests.conftest import tiny_config
+from tests.grid_specs import tune_reports
 
 ray = pytest.importorskip("ray")
 
@@ -60,12 +61,6 @@ def _assert_same_final_evaluation(run: Path, reference: Path, record_property) -
                                                              abs=1e-6)
 
 
-def _tune_reports(runs: Path) -> list[dict]:
-    """What the Tune trial reported, from Tune's own result file in its experiment folder."""
-    (result,) = (runs / ".ray").glob("*/*/result.json")
-    return [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-
-
 def test_two_workers_on_two_nodes_end_at_the_one_rank_runs_evaluations(cluster, tmp_path, record_property):
     _, workers = cluster
     cfg = tiny_config(*OVERRIDES, "train.samples_seen=256")
@@ -79,7 +74,7 @@ def test_two_workers_on_two_nodes_end_at_the_one_rank_runs_evaluations(cluster, 
     assert RunStore(run).status()["world_size"] == 2 and len(RunStore(run).records(ATTEMPTS)) == 1
     _assert_same_final_evaluation(run, reference, record_property)
     # every evaluation reached Tune as the run wrote it, before the trial's final record
-    reported = [r["eval/step"] for r in _tune_reports(runs) if "eval/step" in r]
+    reported = [r["eval/step"] for r in tune_reports(runs) if "eval/step" in r]
     assert reported == [e["step"] for e in RunStore(run).records("eval.jsonl")] == [0, 8, 16]
 
 
@@ -162,8 +157,8 @@ def test_a_runs_directory_a_node_cannot_see_is_one_line_before_any_trial(tmp_pat
 
     from ray.cluster_utils import Cluster
 
+    from tests.grid_specs import write_grid_spec
     from tests.test_ray_connect import launch
-    from tests.test_sweep_spec import write_grid
 
     if os.geteuid() != 0:
         pytest.skip("a private mount namespace needs root")
@@ -184,7 +179,7 @@ def test_a_runs_directory_a_node_cannot_see_is_one_line_before_any_trial(tmp_pat
             assert time.monotonic() < deadline and node.poll() is None, "the private node did not join"
             time.sleep(0.5)
         ray.shutdown()
-        grid = write_grid(tmp_path, "seeds: [0]\n")
+        grid = write_grid_spec(tmp_path, "seeds: [0]\n")
         auth = {k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH")}  # as the head was started
         result = launch(grid, runs, head.address, auth)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

@@ -21,7 +21,7 @@ from analysis.utilization import FitSettings
 from reports.build import build_report
 from reports.render import fmt_ci, html_table
 from tests.browser import FLAGS, chromium
-from tests.test_analysis_runs import write_grid, write_run
+from tests.run_records import write_membership, write_run
 
 SEEDS = (0, 1, 2)
 FIT = FitSettings(n_boot=30, boot_starts=4, starts=10)
@@ -47,7 +47,7 @@ def _generation_target(runs: Path, rng: np.random.Generator) -> None:
     trials.append(({"arm": "semantic_encoder", "objective.target": "semantic_encoder", "seed": 0}, failed))
     never = runs / "feedfacecafe"  # listed in the grid, never started
     trials.append(({"arm": "semantic_encoder", "objective.target": "semantic_encoder", "seed": 1}, never))
-    write_grid(runs, "generation_target", trials)
+    write_membership(runs, "generation_target", trials)
 
 
 def _data_scaling(runs: Path, rng: np.random.Generator) -> None:
@@ -60,7 +60,7 @@ def _data_scaling(runs: Path, rng: np.random.Generator) -> None:
                                      f"train.seed={seed}"], [0.25, 0.8 * acc, acc])
                 trials.append(({"arm": arm, "objective.target": target, "regime": "fixed",
                                 "data.unique_samples": d, "seed": seed}, p))
-    write_grid(runs, "data_scaling", trials)
+    write_membership(runs, "data_scaling", trials)
 
 
 def _ar_target(runs: Path, rng: np.random.Generator) -> None:
@@ -71,7 +71,7 @@ def _ar_target(runs: Path, rng: np.random.Generator) -> None:
             p = write_run(runs, ["eval.num_images=7", f"objective.target={target}", f"train.seed={seed}"],
                           [0.25, 0.5 + rng.normal(0, 0.01)], extra=rollout)
             trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
-    write_grid(runs, "ar_target", trials)
+    write_membership(runs, "ar_target", trials)
 
 
 def _mask_distribution(runs: Path, rng: np.random.Generator) -> None:
@@ -83,7 +83,7 @@ def _mask_distribution(runs: Path, rng: np.random.Generator) -> None:
             p = write_run(runs, ["eval.num_images=9", "objective.target=semantic_input", *over, f"train.seed={seed}"],
                           [0.25, 0.5 + 0.01 * seed + rng.normal(0, 0.01)])
             trials.append(({"arm": arm, "seed": seed}, p))
-    write_grid(runs, "mask_distribution", trials)
+    write_membership(runs, "mask_distribution", trials)
 
 
 def _against_text_only(runs: Path, rng: np.random.Generator, grid: str, num_images: int,
@@ -95,7 +95,7 @@ def _against_text_only(runs: Path, rng: np.random.Generator, grid: str, num_imag
             p = write_run(runs, [f"eval.num_images={num_images}", *over, f"train.seed={seed}"],
                           [0.25, 0.5 + delta + 0.01 * seed + rng.normal(0, 0.002)])
             trials.append(({"arm": arm, "seed": seed}, p))
-    write_grid(runs, grid, trials)
+    write_membership(runs, grid, trials)
 
 
 def _masked_generation(runs: Path, rng: np.random.Generator) -> None:
@@ -125,7 +125,7 @@ def _inference_scaling(runs: Path, rng: np.random.Generator) -> None:
                                  "objective.pixel_grad_to_llm=false", f"train.seed={seed}"], [0.25, 0.5],
                           inference=inference)
             trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
-    write_grid(runs, "inference_scaling", trials)
+    write_membership(runs, "inference_scaling", trials)
 
 
 def _loss_weight(runs: Path, rng: np.random.Generator) -> None:
@@ -135,7 +135,7 @@ def _loss_weight(runs: Path, rng: np.random.Generator) -> None:
             p = write_run(runs, ["eval.num_images=11", "objective.target=semantic_input",
                                  f"objective.semantic_weight={w}", f"train.seed={seed}"], [0.25, 0.5 + 0.05 * w])
             trials.append(({"arm": "semantic", "objective.semantic_weight": w, "seed": seed}, p))
-    write_grid(runs, "loss_weight", trials)
+    write_membership(runs, "loss_weight", trials)
 
 
 @pytest.fixture(scope="module")

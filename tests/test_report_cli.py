@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_analysis_runs import write_grid, write_run
+from tests.run_records import write_membership, write_run
 from unihetero.cli import main
 
 
@@ -17,7 +17,7 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture):
     trials = [({"objective.target": t, "seed": s}, write_run(runs, [f"objective.target={t}", f"train.seed={s}"],
                                                              [0.25, 0.5 + 0.1 * (t != "none") + 0.01 * s]))
               for t in ("none", "semantic_input") for s in (0, 1, 2)]
-    write_grid(runs, "generation_target", trials)
+    write_membership(runs, "generation_target", trials)
     assert main(["report", str(runs), "--out", str(tmp_path / "out"), "--bootstrap", "0"]) == 0
     assert "report.html" in capsys.readouterr().out
     md = (tmp_path / "out" / "report.md").read_text()

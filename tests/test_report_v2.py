@@ -17,7 +17,7 @@ from analysis import laws, stats
 from analysis.utilization import FitSettings
 from reports.build import build_report
 from reports.families import NOT_MEASURED
-from tests.test_analysis_runs import write_grid, write_run
+from tests.run_records import write_membership, write_run
 
 pytestmark = pytest.mark.slow  # every test reads one report built from a whole synthetic v2 study
 
@@ -65,7 +65,7 @@ def _targets(runs: Path) -> None:
             p = write_run(runs, overrides, [0.25, (0.25 + final) / 2, final])
             _add_v2_metrics(p, collapsed, 2.5e9 if "pixel" in target else 1e9)
             trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
-    write_grid(runs, "v2_targets_contrastive", trials)
+    write_membership(runs, "v2_targets_contrastive", trials)
 
 
 FIXED_SEEN = 1600  # samples seen by every run of the "fixed" regime
@@ -88,7 +88,7 @@ def _data_scaling(runs: Path, rng: np.random.Generator) -> None:
                     _add_v2_metrics(p, False)
                     trials.append(({"arm": arm, "objective.target": target, "regime": regime,
                                     "data.unique_samples": d, "train.samples_seen": seen, "seed": seed}, p))
-    write_grid(runs, "v2_data_scaling", trials)
+    write_membership(runs, "v2_data_scaling", trials)
 
 
 def _pilot(runs: Path) -> None:
@@ -100,7 +100,7 @@ def _pilot(runs: Path) -> None:
                       [0.25, 0.4, 0.5])
         _add_v2_metrics(p, False)
         trials.append(({"arm": arm, "objective.target": target, "seed": 0}, p))
-    write_grid(runs, "v2_pilot", trials)
+    write_membership(runs, "v2_pilot", trials)
 
 
 @pytest.fixture(scope="module")

@@ -4,43 +4,19 @@ launches at once run every trial exactly once."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from study.runstore import RunStore
-from sweeps.execute import ATTEMPTS
 from sweeps.lock import pid_alive, read_lock
-from sweeps.spec import expand, load_spec
-from tests.test_sweep_spec import write_grid
+from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
 from unihetero.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def launch_argv(grid: Path, runs: Path, *extra: str) -> list[str]:
-    return ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(runs), *extra]
-
-
-def run_dirs(grid: Path, runs: Path) -> list[Path]:
-    return [runs / t.run_id for t in expand(load_spec(str(grid), "smoke"))]
-
-
-def attempts(run: Path) -> list[dict]:
-    return RunStore(run).records(ATTEMPTS)
-
-
-def cli_process(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "unihetero", *argv], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.slow
 def test_grid_completes_with_workers_and_relaunch_skips(tmp_path, capsys):
-    grid, runs = write_grid(tmp_path), tmp_path / "runs"
+    grid, runs = write_grid_spec(tmp_path), tmp_path / "runs"
     assert main(launch_argv(grid, runs, "--workers", "2")) == 0
     dirs = run_dirs(grid, runs)
     assert [RunStore(d).status()["state"] for d in dirs] == ["completed"] * 3
@@ -59,7 +35,7 @@ def test_grid_completes_with_workers_and_relaunch_skips(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_its_running_trial(tmp_path, capsys):
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 480})
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 480})
     runs = tmp_path / "runs"
     (run,) = run_dirs(grid, runs)
     proc = cli_process(launch_argv(grid, runs))
@@ -86,7 +62,7 @@ def test_killed_sweep_resumes_its_running_trial(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_killed_launcher_takes_its_pool_workers_with_it(tmp_path, capsys):
-    grid = write_grid(tmp_path, **{"train.samples_seen": 4800})
+    grid = write_grid_spec(tmp_path, **{"train.samples_seen": 4800})
     runs = tmp_path / "runs"
     dirs = run_dirs(grid, runs)
     proc = cli_process(launch_argv(grid, runs, "--workers", "2"))
@@ -114,7 +90,7 @@ def test_a_killed_launcher_takes_its_pool_workers_with_it(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_two_concurrent_launches_run_each_trial_once(tmp_path):
-    grid = write_grid(tmp_path, **{"train.samples_seen": 160})
+    grid = write_grid_spec(tmp_path, **{"train.samples_seen": 160})
     runs = tmp_path / "runs"
     procs = [cli_process(launch_argv(grid, runs)) for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]

@@ -8,9 +8,7 @@ import pytest
 from study.runstore import RunStore
 from sweeps.execute import FAULT_FILE
 from sweeps.search import run_search
-from tests.test_ray_train import _tune_reports
-from tests.test_sweep_local import attempts, launch_argv, run_dirs
-from tests.test_sweep_spec import write_grid
+from tests.grid_specs import attempts, launch_argv, run_dirs, tune_reports, write_grid_spec
 from unihetero.cli import main
 
 ray = pytest.importorskip("ray")
@@ -26,7 +24,7 @@ def ray_instance():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_grid_completes_on_ray_and_relaunch_skips(tmp_path, ray_instance):
-    grid, runs = write_grid(tmp_path), tmp_path / "runs"
+    grid, runs = write_grid_spec(tmp_path), tmp_path / "runs"
     assert main(launch_argv(grid, runs, "--backend", "ray", "--max-concurrent", "2")) == 0
     dirs = run_dirs(grid, runs)
     assert [RunStore(d).status()["state"] for d in dirs] == ["completed"] * 3
@@ -37,7 +35,7 @@ def test_grid_completes_on_ray_and_relaunch_skips(tmp_path, ray_instance):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_trial_whose_worker_dies_is_retried_and_resumes(tmp_path, ray_instance):
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 320})
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 320})
     runs = tmp_path / "runs"
     (run,) = run_dirs(grid, runs)
     run.mkdir(parents=True)
@@ -69,12 +67,12 @@ def test_trial_of_two_ranks_trains_one_run_with_ddp(tmp_path, ray_instance):
     from sweeps.execute import TrialTask
     from sweeps.spec import expand, load_spec
 
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 96, "train.threads": 1})
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 96, "train.threads": 1})
     (trial,) = expand(load_spec(str(grid), "smoke"))
     run = tmp_path / "runs" / trial.run_id
     (record,) = launch([TrialTask(str(run), trial.config.to_dict())], RayOptions(cpus_per_trial=2, ranks_per_trial=2))
     assert record["outcome"] == "ran" and record["state"] == "completed", record
     assert RunStore(run).status()["world_size"] == 2
     assert len(attempts(run)) == 1  # rank 0 alone owns the trial and writes its files
-    reported = [r["eval/step"] for r in _tune_reports(tmp_path / "runs") if "eval/step" in r]  # as they were written
+    reported = [r["eval/step"] for r in tune_reports(tmp_path / "runs") if "eval/step" in r]  # as they were written
     assert reported == [e["step"] for e in RunStore(run).records("eval.jsonl")] and len(reported) >= 2

@@ -11,9 +11,8 @@ from study.train import train
 from sweeps.backends.slurm import SlurmOptions, _executor, distributed_env, first_host, launch, sized_resources
 from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
+from tests.grid_specs import attempts, launch_argv, run_dirs, write_grid_spec
 from tests.slurm_helpers import require_slurm
-from tests.test_sweep_local import attempts, launch_argv, run_dirs
-from tests.test_sweep_spec import write_grid
 from tests.test_train import _deterministic
 from unihetero.cli import main
 
@@ -66,7 +65,7 @@ def test_slurm_resources_are_sized_from_data_workers_unless_given():
 @pytest.mark.slow
 def test_grid_completes_on_slurm(tmp_path):
     require_slurm()
-    grid, runs = write_grid(tmp_path), tmp_path / "runs"
+    grid, runs = write_grid_spec(tmp_path), tmp_path / "runs"
     assert main(launch_argv(grid, runs, *SLURM_ARGS)) == 0
     dirs = run_dirs(grid, runs)
     assert [RunStore(d).status()["state"] for d in dirs] == ["completed"] * 3
@@ -80,7 +79,7 @@ def test_grid_completes_on_slurm(tmp_path):
 def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
     partition = require_slurm()
     # long enough that the job cannot finish within Slurm's KillWait grace after the requeue's SIGTERM
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 4800})
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 4800})
     (trial,) = expand(load_spec(str(grid), "smoke"))
     run = tmp_path / "runs" / trial.run_id
     (record,) = launch([TrialTask(str(run), trial.config.to_dict())],
@@ -110,7 +109,7 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.slow
 def test_job_of_two_tasks_trains_one_run_with_ddp(tmp_path):
     partition = require_slurm()
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 96, "train.threads": 1})
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 96, "train.threads": 1})
     (trial,) = expand(load_spec(str(grid), "smoke"))
     run = tmp_path / "runs" / trial.run_id
     (record,) = launch([TrialTask(str(run), trial.config.to_dict())],

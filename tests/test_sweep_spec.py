@@ -1,33 +1,16 @@
 """Grid specs: expansion, scale presets, the shipped grids, and one clear error per mistake."""
 
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from study.errors import UserError
 from sweeps.spec import GRID_DIR, SCALES, expand, load_spec
+from tests.grid_specs import write_grid_spec
 from unihetero.cli import main
-
-FAST = {"train.samples_seen": 64, "eval.num_images": 4, "eval.probe_images": 20, "eval.inference_scaling": False}
-
-
-def write_grid(tmp_path: Path, body: str = "", name: str = "g", **overrides) -> Path:
-    """A grid spec on the tiny preset: three seeds unless `body` says otherwise."""
-    values = FAST | overrides
-    lines = "\n".join(f"    {k}: {v}" for k, v in values.items())
-    text = f"name: {name}\nbase:\n  preset: tiny\n  overrides:\n{lines}\n" + textwrap.dedent(body)
-    if "seeds:" not in text and "presets:" not in body:
-        text += "seeds: [0, 1, 2]\n"
-    if "presets:" not in text:
-        text += "presets:\n  smoke: {}\n"
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_expansion_is_cartesian_zipped_and_deterministic(tmp_path):
-    path = write_grid(tmp_path, """\
+    path = write_grid_spec(tmp_path, """\
         axes:
           objective.target: [none, semantic_input]
         zip:
@@ -49,7 +32,7 @@ def test_expansion_is_cartesian_zipped_and_deterministic(tmp_path):
 
 
 def test_scale_preset_overrides_base_axes_zip_and_seeds(tmp_path):
-    path = write_grid(tmp_path, """\
+    path = write_grid_spec(tmp_path, """\
         axes:
           train.lr: [0.001, 0.002]
         seeds: [0, 1, 2]
@@ -67,8 +50,8 @@ def test_scale_preset_overrides_base_axes_zip_and_seeds(tmp_path):
 
 
 def test_same_trial_in_two_grids_is_one_run(tmp_path):
-    a = write_grid(tmp_path, "axes: {objective.target: [none, pixel]}\n", name="a")
-    b = write_grid(tmp_path, "axes: {objective.target: [pixel]}\n", name="b")
+    a = write_grid_spec(tmp_path, "axes: {objective.target: [none, pixel]}\n", name="a")
+    b = write_grid_spec(tmp_path, "axes: {objective.target: [pixel]}\n", name="b")
     ids_a = {t.run_id for t in expand(load_spec(str(a), "smoke"))}
     assert {t.run_id for t in expand(load_spec(str(b), "smoke"))} <= ids_a
 
@@ -129,7 +112,7 @@ def test_data_scaling_spans_two_orders_of_magnitude_in_both_regimes(grid):
     ("protocol: 4\n", "key 'protocol': 4 is not 0 (no study), 1, 2 or 3"),
 ])
 def test_spec_errors_name_file_line_and_key(tmp_path, body, message):
-    path = write_grid(tmp_path, body)
+    path = write_grid_spec(tmp_path, body)
     with pytest.raises(UserError) as e:
         expand(load_spec(str(path), "smoke"))
     assert message in str(e.value) and str(path) in str(e.value)
@@ -147,14 +130,14 @@ def test_unknown_base_preset_and_missing_scale(tmp_path):
 
 
 def test_grid_name_cannot_escape(tmp_path):
-    path = write_grid(tmp_path, name="g")
+    path = write_grid_spec(tmp_path, name="g")
     path.write_text(path.read_text().replace("name: g", "name: ../../etc"))
     with pytest.raises(UserError, match="not a grid name"):
         load_spec(str(path), "smoke")
 
 
 def test_plan_prints_the_trial_table(tmp_path, capsys):
-    path = write_grid(tmp_path, "axes: {objective.target: [none, semantic_input]}\nseeds: [0]\n")
+    path = write_grid_spec(tmp_path, "axes: {objective.target: [none, semantic_input]}\nseeds: [0]\n")
     assert main(["sweep", "plan", str(path), "--preset", "smoke"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("grid g (preset smoke, base tiny): 2 trials, 8 steps,")
@@ -164,7 +147,7 @@ def test_plan_prints_the_trial_table(tmp_path, capsys):
 
 
 def test_spec_error_is_one_line_with_exit_2(tmp_path, capsys):
-    path = write_grid(tmp_path, "axes:\n  objective.targt: [none]\n")
+    path = write_grid_spec(tmp_path, "axes:\n  objective.targt: [none]\n")
     assert main(["sweep", "plan", str(path), "--preset", "smoke"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: grid spec") and "line 10" in err

@@ -23,7 +23,7 @@ from study.config import load_config
 from study.runstore import RunStore
 from study.tracking import SINKS
 from study.train import train
-from tests.test_analysis_runs import write_grid
+from tests.run_records import write_membership
 from tests.wandb_records import run_records, wandb_history
 from unihetero.cli import main
 
@@ -48,14 +48,14 @@ def _wandb_runs(run_dir: Path) -> list[Path]:
     return [log.parent for log in wandb_log.session_logs(run_dir.parent / "wandb", wandb_id)]
 
 
-def _history_once_written(run_dir: Path, evals: int) -> list[dict]:
-    """W&B's history rows of the run once its transaction logs hold the run's `evals` evaluation rows: W&B's own
-    process writes them, and under load that can end after `finish()` has returned (up to 30 s here); then as they
-    are, so rows W&B dropped still fail the caller's assertions."""
+def _history_once_written(run_dir: Path, rows_with: str, count: int) -> list[dict]:
+    """W&B's history rows of the run once its transaction logs hold `count` rows with the key `rows_with`: W&B's
+    own process writes them, and under load that can end after `finish()` has returned (up to 30 s here); then as
+    they are, so rows W&B dropped still fail the caller's assertions."""
     deadline = time.monotonic() + 30
     while True:
         rows = wandb_history(_wandb_runs(run_dir))
-        if sum("eval/zs_acc" in r for r in rows) >= evals or time.monotonic() > deadline:
+        if sum(rows_with in r for r in rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
 
@@ -97,7 +97,7 @@ def test_a_run_mirrors_its_records_to_every_tracker(tmp_path, offline):
     assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
     assert run.data.params["train.seed"] == "0" and run.info.status == "FINISHED"
 
-    rows = _history_once_written(run_dir, len(evals))
+    rows = _history_once_written(run_dir, "eval/zs_acc", len(evals))
     assert [(r["global_step"], r["loss/caption"]) for r in rows if "loss/caption" in r] == \
         [(r["step"], pytest.approx(r["loss/caption"])) for r in metrics]
     assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
@@ -152,8 +152,8 @@ def test_track_exports_finished_runs_grouped_by_every_grid_and_arm_in_step_order
     cfg = load_config("tiny", OVERRIDES)
     run_dir = train(cfg, runs / cfg.run_id(), quiet=True)
     long_arm = "semantic_input_with_a_name_well_beyond_what_weights_and_biases_accepts_as_a_job_type"
-    write_grid(runs, "generation_target", [({"arm": long_arm, "objective.target": "none", "seed": 0}, run_dir)])
-    write_grid(runs, "masking", [({"arm": "uniform", "seed": 0}, run_dir)])
+    write_membership(runs, "generation_target", [({"arm": long_arm, "objective.target": "none", "seed": 0}, run_dir)])
+    write_membership(runs, "masking", [({"arm": "uniform", "seed": 0}, run_dir)])
     evals = RunStore(run_dir).records("eval.jsonl")
     assert main(["track", str(runs), "--to", "mlflow"]) == 0
     n_records = len(RunStore(run_dir).records("metrics.jsonl")) + len(evals)
@@ -172,7 +172,7 @@ def test_track_exports_finished_runs_grouped_by_every_grid_and_arm_in_step_order
 
     # W&B: the evaluations are not dropped behind the training records, and the arm fits W&B's job type
     assert main(["track", str(runs), "--to", "wandb"]) == 0
-    rows = _history_once_written(run_dir, len(evals))
+    rows = _history_once_written(run_dir, "eval/zs_acc", len(evals))
     assert [r["global_step"] for r in rows if "eval/zs_acc" in r] == [r["step"] for r in evals]
     assert [r["global_step"] for r in rows] == sorted(r["global_step"] for r in rows)  # replayed in step order
     (run,) = run_records(_wandb_runs(run_dir), "run")
@@ -233,8 +233,9 @@ def test_the_wandb_id_is_made_once_per_run_directory_and_moves_with_it(tmp_path,
     assert train(cfg, moved, quiet=True) == moved  # resumed at step 2 in its new place
     sessions = _wandb_runs(moved)
     assert len(sessions) == 2 and all(ids[0] in p.name for p in sessions)  # "-1" added in the same second
-    assert [r["global_step"] for r in wandb_history(sessions) if "loss/caption" in r] == \
-        [r["step"] for r in RunStore(moved).records("metrics.jsonl")]
+    steps = [r["step"] for r in RunStore(moved).records("metrics.jsonl")]
+    history = _history_once_written(moved, "loss/caption", len(steps))
+    assert [r["global_step"] for r in history if "loss/caption" in r] == steps
 
 
 def test_wandb_mode_is_left_to_wandb(tmp_path, offline, monkeypatch):

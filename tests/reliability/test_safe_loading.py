@@ -20,8 +20,8 @@ from study.errors import UserError
 from study.runstore import RunStore
 from study.train import train
 from sweeps.layout import grid_file, run_dir
+from tests.grid_specs import write_grid_spec
 from tests.reliability.conftest import assert_same_run, run_config
-from tests.test_sweep_spec import write_grid
 from unihetero.cli import main
 
 
@@ -45,7 +45,7 @@ def test_yaml_python_tags_are_rejected_everywhere(tmp_path, capsys):
     _one_line_exit_2(["train", str(config), "--runs-dir", str(runs)], capsys)
     _one_line_exit_2(["train", "tiny", f"train.lr={_python_tag(marker)}", "--runs-dir", str(runs)], capsys)
 
-    spec = write_grid(tmp_path, textwrap.dedent(f"""\
+    spec = write_grid_spec(tmp_path, textwrap.dedent(f"""\
         axes:
           train.lr: [{_python_tag(marker)}]
         """))
@@ -94,7 +94,7 @@ def test_pickle_payload_in_a_checkpoint_is_not_executed(tmp_path, reference_run)
 @pytest.mark.parametrize("name", ["../../etc", "..", "a/b", "/etc/passwd", "x" * 65, ".hidden", "a\nb"])
 def test_grid_name_cannot_leave_the_runs_directory(tmp_path, capsys, name):
     runs = tmp_path / "inner" / "runs"
-    spec = write_grid(tmp_path, name="g")
+    spec = write_grid_spec(tmp_path, name="g")
     spec.write_text(spec.read_text().replace("name: g", f"name: {name!r}"))
     _one_line_exit_2(["sweep", "launch", str(spec), "--preset", "smoke", "--runs-dir", str(runs)], capsys)
     _one_line_exit_2(["sweep", "status", name, "--preset", "smoke", "--runs-dir", str(tmp_path)], capsys)

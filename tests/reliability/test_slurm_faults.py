@@ -21,18 +21,17 @@ from study.train import train
 from sweeps.backends.slurm import SlurmOptions, launch
 from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
+from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
 from tests.reliability.conftest import assert_same_run
 from tests.slurm_helpers import require_slurm
-from tests.test_sweep_local import attempts, cli_process, launch_argv, run_dirs
 from tests.test_sweep_slurm import SLURM_ARGS
-from tests.test_sweep_spec import write_grid
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_two_slurm_launches_at_once_run_each_trial_exactly_once(tmp_path):
     require_slurm()
-    grid = write_grid(tmp_path, "seeds: [0, 1]\n", **{"train.samples_seen": 160})
+    grid = write_grid_spec(tmp_path, "seeds: [0, 1]\n", **{"train.samples_seen": 160})
     runs = tmp_path / "runs"
     # both arrays are submitted together and all four jobs start at once: each trial is raced by two jobs
     procs = [cli_process(launch_argv(grid, runs, *SLURM_ARGS)) for _ in range(2)]
@@ -56,7 +55,7 @@ def _wait(run: Path, until, what: str, deadline: float) -> None:
 
 def test_slurm_job_timed_out_twice_is_requeued_and_ends_as_an_uninterrupted_run(tmp_path):
     partition = require_slurm()
-    grid = write_grid(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 1280})  # 80 steps, checkpoints every 10
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 1280})  # 80 steps, checkpoints every 10
     (trial,) = expand(load_spec(str(grid), "smoke"))
     run = tmp_path / "runs" / trial.run_id
     (record,) = launch([TrialTask(str(run), trial.config.to_dict())],

@@ -14,9 +14,8 @@ import pytest
 
 from study.runstore import RunStore
 from sweeps.execute import NAN_FAULT_FILE
+from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
 from tests.reliability.conftest import assert_same_run
-from tests.test_sweep_local import attempts, cli_process, launch_argv, run_dirs
-from tests.test_sweep_spec import write_grid
 from unihetero.cli import main
 
 
@@ -30,7 +29,7 @@ def _trials(runs: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sweep_killed_mid_grid_and_relaunched_equals_an_uninterrupted_sweep(tmp_path):
-    grid = write_grid(tmp_path, **{"train.samples_seen": 320})  # 3 trials (seeds), 20 steps, checkpoints at 10
+    grid = write_grid_spec(tmp_path, **{"train.samples_seen": 320})  # 3 trials (seeds), 20 steps, checkpoints at 10
     runs, reference = tmp_path / "runs", tmp_path / "reference"
     first, middle, last = run_dirs(grid, runs)
     proc = cli_process(launch_argv(grid, runs))
@@ -59,7 +58,7 @@ def test_sweep_killed_mid_grid_and_relaunched_equals_an_uninterrupted_sweep(tmp_
 
 @pytest.mark.slow
 def test_nan_loss_in_a_sweep_fails_that_trial_and_the_sweep_goes_on(tmp_path, capsys):
-    grid = write_grid(tmp_path, **{"train.samples_seen": 160})  # 3 trials of 10 steps
+    grid = write_grid_spec(tmp_path, **{"train.samples_seen": 160})  # 3 trials of 10 steps
     runs = tmp_path / "runs"
     dirs = run_dirs(grid, runs)
     bad = dirs[1]

@@ -1,0 +1,54 @@
+"""Grid spec files on the tiny preset, the `sweep launch` command lines that run them, and what their runs leave in
+the runs directory (helpers of the sweep, backend and reliability tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from study.runstore import RunStore
+from sweeps.execute import ATTEMPTS
+from sweeps.spec import expand, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"train.samples_seen": 64, "eval.num_images": 4, "eval.probe_images": 20, "eval.inference_scaling": False}
+
+
+def write_grid_spec(tmp_path: Path, body: str = "", name: str = "g", **overrides) -> Path:
+    """A grid spec on the tiny preset: three seeds unless `body` says otherwise."""
+    values = FAST | overrides
+    lines = "\n".join(f"    {k}: {v}" for k, v in values.items())
+    text = f"name: {name}\nbase:\n  preset: tiny\n  overrides:\n{lines}\n" + textwrap.dedent(body)
+    if "seeds:" not in text and "presets:" not in body:
+        text += "seeds: [0, 1, 2]\n"
+    if "presets:" not in text:
+        text += "presets:\n  smoke: {}\n"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def launch_argv(grid: Path, runs: Path, *extra: str) -> list[str]:
+    return ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(runs), *extra]
+
+
+def run_dirs(grid: Path, runs: Path) -> list[Path]:
+    return [runs / t.run_id for t in expand(load_spec(str(grid), "smoke"))]
+
+
+def attempts(run: Path) -> list[dict]:
+    return RunStore(run).records(ATTEMPTS)
+
+
+def cli_process(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "unihetero", *argv], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def tune_reports(runs: Path) -> list[dict]:
+    """What the one Tune trial of a Ray launch reported, from Tune's own result file in its experiment folder."""
+    (result,) = (runs / ".ray").glob("*/*/result.json")
+    return [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
