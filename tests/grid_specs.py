@@ -31,6 +31,30 @@ def write_grid_spec(tmp_path: Path, body: str = "", name: str = "g", **overrides
     return path
 
 
+def write_pipeline(tmp_path: Path, stage_overrides: str = "{}") -> Path:
+    """A stage grid of one contrastive encoder run and a dependent grid of two frozen-encoder arms."""
+    (tmp_path / "enc.yaml").write_text(textwrap.dedent(f"""\
+        name: enc
+        base: {{preset: tiny, overrides: {{objective.task: contrastive, train.samples_seen: 64, eval.num_images: 8,
+                                          eval.probe_images: 40}}}}
+        zip: [{{arm: [contrastive], objective.task: [contrastive]}}]
+        seeds: [0]
+        presets: {{smoke: {{base: {{overrides: {stage_overrides}}}}}}}
+        """))
+    path = tmp_path / "vlm.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: vlm
+        stages: {{enc: enc.yaml}}
+        base:
+          preset: tiny
+          overrides: {{model.encoder_checkpoint: {{stage: enc, arm: contrastive}}, model.freeze_encoder: true}}
+        zip: [{{arm: [text_only, semantic_input], objective.target: [none, semantic_input]}}]
+        seeds: [0]
+        presets: {{smoke: {{base: {{overrides: {json.dumps(FAST)}}}}}}}
+        """))
+    return path
+
+
 def launch_argv(grid: Path, runs: Path, *extra: str) -> list[str]:
     return ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(runs), *extra]
 

@@ -53,3 +53,32 @@ def write_membership(runs_dir: Path, name: str, trials: list[tuple[dict, Path]],
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body))
     return path
+
+
+def zs_norm_of(acc: float) -> float:
+    """`zs_norm` of a synthetic run's zs_acc (0 at its overall chance, 0.24; 1 perfect)."""
+    return (acc - CHANCE["chance"]) / (1 - CHANCE["chance"])
+
+
+def _rewrite(path: Path, update) -> None:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(update(r)) + "\n" for r in records))
+
+
+def add_v2_metrics(path: Path, collapsed: bool, flops_per_sample: float = 1e9) -> None:
+    """zs_norm beside zs_acc in every evaluation, the collapse diagnostics, and training FLOPs."""
+    _rewrite(path / "eval.jsonl", lambda r: r | {"zs_norm": zs_norm_of(r["zs_acc"]), "diag/global_share": 0.02,
+                                                 "diag/image_share": 0.95 if collapsed else 0.1})
+    _rewrite(path / "metrics.jsonl", lambda r: r | {"flops": flops_per_sample * r["samples_seen"]})
+
+
+def demo_runs(runs: Path, text_only_final: float) -> None:
+    """The demo grid's records: text only ending at `text_only_final` zs_acc, semantic_input 0.05 above it."""
+    trials = []
+    for arm, target, delta in (("text_only", "none", 0.0), ("semantic_input", "semantic_input", 0.05)):
+        for seed in (0, 1, 2):
+            final = text_only_final + delta + 0.01 * seed
+            p = write_run(runs, [f"objective.target={target}", f"train.seed={seed}"], [0.24, final - 0.1, final])
+            add_v2_metrics(p, collapsed=False)
+            trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
+    write_membership(runs, "v2_demo", trials, preset="demo")

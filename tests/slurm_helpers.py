@@ -35,6 +35,10 @@ PARTITION = "debug"
 _READY_STATES = {"idle", "mixed", "allocated", "completing"}
 
 
+# `sweep launch` options for a grid on the local cluster
+SLURM_ARGS = ("--backend", "slurm", "--partition", "debug", "--mem-gb", "2", "--time-min", "5")
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -16,25 +15,13 @@ import pytest
 from reports.build import build_report
 from reports.glance import FULL_RESULTS
 from sweeps.spec import expand, load_spec, pipeline
-from tests.run_records import write_membership, write_run
-from tests.test_report_v2 import _add_v2_metrics
-
-
-def _demo_runs(runs: Path, text_only_final: float) -> None:
-    trials = []
-    for arm, target, delta in (("text_only", "none", 0.0), ("semantic_input", "semantic_input", 0.05)):
-        for seed in (0, 1, 2):
-            final = text_only_final + delta + 0.01 * seed
-            p = write_run(runs, [f"objective.target={target}", f"train.seed={seed}"], [0.24, final - 0.1, final])
-            _add_v2_metrics(p, collapsed=False)
-            trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
-    write_membership(runs, "v2_demo", trials, preset="demo")
+from tests.run_records import demo_runs, write_membership, write_run
 
 
 @pytest.mark.parametrize(("final", "learned"), [(0.62, True), pytest.param(0.27, False, marks=pytest.mark.slow)])
 def test_a_demo_report_opens_with_the_summary(tmp_path, final, learned):
     runs = tmp_path / "runs"
-    _demo_runs(runs, final)
+    demo_runs(runs, final)
     build_report(runs, tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     first = md.split("\n## ")[1]

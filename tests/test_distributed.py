@@ -11,7 +11,6 @@ semantic loss on detached inputs (a third); the final evaluation runs every opti
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from study.objectives import loss_terms, unit_counts
 from study.runstore import RunStore
 from study.train import train
 from study.vlm import weighted_losses
-from tests.conftest import tiny_config
+from tests.conftest import free_port, tiny_config
 
 ROOT = Path(__file__).parents[1]
 OVERRIDES = ("objective.target=semantic_input+pixel", "objective.semantic_grad_to_inputs=false",
@@ -88,12 +87,6 @@ def reference(tmp_path_factory) -> Path:
     return train(_config(), tmp_path_factory.mktemp("one") / "run", quiet=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str, stop_after: int | None) -> None:
     import study.vlm as vlm
 
@@ -111,7 +104,7 @@ def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str,
 
 
 def _spawn(cfg: RunConfig, run_dir: Path, stop_after: int | None = None, world: int = 2) -> Path:
-    mp.spawn(_rank_worker, args=(world, _free_port(), cfg, str(run_dir), stop_after), nprocs=world)
+    mp.spawn(_rank_worker, args=(world, free_port(), cfg, str(run_dir), stop_after), nprocs=world)
     return run_dir
 
 
@@ -318,7 +311,7 @@ def test_fsdp_keeps_only_gradient_shards_between_micro_batches(tmp_path):
     unsharded gradient waits for the last micro-batch."""
     import json
 
-    mp.spawn(_micro_batch_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_micro_batch_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
     for rank in range(2):
         seen = json.loads((tmp_path / f"{rank}.json").read_text())
         assert seen["sharded_grads"] == seen["trainable"] > 0
@@ -349,7 +342,7 @@ def _precision_worker(rank: int, world: int, port: int, out: str) -> None:
 def test_fsdp_under_bf16_computes_in_bf16_and_keeps_fp32_shards_and_gradients(tmp_path):
     import json
 
-    mp.spawn(_precision_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_precision_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
     for rank in range(2):
         seen = json.loads((tmp_path / f"{rank}.json").read_text())
         assert seen["forward"] == ["torch.bfloat16"]  # gathered for the forward in bf16

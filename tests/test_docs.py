@@ -12,7 +12,7 @@ import pytest
 
 from reports.build import build_report
 from tests.browser import image_widths
-from tests.test_demo import _demo_runs
+from tests.run_records import demo_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_every_image_of_the_first_page_loads(site: Path, tmp_path: Path):
 
 
 def test_every_image_of_a_demo_report_loads(tmp_path: Path):
-    _demo_runs(tmp_path / "runs", 0.62)
+    demo_runs(tmp_path / "runs", 0.62)
     html = build_report(tmp_path / "runs", tmp_path / "report")
     expected = (tmp_path / "report" / "report.md").read_text().count("![")
     widths = image_widths(html, tmp_path)

@@ -17,8 +17,7 @@ from study.config import RunConfig
 from study.model import unified
 from study.runstore import RunStore
 from study.train import train
-from tests.conftest import tiny_config
-from tests.test_distributed import _free_port
+from tests.conftest import free_port, tiny_config
 from unihetero.cli import main
 
 COMPARED = ("caption_loss", "semantic_loss", "diag/image_share", "sem/cos")
@@ -61,7 +60,7 @@ def test_several_ranks_evaluate_in_place_as_one(shards, tmp_path, world, paralle
     cfg = _config(shards, f"train.parallel={parallel}", "train.batch_size=24")
     reference = train(_config(shards, "train.batch_size=24"), tmp_path / "one", quiet=True)
     run = tmp_path / "several"
-    mp.spawn(_worker, args=(world, _free_port(), cfg, str(run)), nprocs=world)
+    mp.spawn(_worker, args=(world, free_port(), cfg, str(run)), nprocs=world)
     floors = [RunStore(r).records("eval.jsonl")[0] for r in (reference, run)]
     assert floors[0]["step"] == floors[1]["step"] == 0  # the same weights: the init, before any shard is read
     for key in COMPARED:

@@ -11,12 +11,7 @@ from study.model import hf
 from study.model.flops import forward_flops
 from study.model.unified import UnifiedModel
 from study.objectives import compute_losses
-
-
-def _cfg(tiny_hf, *overrides, vision="dinov2", llm="qwen2"):
-    return load_config("tiny", ["model.backbone=hf", f"model.vision_path={tiny_hf[vision]}",
-                                f"model.llm_path={tiny_hf[llm]}", f"model.vae_path={tiny_hf['vae']}",
-                                "data.source=shards", "data.shards=unused", *overrides])
+from tests.conftest import hf_config
 
 
 @pytest.mark.parametrize("name, image_size, hidden_tokens", [("dinov2", 28, 17), ("siglip", 32, 16)])
@@ -36,7 +31,7 @@ def test_vision_encoders_load_and_give_patch_tokens_of_the_chosen_layer(tiny_hf,
 
 @pytest.mark.parametrize("llm", ["qwen2", "llama"])
 def test_causal_lms_and_tokenizers_load_and_shapes_match(tiny_hf, llm):
-    cfg = _cfg(tiny_hf, "objective.target=semantic_encoder+pixel", llm=llm)
+    cfg = hf_config(tiny_hf, "objective.target=semantic_encoder+pixel", llm=llm)
     model = UnifiedModel(cfg)
     assert model.projector[0].in_features == 32 and model.projector[-1].out_features == 48  # vision -> LLM width
     captions = Captions(cfg)
@@ -79,18 +74,18 @@ def _backward(cfg, steps: int = 1) -> UnifiedModel:
 
 
 def test_frozen_encoder_gets_no_gradient(tiny_hf):
-    model = _backward(_cfg(tiny_hf, "model.freeze_encoder=true", "objective.target=semantic_input"))
+    model = _backward(hf_config(tiny_hf, "model.freeze_encoder=true", "objective.target=semantic_input"))
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(g is not None and g.abs().sum() > 0 for g in _grads(model.projector))
-    trained = _backward(_cfg(tiny_hf, "objective.target=semantic_input"))
+    trained = _backward(hf_config(tiny_hf, "objective.target=semantic_input"))
     assert any(g is not None and g.abs().sum() > 0 for g in _grads(trained.encoder))
 
 
 @pytest.mark.parametrize("to_llm", [True, False])
 def test_pixel_grad_to_llm_controls_whether_pixel_loss_reaches_the_llm(tiny_hf, to_llm):
-    cfg = _cfg(tiny_hf, "objective.target=pixel", "objective.understanding_weight=0",
-               f"objective.pixel_grad_to_llm={str(to_llm).lower()}")
+    cfg = hf_config(tiny_hf, "objective.target=pixel", "objective.understanding_weight=0",
+                    f"objective.pixel_grad_to_llm={str(to_llm).lower()}")
     model = _backward(cfg, steps=3)  # the diffusion head's AdaLN starts at zero: conditioning matters after a step
     reached = any(g is not None and g.abs().sum() > 0 for g in _grads(model.llm))
     assert reached == to_llm
@@ -99,23 +94,23 @@ def test_pixel_grad_to_llm_controls_whether_pixel_loss_reaches_the_llm(tiny_hf, 
 
 def test_config_errors_name_the_key(tiny_hf, tmp_path):
     with pytest.raises(UserError, match="model.visual_attention"):
-        _cfg(tiny_hf, "model.visual_attention=bidirectional")
+        hf_config(tiny_hf, "model.visual_attention=bidirectional")
     with pytest.raises(UserError, match="model.backbone"):
         load_config("tiny", ["model.backbone=hf", "model.vision_path=x", "model.llm_path=y"])
     with pytest.raises(UserError, match="model.vae_path"):
         load_config("tiny", ["model.backbone=hf", "model.vision_path=x", "model.llm_path=y", "data.source=shards",
                              "data.shards=s", "objective.target=pixel"])
     with pytest.raises(UserError, match=f"model.llm_path': '{tmp_path / 'nope'}'"):
-        check_inputs(_cfg(tiny_hf, f"model.llm_path={tmp_path / 'nope'}"))
+        check_inputs(hf_config(tiny_hf, f"model.llm_path={tmp_path / 'nope'}"))
     with pytest.raises(UserError, match="model.vision_path.*'qwen2'"):
-        UnifiedModel(_cfg(tiny_hf, vision="qwen2"))
+        UnifiedModel(hf_config(tiny_hf, vision="qwen2"))
     for preset in ("full-dinov2-qwen2", "full-siglip-llama"):
         full = load_config(preset)
         assert full.model.backbone == "hf" and full.data.source == "shards" and full.train.samples_seen >= 2 * 10**8
 
 
 def test_flops_come_from_the_backbones_configs(tiny_hf):
-    cfg = _cfg(tiny_hf, "objective.target=semantic_input", llm="llama")  # grouped-query attention
+    cfg = hf_config(tiny_hf, "objective.target=semantic_input", llm="llama")  # grouped-query attention
     model = UnifiedModel(cfg)
     images, tokens = torch.rand(1, 3, 28, 28), torch.ones(1, 10, dtype=torch.long)
     with FlopCounterMode(display=False) as enc:

@@ -19,7 +19,7 @@ import pytest
 from study import upstream
 from study.runstore import RunStore
 from sweeps.spec import load_spec, pipeline
-from tests.test_stages import write_pipeline
+from tests.grid_specs import write_pipeline
 from unihetero.cli import main
 
 ROOT = Path(__file__).parents[1]

@@ -15,8 +15,7 @@ from study import distributed
 from study.distributed import FULL
 from study.model import meta_init
 from study.model.unified import UnifiedModel
-from tests.conftest import tiny_config
-from tests.test_distributed import _free_port
+from tests.conftest import free_port, tiny_config
 from unihetero.cli import main
 
 
@@ -72,7 +71,7 @@ def test_two_fsdp_ranks_initialise_on_meta_to_the_one_process_model(tiny_hf, sha
     cfg = _config(tiny_hf, shards, "model.freeze_encoder=true")
     torch.manual_seed(0)
     reference = UnifiedModel(cfg)
-    mp.spawn(_sharded_worker, args=(2, _free_port(), cfg, str(tmp_path)), nprocs=2)
+    mp.spawn(_sharded_worker, args=(2, free_port(), cfg, str(tmp_path)), nprocs=2)
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     expected = reference.state_dict()
     assert state.keys() == expected.keys()

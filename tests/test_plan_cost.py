@@ -18,7 +18,7 @@ from study.model.memory import caption_length
 from study.model.unified import UnifiedModel
 from study.objectives import loss_terms
 from sweeps import cost
-from tests.test_hf_backbones import _cfg
+from tests.conftest import hf_config
 from unihetero.cli import main
 
 
@@ -47,7 +47,7 @@ def test_the_analytic_step_flops_are_within_2_percent_of_the_flop_counter(overri
                                     ["objective.target=pixel", "objective.pixel_head=mse"]])
 def test_the_tiny_hf_step_flops_are_within_2_percent_of_the_flop_counter(tiny_hf, target):
     """The pixel arm counts the frozen VAE's encoder forward (its convolutions, its mid-block attention)."""
-    cfg = _cfg(tiny_hf, "model.attention=reference", *target)
+    cfg = hf_config(tiny_hf, "model.attention=reference", *target)
     counted, analytic = _counted_step_flops(cfg, caption_tokens=12)  # the tiny LLM has 19 text positions
     # the vision encoder and the VAE attend through CPU SDPA, which the counter does not count (`model.attention` is
     # the LLM's): their attention terms (QK^T and AV; the encoder's forward and backward, 4 rows) leave the analytic

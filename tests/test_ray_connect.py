@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 
 from study.runstore import RunStore
+from tests.conftest import free_port
 from tests.grid_specs import REPO, run_dirs, write_grid_spec
 
 pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ compute-matched figure and the extrapolation to the paper's scale."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,12 @@ from analysis import laws, stats
 from analysis.utilization import FitSettings
 from reports.build import build_report
 from reports.families import NOT_MEASURED
-from tests.run_records import write_membership, write_run
+from tests.run_records import add_v2_metrics, write_membership, write_run, zs_norm_of
 
 pytestmark = pytest.mark.slow  # every test reads one report built from a whole synthetic v2 study
 
 SEEDS = (1, 2, 3, 4, 5)
 BASE = np.array([0.60, 0.62, 0.58, 0.61, 0.59])  # text only's final zs_acc per seed
-CHANCE = 0.24
 # arm: (target, pixel_grad_to_llm, paired difference per seed, collapsed)
 ARMS = {
     "text_only": ("none", True, np.zeros(5), False),
@@ -34,22 +32,6 @@ ARMS = {
     "semantic_input+pixel_detached": ("semantic_input+pixel", False, np.array([0.01, 0.02, 0.015, 0.005, 0.025]),
                                       False),
 }
-
-
-def _normalised(acc: float) -> float:
-    return (acc - CHANCE) / (1 - CHANCE)
-
-
-def _rewrite(path: Path, update) -> None:
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    path.write_text("".join(json.dumps(update(r)) + "\n" for r in records))
-
-
-def _add_v2_metrics(path: Path, collapsed: bool, flops_per_sample: float = 1e9) -> None:
-    """zs_norm beside zs_acc in every evaluation, the collapse diagnostics, and training FLOPs."""
-    _rewrite(path / "eval.jsonl", lambda r: r | {"zs_norm": _normalised(r["zs_acc"]), "diag/global_share": 0.02,
-                                                 "diag/image_share": 0.95 if collapsed else 0.1})
-    _rewrite(path / "metrics.jsonl", lambda r: r | {"flops": flops_per_sample * r["samples_seen"]})
 
 
 def _targets(runs: Path) -> None:
@@ -63,7 +45,7 @@ def _targets(runs: Path) -> None:
             if "pixel" in target:
                 overrides.append("objective.diffusion_width=64")
             p = write_run(runs, overrides, [0.25, (0.25 + final) / 2, final])
-            _add_v2_metrics(p, collapsed, 2.5e9 if "pixel" in target else 1e9)
+            add_v2_metrics(p, collapsed, 2.5e9 if "pixel" in target else 1e9)
             trials.append(({"arm": arm, "objective.target": target, "seed": seed}, p))
     write_membership(runs, "v2_targets_contrastive", trials)
 
@@ -85,7 +67,7 @@ def _data_scaling(runs: Path, rng: np.random.Generator) -> None:
                     acc = 1 - (0.1 + 2.0 * (k * effective) ** -0.5) * np.exp(rng.normal(0, 0.01))
                     p = write_run(runs, [f"objective.target={target}", f"data.unique_samples={d}",
                                          f"train.samples_seen={seen}", f"train.seed={seed}"], [0.25, 0.8 * acc, acc])
-                    _add_v2_metrics(p, False)
+                    add_v2_metrics(p, False)
                     trials.append(({"arm": arm, "objective.target": target, "regime": regime,
                                     "data.unique_samples": d, "train.samples_seen": seen, "seed": seed}, p))
     write_membership(runs, "v2_data_scaling", trials)
@@ -98,7 +80,7 @@ def _pilot(runs: Path) -> None:
         target = "none" if arm == "text_only" else "semantic_input"
         p = write_run(runs, [f"objective.target={target}", f"objective.target_ema={ema}", "train.seed=0"],
                       [0.25, 0.4, 0.5])
-        _add_v2_metrics(p, False)
+        add_v2_metrics(p, False)
         trials.append(({"arm": arm, "objective.target": target, "seed": 0}, p))
     write_membership(runs, "v2_pilot", trials)
 
@@ -142,7 +124,7 @@ def test_verdicts_follow_holm_within_the_family(v2_report):
     assert verdict["semantic_input+pixel_detached"] == "inconclusive at this scale"
     # the same numbers by hand: t-test p per claimed arm, Holm over the protocol's family of 12
     arms = ["semantic_input", "semantic_encoder", "pixel_grad", "semantic_input+pixel_detached"]
-    raw = [scipy_stats.ttest_1samp(_normalised(BASE + ARMS[a][2]) - _normalised(BASE), 0.0).pvalue for a in arms]
+    raw = [scipy_stats.ttest_1samp(zs_norm_of(BASE + ARMS[a][2]) - zs_norm_of(BASE), 0.0).pvalue for a in arms]
     assert raw[3] < 0.05  # an unadjusted test would have called it
     expected = stats.holm(np.array(raw + [1.0] * 8))[:4]
     shown = {row["comparison"].split(" vs ")[0]: row["p_holm"] for row in lead.iter_rows(named=True)}

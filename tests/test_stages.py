@@ -4,7 +4,6 @@ the same two-stage pipeline on Ray and on Slurm (there with job dependencies).""
 
 import json
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,34 +13,9 @@ import torch
 from study.runstore import RunStore
 from sweeps.execute import NAN_FAULT_FILE
 from sweeps.spec import load_spec, pipeline, waves
+from tests.grid_specs import write_pipeline
 from tests.slurm_helpers import require_slurm
 from unihetero.cli import main
-
-FAST = "{train.samples_seen: 64, eval.num_images: 4, eval.probe_images: 20, eval.inference_scaling: false}"
-
-
-def write_pipeline(tmp_path: Path, stage_overrides: str = "{}") -> Path:
-    """A stage grid of one contrastive encoder run and a dependent grid of two frozen-encoder arms."""
-    (tmp_path / "enc.yaml").write_text(textwrap.dedent(f"""\
-        name: enc
-        base: {{preset: tiny, overrides: {{objective.task: contrastive, train.samples_seen: 64, eval.num_images: 8,
-                                          eval.probe_images: 40}}}}
-        zip: [{{arm: [contrastive], objective.task: [contrastive]}}]
-        seeds: [0]
-        presets: {{smoke: {{base: {{overrides: {stage_overrides}}}}}}}
-        """))
-    path = tmp_path / "vlm.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        name: vlm
-        stages: {{enc: enc.yaml}}
-        base:
-          preset: tiny
-          overrides: {{model.encoder_checkpoint: {{stage: enc, arm: contrastive}}, model.freeze_encoder: true}}
-        zip: [{{arm: [text_only, semantic_input], objective.target: [none, semantic_input]}}]
-        seeds: [0]
-        presets: {{smoke: {{base: {{overrides: {FAST}}}}}}}
-        """))
-    return path
 
 
 def final_state(run: Path) -> dict:

@@ -11,12 +11,10 @@ from study.train import train
 from sweeps.backends.slurm import SlurmOptions, _executor, distributed_env, first_host, launch, sized_resources
 from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
+from tests.conftest import deterministic
 from tests.grid_specs import attempts, launch_argv, run_dirs, write_grid_spec
-from tests.slurm_helpers import require_slurm
-from tests.test_train import _deterministic
+from tests.slurm_helpers import SLURM_ARGS, require_slurm
 from unihetero.cli import main
-
-SLURM_ARGS = ("--backend", "slurm", "--partition", "debug", "--mem-gb", "2", "--time-min", "5")
 
 
 @pytest.mark.parametrize(("nodelist", "host"), [
@@ -101,8 +99,8 @@ def test_requeued_job_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert first["from_step"] == 0 and second["from_step"] == stopped >= 10, (first, second, errors[-2000:])
     assert first["tag"] == second["tag"] == f"slurm:{RunStore(run).status()['backend_job_id'][6:]}"
     assert RunStore(run).records("eval.jsonl") == RunStore(reference).records("eval.jsonl")
-    assert _deterministic(RunStore(run).records("metrics.jsonl")) == \
-        _deterministic(RunStore(reference).records("metrics.jsonl"))
+    assert deterministic(RunStore(run).records("metrics.jsonl")) == \
+        deterministic(RunStore(reference).records("metrics.jsonl"))
 
 
 @pytest.mark.slurm

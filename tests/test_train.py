@@ -7,14 +7,7 @@ import study.vlm as vlm
 from study.checkpoint import load_latest
 from study.runstore import RunStore
 from study.train import TrainingFailed, train
-from tests.conftest import tiny_config
-
-DETERMINISTIC = ("step", "samples_seen", "tokens_seen", "flops", "lr", "loss/caption", "loss/semantic",
-                 "loss/pixel", "loss/total", "grad_norm")
-
-
-def _deterministic(records):
-    return [{k: r[k] for k in DETERMINISTIC if k in r} for r in records]
+from tests.conftest import deterministic, tiny_config
 
 
 def _final_weights(run_dir):
@@ -40,7 +33,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         if name == "eval.jsonl":
             assert ra == rb
         else:
-            assert _deterministic(ra) == _deterministic(rb)
+            assert deterministic(ra) == deterministic(rb)
     assert RunStore(part).status()["state"] == "completed"
 
 

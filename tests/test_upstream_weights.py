@@ -12,7 +12,7 @@ from study.checkpoint import export_weights
 from study.errors import UserError
 from study.runstore import RunStore
 from sweeps.spec import load_spec, pipeline
-from tests.test_stages import write_pipeline
+from tests.grid_specs import write_pipeline
 from unihetero.cli import main
 
 

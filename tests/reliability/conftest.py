@@ -11,7 +11,7 @@ import torch
 from study.checkpoint import load_latest
 from study.config import RunConfig, load_config
 from study.runstore import RunStore
-from tests.test_train import _deterministic
+from tests.conftest import deterministic
 
 # 20 steps of 16 images, a checkpoint every 5 steps, a quick evaluation
 RUN_OVERRIDES = ("train.samples_seen=320", "train.checkpoint_every=5", "eval.num_images=4",
@@ -38,5 +38,5 @@ def assert_same_run(expected: Path, actual: Path) -> None:
     wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert _deterministic(b.records("metrics.jsonl")) == _deterministic(a.records("metrics.jsonl"))
+    assert deterministic(b.records("metrics.jsonl")) == deterministic(a.records("metrics.jsonl"))
     assert b.records("eval.jsonl") == a.records("eval.jsonl")

@@ -10,7 +10,7 @@ import torch
 
 from study.checkpoint import load_latest
 from study.runstore import RunStore
-from tests.test_train import _deterministic
+from tests.conftest import deterministic
 
 ROOT = Path(__file__).parents[2]
 OVERRIDES = ["objective.target=semantic_input+pixel", "masking.distribution=truncnorm", "train.samples_seen=480",
@@ -35,7 +35,7 @@ def test_kill_nine_at_many_points_then_resume_equals_uninterrupted(tmp_path):
     a, b = RunStore(reference), RunStore(victim)
     wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert _deterministic(a.records("metrics.jsonl")) == _deterministic(b.records("metrics.jsonl"))
+    assert deterministic(a.records("metrics.jsonl")) == deterministic(b.records("metrics.jsonl"))
     assert a.records("eval.jsonl") == b.records("eval.jsonl")
     assert b.status()["state"] == "completed"
 
@@ -57,6 +57,6 @@ def test_corrupt_newest_checkpoint_and_status_fall_back_with_a_warning(tmp_path)
     a, b = RunStore(reference), RunStore(run)
     wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert _deterministic(a.records("metrics.jsonl")) == _deterministic(b.records("metrics.jsonl"))
+    assert deterministic(a.records("metrics.jsonl")) == deterministic(b.records("metrics.jsonl"))
     assert b.status()["state"] == "completed"
     assert not list(run.glob("checkpoints/.*.tmp"))

@@ -23,8 +23,7 @@ from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
 from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
 from tests.reliability.conftest import assert_same_run
-from tests.slurm_helpers import require_slurm
-from tests.test_sweep_slurm import SLURM_ARGS
+from tests.slurm_helpers import SLURM_ARGS, require_slurm
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
