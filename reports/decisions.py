@@ -7,6 +7,7 @@ seeds used, and how much of the spread is the noise of the held-out images (anal
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import polars as pl
@@ -43,6 +44,14 @@ def verdict_words(verdict: str, margin: float, needed: int | None, n: int) -> st
     return verdict
 
 
+def difference_words(mean: float, lo: float, hi: float, n: int) -> str:
+    """The mean difference with its TOST interval; an interval a look's boundary leaves unbounded (an early look
+    of O'Brien-Fleming spending, which spends almost none of the level) says so instead of being left out."""
+    if n >= 2 and math.isinf(lo) and math.isinf(hi):
+        return f"{fmt(mean, 3, True)} [unbounded at this look]"
+    return fmt_ci(mean, lo, hi, sign=True)
+
+
 def decisions(runs_dir: Path, runs: pl.DataFrame, protocol: Protocol) -> pl.DataFrame:
     """One row per planned comparison: its decision at its looks."""
     values = {m: dict(zip(runs["run_id"].to_list(), runs[m].to_list(), strict=True))
@@ -74,13 +83,16 @@ def decisions_section(runs_dir: Path, runs: pl.DataFrame, protocol: Protocol) ->
             "over its comparisons). Superior / inferior: the difference test crossed its boundary (better / worse "
             "on the metric); equivalent within +-delta: both one-sided tests of TOST crossed theirs; otherwise "
             "open, or inconclusive at the seed cap, with the seeds that would decide it at the observed variance. "
-            "The interval is TOST's at the last look's one-sided level. Image noise: the standard deviation of "
+            "The interval is TOST's at the last look's one-sided level; at an early look the spending function "
+            "may leave too little of the level for any finite boundary (O'Brien-Fleming spending at the first of "
+            "several looks does), and the interval is unbounded: such a look cannot decide, it only adds seeds. "
+            "Image noise: the standard deviation of "
             "the mean difference over bootstrap resamples of the held-out images, beside the seed-to-seed "
             "standard error."]
     shown = data.select(
         "family", "comparison", "metric",
-        pl.struct("mean", "lo", "hi").map_elements(lambda r: fmt_ci(r["mean"], r["lo"], r["hi"], sign=True),
-                                                   return_dtype=pl.String).alias("difference [TOST interval]"),
+        pl.struct("mean", "lo", "hi", "n").map_elements(lambda r: difference_words(r["mean"], r["lo"], r["hi"], r["n"]),
+                                                        return_dtype=pl.String).alias("difference [TOST interval]"),
         "n", pl.col("seed_se").map_elements(lambda x: fmt(x, 2), return_dtype=pl.String).fill_null("-")
         .alias("seed s.e."),
         pl.col("image_noise_sd").map_elements(lambda x: fmt(x, 2), return_dtype=pl.String).fill_null("-")

@@ -56,3 +56,7 @@ def test_the_lead_reads_each_comparisons_recorded_looks_and_says_its_verdict_in_
     assert verdict_words("superior", 0.02, None, 5) == "superior"
     assert verdict_words("open", 0.02, None, 0) == "not started"  # no pairs: no variance, no seed count
     assert "not measured" in verdict_words("open", 0.02, None, 1)
+    from reports.decisions import difference_words
+
+    assert difference_words(0.0096, float("-inf"), float("inf"), 3) == "+0.0096 [unbounded at this look]"
+    assert difference_words(0.0096, -0.01, 0.03, 5) == "+0.0096 [-0.01, +0.03]"
