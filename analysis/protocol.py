@@ -9,17 +9,19 @@ equivalence margin, the level, the power, the alpha-spending function, the seed 
     margin: 0.02                    # delta: "equivalent within +-delta"
     spending: obrien_fleming        # or pocock
     seeds: {first: 3, wave: 2, cap: 11}   # looks after 3, 5, 7, 9 and 11 pairs at most
-    assumed_sd: 0.02                # paired sd for `power` without a pilot (optional)
+    assumed_sd: 0.02                # paired sd in `metric` for `power` without a pilot (optional)
     families: {takeaway_1: "Generating semantics helps understanding; pixels reaching the LLM hurt it"}
     comparisons:
       - {id: b_si_text, family: takeaway_1, grid: v3_targets_contrastive, arm: semantic_input,
          baseline: text_only, claim: superior}
-      - {id: ..., metric: rollout_rel/8, higher_is_better: false, margin: 0.1, where: {regime: fixed}}
+      - {id: ..., metric: rollout_rel/8, higher_is_better: false, margin: 0.1, assumed_sd: 0.08,
+         where: {regime: fixed}}
 
 A comparison pairs the runs of its grid's `arm` and `baseline` labels that agree on every other axis (the seed,
 the data scale, ...), restricted to the axis values in `where`; `arm` and `baseline` name the `arm` label, or give
 several labels as a mapping (`{mask: truncnorm_mar, arm: semantic_input}`). Every error names the file and key
-(exit 2).
+(exit 2). The top-level `assumed_sd` is in the protocol's metric: a comparison of another metric has none unless it
+states its own.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from study.errors import UserError
 CLAIMS = ("superior", "inferior", "none")
 TOP = ("protocol", "metric", "higher_is_better", "alpha", "power", "margin", "spending", "seeds", "assumed_sd",
        "families", "comparisons")
-COMPARISON_KEYS = ("id", "family", "grid", "arm", "baseline", "claim", "metric", "higher_is_better", "margin", "where")
+COMPARISON_KEYS = ("id", "family", "grid", "arm", "baseline", "claim", "metric", "higher_is_better", "margin",
+                   "assumed_sd", "where")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Comparison:
     higher_is_better: bool
     margin: float  # delta in the comparison's metric
     where: dict[str, Any] = field(default_factory=dict)
+    assumed_sd: float | None = None  # paired sd in the comparison's metric for `power` without a pilot
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ def load_protocol(path: Path | str) -> Protocol:
     metric = str(data["metric"])
     higher = bool(data.get("higher_is_better", True))
     margin = _number(data["margin"], "margin", path, 0, float("inf"))
+    top_sd = None if data.get("assumed_sd") is None else _number(data["assumed_sd"], "assumed_sd", path, 0,
+                                                                    float("inf"))
     comparisons, ids = [], set()
     if not isinstance(data["comparisons"], list) or not data["comparisons"]:
         raise UserError(f"protocol '{path}', key 'comparisons': expected a list of comparisons")
@@ -157,17 +163,16 @@ def load_protocol(path: Path | str) -> Protocol:
             labels[side] = {str(k): str(v) for k, v in value.items()}
         if set(labels["arm"]) != set(labels["baseline"]):
             raise UserError(f"protocol '{path}', key '{where}': arm and baseline name different labels")
+        own_metric = str(c.get("metric", metric))
+        sd = _number(c["assumed_sd"], f"{where}.assumed_sd", path, 0, float("inf")) if "assumed_sd" in c else \
+            top_sd if own_metric == metric else None
         comparisons.append(Comparison(str(c["id"]), str(c["family"]), str(c["grid"]), labels["arm"],
-                                      labels["baseline"], claim, str(c.get("metric", metric)),
-                                      bool(c.get("higher_is_better", higher)),
+                                      labels["baseline"], claim, own_metric, bool(c.get("higher_is_better", higher)),
                                       _number(c.get("margin", margin), f"{where}.margin", path, 0, float("inf")),
-                                      dict(c.get("where", {}))))
-    sd = data.get("assumed_sd")
+                                      dict(c.get("where", {})), sd))
     return Protocol(int(data["protocol"]), path, metric, _number(data.get("alpha", 0.05), "alpha", path, 0, 1),
-                    _number(data.get("power", 0.8), "power", path, 0, 1), margin,
-                    spending, first, wave, cap, None if sd is None else _number(sd, "assumed_sd", path, 0,
-                                                                                 float("inf")),
-                    {str(k): str(v) for k, v in families.items()}, tuple(comparisons))
+                    _number(data.get("power", 0.8), "power", path, 0, 1), margin, spending, first, wave, cap,
+                    top_sd, {str(k): str(v) for k, v in families.items()}, tuple(comparisons))
 
 
 def membership(runs_dir: Path, grid: str) -> list[dict]:

@@ -1,8 +1,11 @@
 """Power (against the noncentral t distribution and simulation), TOST on both sides of the margin, and the
 group-sequential procedure's error rates on simulated data, for both nulls: a true difference of 0 (where superior
-or inferior must be rare) and of exactly delta (where equivalent must be rare)."""
+or inferior must be rare) and of exactly delta (where equivalent must be rare); `unihetero power` from a pilot's
+runs."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ from scipy import stats
 
 from analysis.power import difference_power, equivalence_power, seeds_needed
 from analysis.sequential import EQUIVALENT, INCONCLUSIVE, INFERIOR, OPEN, SUPERIOR, Plan, decide, t_boundaries
+from tests.run_records import add_v2_metrics, write_membership, write_run, zs_norm_of
+from unihetero.cli import main
 
 SIMULATIONS = 2000
 
@@ -98,3 +103,46 @@ def test_sequential_error_rates_stay_within_their_levels(looks, spending):
     for theta in (0.5, -0.5):
         at_margin = simulate(theta, looks, plan, seed=3)
         assert at_margin.get(EQUIVALENT, 0) <= 0.05 + tolerance, at_margin
+
+
+PILOT_PROTOCOL = """\
+protocol: 3
+metric: zs_norm
+margin: 0.02
+seeds: {first: 3, wave: 2, cap: 9}
+assumed_sd: 0.03
+families: {t1: "generation helps"}
+comparisons:
+  - {id: si, family: t1, grid: pilot, arm: semantic_input, baseline: text_only, claim: superior}
+  - {id: rollout, family: t1, grid: later, arm: semantic_input, baseline: semantic_encoder, metric: rollout_rel/8,
+     higher_is_better: false, margin: 0.1}
+"""
+
+
+def test_power_reads_the_paired_sd_from_a_pilot_and_keeps_assumed_sds_in_their_metric(tmp_path, capsys):
+    """`power --pilot`: the sd of the pilot's paired differences (recomputed here from the finals written), the seeds
+    `seeds_needed` gives for it at the comparison's level; a comparison of another metric without pilot pairs does not
+    borrow the protocol's assumed_sd (in zs_norm): one line naming it, exit 2, until it states its own."""
+    runs, finals = tmp_path / "runs", {"text_only": [0.60, 0.62, 0.58, 0.61], "semantic_input": [0.64, 0.63, 0.65, 0.6]}
+    trials = []
+    for arm, target in (("text_only", "none"), ("semantic_input", "semantic_input")):
+        for seed, final in enumerate(finals[arm]):
+            run = write_run(runs, [f"objective.target={target}", f"train.seed={seed}"], [0.24, final])
+            add_v2_metrics(run, collapsed=False)
+            trials.append(({"arm": arm, "seed": seed}, run))
+    write_membership(runs, "pilot", trials)
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PILOT_PROTOCOL)
+    argv = ["power", "--protocol", str(protocol), "--pilot", str(runs), "--json"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'rollout' in rollout_rel/8" in err and "in zs_norm" in err
+
+    protocol.write_text(PILOT_PROTOCOL.replace("margin: 0.1}", "margin: 0.1, assumed_sd: 0.08}"))
+    assert main(argv) == 0
+    rows = {r["comparison"]: r for r in json.loads(capsys.readouterr().out)}
+    diffs = [zs_norm_of(a) - zs_norm_of(b) for a, b in zip(finals["semantic_input"], finals["text_only"], strict=True)]
+    assert rows["si"]["sd"] == pytest.approx(np.std(diffs, ddof=1)) and rows["si"]["sd_from"] == "pilot, 4 pairs"
+    assert rows["si"]["alpha"] == 0.025  # the family's 0.05 over its two comparisons
+    assert rows["si"]["seeds_difference"] == seeds_needed(0.02, np.std(diffs, ddof=1), 0.025, 0.8)
+    assert (rows["rollout"]["sd"], rows["rollout"]["sd_from"]) == (0.08, "assumed")

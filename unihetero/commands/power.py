@@ -1,7 +1,8 @@
 """`unihetero power`: the seeds each planned comparison of a protocol needs, and the power of a design.
 
 For each comparison of the protocol: the paired standard deviation (from a pilot's runs of the same arms, or the
-protocol's `assumed_sd`), the seeds per arm for 80% (the protocol's) power to detect a difference of the margin at
+`assumed_sd` in the comparison's metric: its own, or the protocol's for a comparison of the protocol's metric), the
+seeds per arm for 80% (the protocol's) power to detect a difference of the margin at
 the comparison's level (the family's alpha over its size), the seeds for TOST to declare equivalence within the
 margin when there is no difference, and the power of a design of `--seeds` (default: the protocol's cap) for both.
 Fixed-sample numbers: the sequential plan's early looks spend a little of the level, so they are slight
@@ -66,14 +67,14 @@ def rows(args: argparse.Namespace) -> list[dict]:
     for c in protocol.comparisons:
         plan = protocol.plan(c)
         alpha, effect = plan.alpha, args.effect or plan.margin
-        sd, source = protocol.assumed_sd, "assumed"
+        sd, source = c.assumed_sd, "assumed"
         if args.pilot and c.metric in values:
             pilot, k = pilot_sd(Path(args.pilot), like.get(c.grid, c.grid), c, values[c.metric])
             if k >= 2:
                 sd, source = pilot, f"pilot, {k} pairs"
         if sd is None or not math.isfinite(sd):
-            raise UserError(f"power: no standard deviation for comparison '{c.id}' (give --pilot with its arms, or "
-                            "assumed_sd in the protocol)")
+            raise UserError(f"power: no standard deviation for comparison '{c.id}' in {c.metric} (give --pilot with "
+                            f"its arms, or its own assumed_sd: the protocol's is in {protocol.metric})")
         out.append({"comparison": c.id, "family": c.family, "alpha": alpha, "sd": sd, "sd_from": source,
                     "effect": effect, "seeds_difference": seeds_needed(effect, sd, alpha, protocol.power),
                     "seeds_equivalence": seeds_needed(0.0, sd, alpha, protocol.power, margin=plan.margin),
