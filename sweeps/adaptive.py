@@ -90,14 +90,38 @@ def decision_record(c: Comparison, d: Decision, sizes: list[int]) -> dict:
             "seeds_to_decide": d.seeds_to_decide}
 
 
+def grid_comparisons(spec: GridSpec, protocol: Protocol) -> dict[str, Comparison]:
+    comparisons = {c.id: c for c in protocol.for_grid(spec.name)}
+    if not comparisons:
+        raise UserError(f"protocol '{protocol.path}' plans no comparison of grid '{spec.name}'")
+    return comparisons
+
+
+def planned_trials(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Trial]:
+    """The trials `--until-decided` has run or will run now: the first wave and every wave its looks added."""
+    extensions = [look["extend"] for look in read_jsonl(looks_file(runs_dir, spec)) if look.get("extend")]
+    first = first_seeds(spec)
+    seeds = sorted(set(first + [s for ext in extensions for s in ext["seeds"]]))
+    return chosen(pipeline(with_seeds(spec, seeds)), first, extensions, grid_comparisons(spec, protocol))
+
+
+def looks_lines(runs_dir: Path, spec: GridSpec) -> list[str]:
+    """One line per recorded look: when, each comparison's verdict and pairs, the wave it added."""
+    lines = []
+    for look in read_jsonl(looks_file(runs_dir, spec)):
+        verdicts = ", ".join(f"{cid} {rec['verdict']} (n={rec['n']})" for cid, rec in look["comparisons"].items())
+        ext = look.get("extend")
+        added = f"seeds {ext['seeds']} for {', '.join(ext['comparisons'])}" if ext else "none: the procedure ended"
+        lines.append(f"look {look['look']} ({look['at']}): {verdicts}; next wave: {added}")
+    return lines
+
+
 def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, backend_name: str, options: object,
                          max_seeds: int | None = None, retry_failed: bool = False,
                          waves: int | None = None) -> list[TrialState]:
     """Run the grid's first wave, then look and add seeds to open comparisons, wave after wave, or for at most
     `waves` looks in this launch (see the module)."""
-    comparisons = {c.id: c for c in protocol.for_grid(spec.name)}
-    if not comparisons:
-        raise UserError(f"protocol '{protocol.path}' plans no comparison of grid '{spec.name}'")
+    comparisons = grid_comparisons(spec, protocol)
     cap = min(protocol.cap, max_seeds or protocol.cap)
     first = first_seeds(spec)
     path = looks_file(runs_dir, spec)

@@ -65,6 +65,15 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     (only,) = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
     assert only["extend"] == {"comparisons": ["other_world"], "seeds": [4, 5]}
     assert len([p for p in runs.glob("*/status.json")]) == 9  # seeds 4 and 5 not started
+    capsys.readouterr()
+    status = ["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)]
+    assert main(status) == 0  # the grid's own trials, and where the looks are
+    out = capsys.readouterr().out
+    assert "9/9 completed" in out and "give --until-decided PROTOCOL" in out and "look 1 (" in out
+    assert main([*status, "--until-decided", str(protocol)]) == 0  # with the trials the recorded wave added
+    out = capsys.readouterr().out
+    assert "9/13 completed, 0 running, 0 interrupted, 0 failed, 4 pending" in out
+    assert "next wave: seeds [4, 5] for other_world" in out and "broken inferior (n=3)" in out
     assert main(argv) == 0  # a relaunch trains that wave and goes on
     looks = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
     first, second = looks

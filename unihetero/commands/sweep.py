@@ -90,6 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     status = actions.add_parser("status", help="counts and a table: completed, running, failed, pending")
     _grid_args(status, runs_dir=True)
+    status.add_argument("--until-decided", metavar="PROTOCOL",
+                        help="the protocol a launch --until-decided used: its looks, and the trials its waves added")
     status.set_defaults(func=run_status)
 
 
@@ -235,8 +237,21 @@ def run_status(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")
+    from sweeps.adaptive import looks_file, looks_lines, planned_trials
+
     spec = load_spec(args.grid, args.preset)
-    states = collect(pipeline(spec), runs_dir)
+    trials = pipeline(spec)
+    if args.until_decided:
+        from analysis.protocol import load_protocol
+
+        trials = planned_trials(spec, runs_dir, load_protocol(args.until_decided))
+    states = collect(trials, runs_dir)
     print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
     print(status_table(states))
+    looks = looks_lines(runs_dir, spec)
+    if looks and not args.until_decided:
+        print(f"{len(looks)} look(s) of --until-decided in {looks_file(runs_dir, spec)}: give --until-decided "
+              "PROTOCOL to list the trials its waves added")
+    for line in looks if args.until_decided else looks[-1:]:
+        print(line)
     return 0
