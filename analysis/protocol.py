@@ -70,7 +70,6 @@ class Protocol:
     first: int
     wave: int
     cap: int
-    assumed_sd: float | None
     families: dict[str, str]
     comparisons: tuple[Comparison, ...]
 
@@ -172,7 +171,7 @@ def load_protocol(path: Path | str) -> Protocol:
                                       dict(c.get("where", {})), sd))
     return Protocol(int(data["protocol"]), path, metric, _number(data.get("alpha", 0.05), "alpha", path, 0, 1),
                     _number(data.get("power", 0.8), "power", path, 0, 1), margin, spending, first, wave, cap,
-                    top_sd, {str(k): str(v) for k, v in families.items()}, tuple(comparisons))
+                    {str(k): str(v) for k, v in families.items()}, tuple(comparisons))
 
 
 def membership(runs_dir: Path, grid: str) -> list[dict]:
