@@ -3,6 +3,7 @@ back."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
     resume), recorded as the grid's membership; their states after. A backend with `launch_waves` (Slurm) gets
     every wave at once and chains them by job dependencies; the others run wave after wave, each trial only once its
     upstream runs completed. A trial that would train exactly as another run (`sweeps.dedupe`) is not trained:
-    once that run completed, it is recorded as its copy."""
+    once that run completed, it is recorded as its copy. A trial the backend could not run (its job never started,
+    its worker process died) keeps the state its run store shows, with the backend's reason beside it."""
     check_trial_inputs(spec, trials)
     check_upstream_weights(spec, trials, runs_dir)
     copies = representatives(trials, runs_dir)
@@ -45,18 +47,30 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
         write_membership(runs_dir, spec, trials)
         print(f"grid {spec.name} (preset {spec.scale}): {len(trials)} trials on {backend_name}"
               + (f", {len(copies)} trained as other runs" if copies else ""), file=sys.stderr)
+        records: list[dict] = []
         with GridProgress(trials, runs_dir):
             trained = [t for t in trials if t.run_id not in copies]
             if hasattr(engine, "launch_waves"):
-                engine.launch_waves([_tasks(w, runs_dir, retry_failed) for w in waves(seed_major(trained))], options)
+                records += engine.launch_waves([_tasks(w, runs_dir, retry_failed)
+                                                for w in waves(seed_major(trained))], options)
             else:
                 for wave in waves(seed_major(trained)):
                     ready = [t for t in wave if all(_completed(runs_dir, up) for up in t.upstream)]
-                    engine.launch(_tasks(ready, runs_dir, retry_failed), options)
+                    records += engine.launch(_tasks(ready, runs_dir, retry_failed), options)
             for t in trials:
                 if t.run_id in copies:
                     record_copy(runs_dir, t, copies[t.run_id])
-    return collect(trials, runs_dir)
+    return with_backend_errors(collect(trials, runs_dir), records, backend_name)
+
+
+def with_backend_errors(states: list[TrialState], records: list[dict], backend_name: str) -> list[TrialState]:
+    """Each unfinished trial with no reason of its own whose execution record is an error gets that error as its
+    reason (the run store holds nothing of a job that never started, and shows a trial whose process died as
+    interrupted only)."""
+    errors = {Path(r["run_dir"]).name: r.get("reason", "") for r in records
+              if r.get("outcome") == "error" and "run_dir" in r}
+    return [dataclasses.replace(s, reason=f"{backend_name} backend: {errors[s.trial.run_id]}")
+            if s.state != "completed" and not s.reason and s.trial.run_id in errors else s for s in states]
 
 
 def check_trial_inputs(spec: GridSpec, trials: list[Trial]) -> None:

@@ -136,6 +136,7 @@ def test_workers_that_keep_dying_train_one_plus_max_failures_times_and_stay_resu
     (run / FAULT_FILE).unlink(missing_ok=True)
     tried = [a["from_step"] for a in RunStore(run).records(ATTEMPTS)]
     assert record["outcome"] == "error" and "Ray Train stopped after 1 restart(s)" in record["reason"], (record, tried)
+    assert record["run_dir"] == str(run)  # so the launch's table shows the reason beside the trial
     assert tried == [0, 4]  # 1 + max_failures attempts (before the fix: [0, 4, 8, 12], Tune starting Train over)
     assert RunStore(run).status()["state"] not in ("completed", "failed")
     again = _launch(cfg, runs, max_failures=1)  # a relaunch resumes it

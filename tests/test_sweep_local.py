@@ -9,6 +9,7 @@ import time
 import pytest
 
 from study.runstore import RunStore
+from sweeps.execute import FAULT_FILE
 from sweeps.lock import pid_alive, read_lock
 from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
 from unihetero.cli import main
@@ -99,3 +100,18 @@ def test_two_concurrent_launches_run_each_trial_once(tmp_path):
     for run in run_dirs(grid, runs):
         assert RunStore(run).status()["state"] == "completed"
         assert len(attempts(run)) == 1, attempts(run)
+
+
+@pytest.mark.slow
+def test_a_pool_worker_that_dies_is_named_in_its_trials_reason_and_a_relaunch_resumes(tmp_path, capsys):
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0, 1]\n", **{"train.samples_seen": 320}), tmp_path / "runs"
+    dying, other = run_dirs(grid, runs)
+    dying.mkdir(parents=True)
+    (dying / FAULT_FILE).write_text("10")  # its worker process exits right after the checkpoint of step 10
+    assert main(launch_argv(grid, runs, "--workers", "2")) == 1
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if dying.name in line]
+    assert "interrupted" in row and "local backend: BrokenProcessPool(" in row, out
+    assert main(launch_argv(grid, runs, "--workers", "2")) == 0
+    assert attempts(dying)[-1]["from_step"] == 10
+    assert [RunStore(d).status()["state"] for d in (dying, other)] == ["completed"] * 2

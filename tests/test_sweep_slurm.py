@@ -1,6 +1,7 @@
 """The Slurm (Submitit) backend on the local Slurm cluster, and the torch.distributed environment."""
 
 import re
+import shutil
 import subprocess
 import time
 
@@ -12,7 +13,7 @@ from sweeps.backends.slurm import SlurmOptions, _executor, distributed_env, firs
 from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
 from tests.conftest import deterministic
-from tests.grid_specs import attempts, launch_argv, run_dirs, write_grid_spec
+from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
 from tests.slurm_helpers import SLURM_ARGS, require_slurm
 from unihetero.cli import main
 
@@ -118,3 +119,34 @@ def test_job_of_two_tasks_trains_one_run_with_ddp(tmp_path):
     assert len(attempts(run)) == 1  # task 0 alone owns the trial and writes its files
     assert [m["step"] for m in RunStore(run).records("metrics.jsonl")][-1] == trial.config.steps
     assert [e["step"] for e in RunStore(run).records("eval.jsonl")] == [0, trial.config.steps]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_node_that_cannot_see_the_runs_directory_is_named_in_the_trial_reason(tmp_path):
+    """The node gets the job but cannot open its log (the job folder is gone there, as on a node without the runs
+    directory's file system): Slurm fails the launch (JobLaunchFailure), and the launch's table says so per trial
+    instead of a bare "pending"."""
+    partition = require_slurm()
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0, 1]\n"), tmp_path / "runs"
+    blocker = subprocess.run(["sbatch", "--parsable", "-p", partition, "--exclusive", "-o", "/dev/null", "--wrap",
+                              "sleep 120"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    try:
+        proc = cli_process(launch_argv(grid, runs, *SLURM_ARGS))
+        deadline = time.monotonic() + 60
+        while len(list((runs / ".slurm").glob("*/*/*.pkl"))) < 2:  # both jobs submitted, held behind the blocker
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.2)
+        for folder in (runs / ".slurm").iterdir():
+            shutil.rmtree(folder)
+    finally:
+        subprocess.run(["scancel", blocker], check=True, timeout=30)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, out
+    assert "0/2 completed, 0 running, 0 interrupted, 0 failed, 2 pending" in out
+    for run in run_dirs(grid, runs):
+        (row,) = [line for line in out.splitlines() if run.name in line]
+        assert "pending" in row and "slurm backend: job " in row and "JobLaunchFailure" in row, out
+        assert f"could not write the job's log in {runs / '.slurm'}" in row, out
+        assert "the runs directory must be on a file system every compute node shares" in row, out
+        assert not run.exists() or not (run / "status.json").exists()

@@ -61,5 +61,6 @@ def run_on_workers(task: TrialTask, tag: str, workers: int, cpus_per_worker: flo
     try:
         trainer.fit()
     except TrainingFailedError as error:  # raised once its restarts are spent
-        return {"outcome": "error", "reason": f"Ray Train stopped after {max_failures} restart(s): {error!r}"}
+        return {"run_dir": task.run_dir, "outcome": "error",
+                "reason": f"Ray Train stopped after {max_failures} restart(s): {error!r}"}
     return records.get_nowait_batch(records.qsize())[-1]  # the last attempt's: it finished the trial

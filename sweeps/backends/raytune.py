@@ -177,4 +177,5 @@ def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
                                       failure_config=tune.FailureConfig(max_failures=options.max_failures)),
         )
         results = tuner.fit()
-    return [r.metrics if r.error is None else {"outcome": "error", "reason": repr(r.error)} for r in results]
+    return [r.metrics if r.error is None else
+            {"run_dir": r.config["task"]["run_dir"], "outcome": "error", "reason": repr(r.error)} for r in results]

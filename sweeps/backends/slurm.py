@@ -124,14 +124,38 @@ def queue_states() -> dict[str, str] | None:
     return dict(line.split(maxsplit=1) for line in out.splitlines() if " " in line)
 
 
+def job_condition(job_id: str) -> tuple[str, str, str]:
+    """Slurm's state, reason and node list of one job (squeue); empty strings once squeue no longer knows it."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T|%r|%N"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "", "", ""
+    state, reason, nodes = (out.splitlines()[0].split("|") + ["", ""])[:3] if out else ("", "", "")
+    return state, reason, nodes
+
+
+def ended_before_starting(job: submitit.Job) -> str:
+    """Why a job wrote not even its log: cancelled while pending (a failed dependency, scancel), or started on a
+    node that cannot see the folder of its log, the runs directory (the job fails to launch)."""
+    state, reason, nodes = job_condition(job.job_id)
+    slurm = ", ".join(x for x in (state or "no longer in squeue", reason if reason != "None" else "") if x)
+    why = f"job {job.job_id} ended before its trial started (Slurm: {slurm})"
+    if state in ("FAILED", "NODE_FAIL", "BOOT_FAIL") and nodes:
+        why += (f": node {nodes} could not write the job's log in {job.paths.folder.parent} (it does not see that "
+                "folder); the runs directory must be on a file system every compute node shares")
+    return why
+
+
 def _finished(job: submitit.Job, states: dict[str, str]) -> bool:
     return job.paths.result_pickle.exists() or states.get(job.job_id, "GONE") in FINAL_STATES | {"GONE"}
 
 
 def _result(job: submitit.Job, task: TrialTask) -> dict:
     if not job.paths.result_pickle.exists():
-        return {"run_dir": task.run_dir, "job_id": job.job_id, "outcome": "error",
-                "reason": f"job {job.job_id} ended without a result (see its log in {job.paths.folder})"}
+        reason = (f"job {job.job_id} ended without a result (see its log {job.paths.stdout})"
+                  if job.paths.stdout.exists() else ended_before_starting(job))
+        return {"run_dir": task.run_dir, "job_id": job.job_id, "outcome": "error", "reason": reason}
     try:
         return job.task(0).result() | {"job_id": job.job_id}  # task 0 holds the trial
     except Exception as e:  # the job raised: its error is in the job's log
