@@ -6,6 +6,7 @@ runs."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,18 +120,26 @@ comparisons:
 """
 
 
-def test_power_reads_the_paired_sd_from_a_pilot_and_keeps_assumed_sds_in_their_metric(tmp_path, capsys):
-    """`power --pilot`: the sd of the pilot's paired differences (recomputed here from the finals written), the seeds
-    `seeds_needed` gives for it at the comparison's level; a comparison of another metric without pilot pairs does not
-    borrow the protocol's assumed_sd (in zs_norm): one line naming it, exit 2, until it states its own."""
-    runs, finals = tmp_path / "runs", {"text_only": [0.60, 0.62, 0.58, 0.61], "semantic_input": [0.64, 0.63, 0.65, 0.6]}
+def write_pilot(runs: Path, grid: str, finals: dict[str, list[float]]) -> float:
+    """A pilot grid of text_only and semantic_input runs with these final zs_acc values; the sd of its paired
+    differences in zs_norm."""
     trials = []
     for arm, target in (("text_only", "none"), ("semantic_input", "semantic_input")):
         for seed, final in enumerate(finals[arm]):
             run = write_run(runs, [f"objective.target={target}", f"train.seed={seed}"], [0.24, final])
             add_v2_metrics(run, collapsed=False)
             trials.append(({"arm": arm, "seed": seed}, run))
-    write_membership(runs, "pilot", trials)
+    write_membership(runs, grid, trials)
+    diffs = [zs_norm_of(a) - zs_norm_of(b) for a, b in zip(finals["semantic_input"], finals["text_only"], strict=True)]
+    return float(np.std(diffs, ddof=1))
+
+
+def test_power_reads_the_paired_sd_from_a_pilot_and_keeps_assumed_sds_in_their_metric(tmp_path, capsys):
+    """`power --pilot`: the sd of the pilot's paired differences (recomputed here from the finals written), the seeds
+    `seeds_needed` gives for it at the comparison's level; a comparison of another metric without pilot pairs does not
+    borrow the protocol's assumed_sd (in zs_norm): one line naming it, exit 2, until it states its own."""
+    runs = tmp_path / "runs"
+    sd = write_pilot(runs, "pilot", {"text_only": [0.60, 0.62, 0.58, 0.61], "semantic_input": [0.64, 0.63, 0.65, 0.6]})
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(PILOT_PROTOCOL)
     argv = ["power", "--protocol", str(protocol), "--pilot", str(runs), "--json"]
@@ -141,8 +150,35 @@ def test_power_reads_the_paired_sd_from_a_pilot_and_keeps_assumed_sds_in_their_m
     protocol.write_text(PILOT_PROTOCOL.replace("margin: 0.1}", "margin: 0.1, assumed_sd: 0.08}"))
     assert main(argv) == 0
     rows = {r["comparison"]: r for r in json.loads(capsys.readouterr().out)}
-    diffs = [zs_norm_of(a) - zs_norm_of(b) for a, b in zip(finals["semantic_input"], finals["text_only"], strict=True)]
-    assert rows["si"]["sd"] == pytest.approx(np.std(diffs, ddof=1)) and rows["si"]["sd_from"] == "pilot, 4 pairs"
+    assert rows["si"]["sd"] == pytest.approx(sd) and rows["si"]["sd_from"] == "pilot pilot, 4 pairs"
     assert rows["si"]["alpha"] == 0.025  # the family's 0.05 over its two comparisons
-    assert rows["si"]["seeds_difference"] == seeds_needed(0.02, np.std(diffs, ddof=1), 0.025, 0.8)
+    assert rows["si"]["seeds_difference"] == seeds_needed(0.02, sd, 0.025, 0.8)
     assert (rows["rollout"]["sd"], rows["rollout"]["sd_from"]) == (0.08, "assumed")
+
+
+def test_power_takes_each_comparisons_sd_from_the_first_pilot_with_pairs_its_own_grid_before_the_like_one(
+        tmp_path, capsys):
+    """Mid-study planning: `--pilot STUDY --pilot EARLIER`; a comparison with pairs in the study's own grid takes them,
+    one without falls through to the earlier study's grid that `--like` names."""
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PILOT_PROTOCOL.replace("margin: 0.1}", "margin: 0.1, assumed_sd: 0.08}"))
+    study, earlier, empty = tmp_path / "study", tmp_path / "earlier", tmp_path / "empty"
+    own = write_pilot(study, "pilot", {"text_only": [0.60, 0.62, 0.58], "semantic_input": [0.70, 0.61, 0.66]})
+    old = write_pilot(earlier, "old", {"text_only": [0.60, 0.62, 0.58, 0.61],
+                                       "semantic_input": [0.64, 0.63, 0.65, 0.6]})
+    write_membership(empty, "pilot", [])
+    assert abs(own - old) > 0.01
+
+    def si_row(*pilots: Path) -> dict:
+        argv = ["power", "--protocol", str(protocol), "--like", "pilot=old", "--json"]
+        assert main(argv + [a for p in pilots for a in ("--pilot", str(p))]) == 0
+        return {r["comparison"]: r for r in json.loads(capsys.readouterr().out)}["si"]
+
+    row = si_row(study, earlier)
+    assert row["sd"] == pytest.approx(own) and row["sd_from"] == f"pilot pilot in {study}, 3 pairs"
+    row = si_row(empty, earlier)
+    assert row["sd"] == pytest.approx(old) and row["sd_from"] == f"pilot old in {earlier}, 4 pairs"
+    row = si_row(earlier, study)  # the order given decides
+    assert row["sd"] == pytest.approx(old)
+    assert main(["power", "--protocol", str(protocol), "--pilot", str(tmp_path / "nowhere")]) == 2
+    assert "power --pilot" in capsys.readouterr().err

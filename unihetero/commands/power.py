@@ -5,6 +5,8 @@ For each comparison of the protocol: the paired standard deviation (from a pilot
 seeds per arm for 80% (the protocol's) power to detect a difference of the margin at
 the comparison's level (the family's alpha over its size), the seeds for TOST to declare equivalence within the
 margin when there is no difference, and the power of a design of `--seeds` (default: the protocol's cap) for both.
+With several `--pilot` directories (a study's own runs first, then an earlier study's), a comparison takes the first
+with at least two pairs, in its own grid there before the grid `--like` names.
 Fixed-sample numbers: the sequential plan's early looks spend a little of the level, so they are slight
 underestimates for it.
 """
@@ -24,9 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("power", help="seeds per arm each planned comparison needs; the power of a design",
                        description=__doc__.splitlines()[0])
     p.add_argument("--protocol", required=True, help="a protocol.yaml (see analysis/protocol.py)")
-    p.add_argument("--pilot", metavar="RUNS_DIR", help="runs whose paired differences give each comparison's sd")
+    p.add_argument("--pilot", metavar="RUNS_DIR", action="append", default=[],
+                   help="runs whose paired differences give each comparison's sd (repeatable: the first that has "
+                        "pairs of a comparison gives its sd)")
     p.add_argument("--like", action="append", default=[], metavar="GRID=PILOT_GRID",
-                   help="read a comparison of GRID from the pilot's PILOT_GRID (same arm labels; repeatable)")
+                   help="where a pilot has no pairs in GRID, read them from its PILOT_GRID (same arm labels; "
+                        "repeatable)")
     p.add_argument("--effect", type=positive_float, help="the difference to detect (default: each comparison's margin)")
     p.add_argument("--seeds", type=positive_int, help="the design's seeds per arm (default: the protocol's cap)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -43,6 +48,27 @@ def pilot_sd(runs_dir: Path, grid: str, comparison, metric_values: dict[str, flo
     return paired_sd(diffs), len(diffs)
 
 
+def pilot_values(runs_dir: Path, metrics: set[str]) -> dict[str, dict[str, float]]:
+    """Each of `metrics` the pilot's usable runs have, by run id."""
+    from analysis.runs import load_runs
+
+    runs = load_runs(runs_dir).usable
+    return {m: dict(zip(runs["run_id"].to_list(), runs[m].to_list(), strict=True)) for m in metrics
+            if m in runs.columns}
+
+
+def first_pilot_sd(pilots: dict[Path, dict[str, dict[str, float]]], grids: list[str],
+                   comparison) -> tuple[float, str] | None:
+    """(paired sd, where from) of the first pilot, and there the first of `grids`, with at least two pairs."""
+    for runs_dir, values in pilots.items():
+        for grid in grids:
+            if comparison.metric in values:
+                sd, k = pilot_sd(runs_dir, grid, comparison, values[comparison.metric])
+                if k >= 2:
+                    return sd, f"pilot {grid}" + (f" in {runs_dir}" if len(pilots) > 1 else "") + f", {k} pairs"
+    return None
+
+
 def rows(args: argparse.Namespace) -> list[dict]:
     from analysis.power import difference_power, equivalence_power, seeds_needed
     from analysis.protocol import load_protocol
@@ -54,24 +80,18 @@ def rows(args: argparse.Namespace) -> list[dict]:
         if not sep or not grid or not pilot:
             raise UserError(f"power --like '{item}': expected GRID=PILOT_GRID")
         like[grid] = pilot
-    values: dict[str, dict[str, float]] = {}
-    if args.pilot:
-        from analysis.runs import load_runs
-
-        runs = load_runs(args.pilot).usable
-        for c in protocol.comparisons:
-            if c.metric in runs.columns and c.metric not in values:
-                values[c.metric] = dict(zip(runs["run_id"].to_list(), runs[c.metric].to_list(), strict=True))
+    for runs_dir in args.pilot:
+        if not Path(runs_dir).is_dir():
+            raise UserError(f"power --pilot '{runs_dir}': no such runs directory")
+    metrics = {c.metric for c in protocol.comparisons}
+    pilots = {Path(d): pilot_values(Path(d), metrics) for d in args.pilot}
     n = args.seeds or protocol.cap
     out = []
     for c in protocol.comparisons:
         plan = protocol.plan(c)
         alpha, effect = plan.alpha, args.effect or plan.margin
-        sd, source = c.assumed_sd, "assumed"
-        if args.pilot and c.metric in values:
-            pilot, k = pilot_sd(Path(args.pilot), like.get(c.grid, c.grid), c, values[c.metric])
-            if k >= 2:
-                sd, source = pilot, f"pilot, {k} pairs"
+        found = first_pilot_sd(pilots, list(dict.fromkeys([c.grid, like.get(c.grid, c.grid)])), c)
+        sd, source = found or (c.assumed_sd, "assumed")
         if sd is None or not math.isfinite(sd):
             raise UserError(f"power: no standard deviation for comparison '{c.id}' in {c.metric} (give --pilot with "
                             f"its arms, or its own assumed_sd: the protocol's is in {protocol.metric})")
