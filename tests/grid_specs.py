@@ -4,6 +4,7 @@ the runs directory (helpers of the sweep, backend and reliability tests)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,16 @@ def attempts(run: Path) -> list[dict]:
 def cli_process(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "unihetero", *argv], cwd=REPO, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def ray_cli_launch(grid: Path, runs: Path, address: str, env: dict[str, str],
+                   *extra: str) -> subprocess.CompletedProcess:
+    """`sweep launch GRID --backend ray --ray-address ADDRESS` in a child process whose RAY_AUTH_* variables are
+    `env`'s only."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    argv = [sys.executable, "-m", "unihetero", "sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir",
+            str(runs), "--backend", "ray", "--ray-address", address, *extra]
+    return subprocess.run(argv, cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=300)
 
 
 def tune_reports(runs: Path) -> list[dict]:

@@ -20,10 +20,9 @@ from study.evaluation.bench.mmbench import rotation
 from study.evaluation.bench.multiple_choice import circular_accuracy, right_under
 from study.runstore import RunStore
 from study.train import train
+from tests.bench_runs import WORLD, bench, train_bench_run
 from tests.conftest import tiny_config
 from unihetero.cli import main
-
-WORLD = ("data.world_version=2", "data.caption_coverage=1.0", "train.threads=1")
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +37,13 @@ def tasks(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A tiny run trained for 1,500 steps: it learns colour and count (about 20 s)."""
-    cfg = tiny_config(*WORLD, "train.samples_seen=24000", "train.checkpoint_every=0")
-    return train(cfg, tmp_path_factory.mktemp("bench_run") / "run", quiet=True)
-
-
-def _bench(run: Path, *args: str) -> int:
-    return main(["bench", str(run), *args])
+    return train_bench_run(tmp_path_factory.mktemp("bench_run"))
 
 
 @pytest.mark.slow
 def test_a_trained_run_beats_chance_on_every_benchmark(trained, tasks, capsys):
     before = RunStore(trained).records("eval.jsonl")
-    assert _bench(trained, *(a for t in tasks.values() for a in ("--task", str(t)))) == 0
+    assert bench(trained, *(a for t in tasks.values() for a in ("--task", str(t)))) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["step"] == 1500
     for mc in ("mc", "mc_files"):
@@ -82,7 +75,7 @@ def test_benchmarks_run_at_every_evaluation_of_a_training_run(tasks, tmp_path, c
     assert [r["step"] for r in records] == [0, 10, 20]
     assert all(r["bench/mc/n"] == 8 and "bench/count/top1" in r for r in records)
     # --step 0 draws the run's initial weights again: the floor it recorded before training
-    assert _bench(run, "--task", str(tasks["mc"]), "--task", str(tasks["count"]), "--limit", "8", "--step", "0") == 0
+    assert bench(run, "--task", str(tasks["mc"]), "--task", str(tasks["count"]), "--limit", "8", "--step", "0") == 0
     floor = json.loads(capsys.readouterr().out)
     assert floor["step"] == 0
     assert all(floor[k] == pytest.approx(records[0][k], abs=1e-6) for k in floor if k.startswith("bench/"))
@@ -126,7 +119,7 @@ def test_hf_run_scores_every_kind_of_benchmark(tiny_hf, tasks, tmp_path, capsys)
            "data.source=shards", f"data.shards={shards}", "data.unique_samples=64", "train.samples_seen=32",
            "train.batch_size=16", "train.warmup_steps=1", "eval.num_images=8"]
     run = train(tiny_config(*cfg), tmp_path / "hf_run", quiet=True)
-    assert _bench(run, "--task", str(tasks["mc"]), "--task", str(tasks["count"]), "--task", str(tasks["captions"]),
+    assert bench(run, "--task", str(tasks["mc"]), "--task", str(tasks["count"]), "--task", str(tasks["captions"]),
                   "--limit", "6") == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
@@ -216,7 +209,7 @@ CASES = ["tsv_missing_column", "tsv_answer_without_option", "tsv_undecodable_ima
 def test_a_malformed_benchmark_is_one_line_naming_file_and_row(trained, tasks, tmp_path, capsys, case):
     path, pattern = malformed(tmp_path, tasks, case)
     before = (trained / "eval.jsonl").read_bytes()
-    assert _bench(trained, "--task", str(path)) == 2
+    assert bench(trained, "--task", str(path)) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert str(path) in err, err
@@ -233,7 +226,7 @@ def test_a_malformed_benchmark_in_the_config_fails_before_training(tasks, tmp_pa
 
 @pytest.mark.slow
 def test_bench_names_the_checkpoints_it_has(trained, tasks, capsys):
-    assert _bench(trained, "--task", str(tasks["mc"]), "--step", "7") == 2
+    assert bench(trained, "--task", str(tasks["mc"]), "--step", "7") == 2
     assert "no checkpoint at that step (kept: 1500)" in capsys.readouterr().err
 
 

@@ -1,8 +1,7 @@
 """Invariant: several ranks (gloo on CPU) and micro-batches train like one process with the same global batch, and
 a run resumed on another number of ranks ends where the unbroken one does.
 
-Tolerances: per-step losses and grad norms within LOSS_TOL; final weights within WEIGHT_TOL, 30x less
-than one Adam step at the tiny preset's lr (3e-3); every evaluation metric within EVAL_REL. One config
+Tolerances are `tests/rank_runs.py`'s (losses, grad norms, final weights, evaluation metrics). One config
 exercises every random draw of a step at once: semantic_input + pixel with the diffusion head (its timesteps
 and noise), per-sample truncated-normal masking with loss on masked positions (shards hold unequal numbers of
 caption tokens and generation positions), the caption read from the clean sequence (a second forward) and the
@@ -19,8 +18,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from study.checkpoint import load_latest
-from study.config import RunConfig, load_config
+from study.config import load_config
 from study.data.batch import make_batch
 from study.data.loader import held_out_indices
 from study.data.worlds import build_world
@@ -34,84 +32,27 @@ from study.runstore import RunStore
 from study.train import train
 from study.vlm import weighted_losses
 from tests.conftest import free_port, tiny_config
+from tests.rank_runs import (
+    OVERRIDES,
+    assert_same_evaluations,
+    assert_same_training,
+    rank_config,
+    spawn_ranks,
+)
 
 ROOT = Path(__file__).parents[1]
-OVERRIDES = ("objective.target=semantic_input+pixel", "objective.semantic_grad_to_inputs=false",
-             "masking.distribution=truncnorm", "masking.per=sample", "masking.loss_on=masked",
-             "masking.caption_on=clean", "train.samples_seen=96", "train.checkpoint_every=3", "train.log_every=1",
-             "train.threads=1", "train.dist_timeout_min=1", "eval.num_images=5", "eval.probe_images=21")
-LOSS_TOL = 1e-5
-WEIGHT_TOL = 1e-4
-EVAL_REL = 1e-4
-COMPARED = ("loss/caption", "loss/semantic", "loss/pixel", "loss/total", "grad_norm")
-
-
-def _config(*extra: str) -> RunConfig:
-    return tiny_config(*OVERRIDES, *extra)
-
-
-def _assert_same_training(run: Path, reference: Path) -> None:
-    a, b = RunStore(run).records("metrics.jsonl"), RunStore(reference).records("metrics.jsonl")
-    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 7))
-    for ra, rb in zip(a, b, strict=True):
-        assert ra["tokens_seen"] == rb["tokens_seen"]
-        for key in COMPARED:
-            assert ra[key] == pytest.approx(rb[key], abs=LOSS_TOL), (ra["step"], key)
-    wa, wb = load_latest(RunStore(run))["model"], load_latest(RunStore(reference))["model"]
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], atol=WEIGHT_TOL, rtol=0, msg=key)
-
-
-def _assert_same_evaluations(run: Path, reference: Path) -> None:
-    """Every evaluation metric, and the final inference-scaling rows, within float rounding (the held-out images
-    split 3 + 2, the probe's 11 + 10)."""
-    import json
-
-    evals, expected = RunStore(run).records("eval.jsonl"), RunStore(reference).records("eval.jsonl")
-    assert [e["step"] for e in evals] == [e["step"] for e in expected] == [0, 6]
-    for got, want in zip(evals, expected, strict=True):
-        metrics = {k for k, v in want.items() if isinstance(v, float) and "seconds" not in k}
-        assert metrics >= {"caption_loss", "zs_acc", "probe_acc/shape", "sem/cos", "rollout_err/1", "pix/psnr"}
-        assert {k: got[k] for k in metrics} == pytest.approx({k: want[k] for k in metrics}, rel=EVAL_REL, abs=1e-6)
-    scaling = [json.loads((r / "inference_scaling.json").read_text()) for r in (run, reference)]
-    assert len(scaling[1]["views"]) == 2 and len(scaling[1]["diffusion_steps"]) == 2
-    for kind in ("views", "diffusion_steps"):
-        for got, want in zip(scaling[0][kind], scaling[1][kind], strict=True):
-            assert got == pytest.approx(want, rel=EVAL_REL, abs=1e-6), kind
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The 1-rank run everything is compared with."""
-    return train(_config(), tmp_path_factory.mktemp("one") / "run", quiet=True)
-
-
-def _rank_worker(rank: int, world: int, port: int, cfg: RunConfig, run_dir: str, stop_after: int | None) -> None:
-    import study.vlm as vlm
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    built, build = [], vlm.build_model
-    vlm.build_model = lambda *args, **kwargs: built.append(1) or build(*args, **kwargs)
-    train(cfg, run_dir, until_step=stop_after, quiet=True)
-    Path(f"{run_dir}.built.{rank}").write_text(str(len(built)))  # models this rank built, for the tests
-    if strategy(cfg) == "fsdp":
-        # the run is complete and written; skip interpreter teardown, where FSDP2 over gloo sometimes aborts
-        # ("terminate called without an active exception", about 1 exit in 6 on a loaded 2-core machine)
-        sys.stderr.flush()
-        os._exit(0)
-
-
-def _spawn(cfg: RunConfig, run_dir: Path, stop_after: int | None = None, world: int = 2) -> Path:
-    mp.spawn(_rank_worker, args=(world, free_port(), cfg, str(run_dir), stop_after), nprocs=world)
-    return run_dir
+    return train(rank_config(), tmp_path_factory.mktemp("one") / "run", quiet=True)
 
 
 def test_shard_losses_add_up_to_the_batch_losses():
     """Every draw made for the whole batch and sliced (the mask, the diffusion timesteps and noise): the shards'
     weighted losses add up to the batch's."""
-    cfg = _config()
+    cfg = rank_config()
     torch.manual_seed(0)
     model = UnifiedModel(cfg)
     batch = make_batch(build_world(cfg.data), held_out_indices(0, 8))
@@ -143,22 +84,22 @@ def test_two_ranks_under_torchrun_match_one_rank(reference, tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = tmp_path.iterdir()
-    _assert_same_training(run, reference)
+    assert_same_training(run, reference)
     status = RunStore(run).status()
     assert status["state"] == "completed" and status["world_size"] == 2
     # rank 0 alone writes: one record per evaluation, as in the 1-rank run, each rank evaluating its share
-    _assert_same_evaluations(run, reference)
+    assert_same_evaluations(run, reference)
 
 
 @pytest.mark.slow
 def test_fsdp_two_ranks_match_one_rank(reference, tmp_path):
     """Training, and the evaluations: each rank evaluates its share of the held-out images on the live sharded
     model, on its device, and no model is built for it (each rank builds one, the one it trains)."""
-    run = _spawn(_config("train.parallel=fsdp"), tmp_path / "fsdp")
-    _assert_same_training(run, reference)
+    run = spawn_ranks(rank_config("train.parallel=fsdp"), tmp_path / "fsdp")
+    assert_same_training(run, reference)
     assert RunStore(run).status()["world_size"] == 2
     assert [(tmp_path / f"fsdp.built.{rank}").read_text() for rank in range(2)] == ["1", "1"]
-    _assert_same_evaluations(run, reference)
+    assert_same_evaluations(run, reference)
 
 
 @pytest.mark.slow
@@ -167,8 +108,8 @@ def test_fsdp_two_ranks_match_one_rank(reference, tmp_path):
 def test_fsdp_micro_batches_and_hybrid_sharding_match_one_rank(reference, tmp_path, overrides, world):
     """FSDP reduce-scatters every micro-batch; hybrid sharding (2 replicas x 2 shards) all-reduces across replicas
     on the last one only: both train as one rank does."""
-    run = _spawn(_config("train.parallel=fsdp", *overrides), tmp_path / "run", world=world)
-    _assert_same_training(run, reference)
+    run = spawn_ranks(rank_config("train.parallel=fsdp", *overrides), tmp_path / "run", world=world)
+    assert_same_training(run, reference)
     assert RunStore(run).status()["world_size"] == world
 
 
@@ -180,45 +121,45 @@ def test_on_shards_two_ranks_and_a_resume_on_one_match_one_rank(tmp_path):
 
     assert main(["data", "shards", str(tmp_path / "shards"), "--world", "64", "--config", "tiny",
                  "--shard-size", "16"]) == 0
-    cfg = _config("data.source=shards", f"data.shards={tmp_path / 'shards'}", "data.unique_samples=48",
+    cfg = rank_config("data.source=shards", f"data.shards={tmp_path / 'shards'}", "data.unique_samples=48",
                   "data.shuffle_buffer=8")
     one = train(cfg, tmp_path / "one", quiet=True)
-    _assert_same_training(_spawn(cfg, tmp_path / "two"), one)
-    resumed = _spawn(cfg, tmp_path / "resumed", stop_after=3)
+    assert_same_training(spawn_ranks(cfg, tmp_path / "two"), one)
+    resumed = spawn_ranks(cfg, tmp_path / "resumed", stop_after=3)
     train(cfg, resumed, quiet=True)
     assert RunStore(resumed).status()["world_size"] == 1
-    _assert_same_training(resumed, one)
+    assert_same_training(resumed, one)
 
 
 @pytest.mark.slow
 def test_checkpoint_of_two_ranks_resumes_on_one(reference, tmp_path):
-    run = _spawn(_config(), tmp_path / "run", stop_after=3)
+    run = spawn_ranks(rank_config(), tmp_path / "run", stop_after=3)
     assert RunStore(run).status()["state"] == "running" and RunStore(run).status()["world_size"] == 2
     (checkpoint,) = RunStore(run).checkpoints()  # several ranks: sharded, each rank writing its own file
     assert checkpoint.name == "step_00000003"
     assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in checkpoint.iterdir()}
-    train(_config(), run, quiet=True)  # the same run, now one process
+    train(rank_config(), run, quiet=True)  # the same run, now one process
     assert RunStore(run).status()["world_size"] == 1
-    _assert_same_training(run, reference)
-    _assert_same_evaluations(run, reference)
+    assert_same_training(run, reference)
+    assert_same_evaluations(run, reference)
 
 
 @pytest.mark.slow
 def test_checkpoint_of_one_rank_resumes_on_two(reference, tmp_path):
     run = tmp_path / "run"
-    train(_config(), run, until_step=3, quiet=True)
+    train(rank_config(), run, until_step=3, quiet=True)
     assert RunStore(run).status()["world_size"] == 1
-    _spawn(_config(), run)  # the same run, now two ranks
+    spawn_ranks(rank_config(), run)  # the same run, now two ranks
     assert RunStore(run).status()["world_size"] == 2
-    _assert_same_training(run, reference)
-    _assert_same_evaluations(run, reference)
+    assert_same_training(run, reference)
+    assert_same_evaluations(run, reference)
 
 
 @pytest.mark.parametrize("override", ["train.grad_accum=2", "train.grad_accum=4",
                                       "train.activation_checkpointing=true"])
 def test_one_rank_variants_match(reference, tmp_path, override):
-    run = train(_config(override), tmp_path / "run", quiet=True)
-    _assert_same_training(run, reference)
+    run = train(rank_config(override), tmp_path / "run", quiet=True)
+    assert_same_training(run, reference)
 
 
 @pytest.mark.parametrize(("overrides", "env", "message"), [
@@ -235,7 +176,7 @@ def test_runtime_config_errors_come_before_anything_is_written(tmp_path, monkeyp
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(UserError, match=message):
-        train(_config(*overrides), tmp_path / "run", quiet=True)
+        train(rank_config(*overrides), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
 
 
@@ -274,7 +215,7 @@ def _fsdp_model(rank: int, world: int, port: int, *overrides: str):
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
-    cfg = _config("train.parallel=fsdp", *overrides)
+    cfg = rank_config("train.parallel=fsdp", *overrides)
     ranks, _ = distributed.setup(cfg)
     torch.manual_seed(0)
     model = UnifiedModel(cfg)

@@ -16,8 +16,8 @@ from study.data.worlds import build_world
 from study.evaluation.bench import world_tasks as bf
 from study.evaluation.bench.items import BenchmarkFileError
 from study.evaluation.bench.mmbench import abnormal, read_mmbench, rotation
+from tests.bench_runs import WORLD, bench, train_bench_run
 from tests.conftest import tiny_config
-from tests.test_bench import WORLD, _bench, trained  # noqa: F401  (the trained run, a fixture)
 
 OFFSET = 1_000_000
 COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "image", "category", "l2-category"]
@@ -129,10 +129,11 @@ def test_a_malformed_circular_file_is_one_error_naming_the_row(questions, tmp_pa
 
 @pytest.mark.slow
 def test_the_circular_file_scores_as_its_plain_file_per_category_with_the_chance_the_prompt_allows(
-        trained, questions, tmp_path, capsys):  # noqa: F811
+        tmp_path_factory, questions, tmp_path, capsys):
     plain = _write(tmp_path / "mmb_plain.tsv", _plain(questions))
     circular = _write(tmp_path / "mmb_circular.tsv", _circular(_plain(questions)), COLUMNS + ["g_index"])
-    assert _bench(trained, "--task", str(plain), "--task", str(circular)) == 0
+    trained = train_bench_run(tmp_path_factory.mktemp("bench_run"))
+    assert bench(trained, "--task", str(plain), "--task", str(circular)) == 0
     out = json.loads(capsys.readouterr().out)
     a, b = ({k.split("/", 2)[2]: v for k, v in out.items() if k.startswith(f"bench/{name}/")}
             for name in ("mmb_plain", "mmb_circular"))

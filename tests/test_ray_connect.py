@@ -17,7 +17,7 @@ import pytest
 
 from study.runstore import RunStore
 from tests.conftest import free_port
-from tests.grid_specs import REPO, run_dirs, write_grid_spec
+from tests.grid_specs import ray_cli_launch, run_dirs, write_grid_spec
 
 pytest.importorskip("ray")
 RAY = Path(sys.executable).with_name("ray")
@@ -58,30 +58,23 @@ def token_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def launch(grid: Path, runs: Path, address: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    argv = [sys.executable, "-m", "unihetero", "sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir",
-            str(runs), "--backend", "ray", "--ray-address", address, *extra]
-    return subprocess.run(argv, cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_token_cluster_refuses_a_client_without_the_mode_then_accepts_it(tmp_path, token_head):
     address, token = token_head
     grid, runs = write_grid_spec(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
-    refused = launch(grid, runs, address, {"RAY_AUTH_TOKEN": token})
+    refused = ray_cli_launch(grid, runs, address, {"RAY_AUTH_TOKEN": token})
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert f"Ray cluster at {address} wants an authentication token: set RAY_AUTH_MODE=token" in refused.stderr
     assert "~/.ray/auth_token" in refused.stderr
     assert not runs.exists()
 
-    wrong = launch(grid, runs, address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
+    wrong = ray_cli_launch(grid, runs, address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64})
     assert wrong.returncode == 2 and "refused this process's authentication token" in wrong.stderr
     assert not runs.exists()
 
-    accepted = launch(grid, runs, address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    accepted = ray_cli_launch(grid, runs, address, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
     assert accepted.returncode == 0, accepted.stderr[-2000:]
     (run,) = run_dirs(grid, runs)
     assert RunStore(run).status()["state"] == "completed"
@@ -91,7 +84,7 @@ def test_address_where_nothing_listens_fails_within_the_timeout(tmp_path):
     grid, runs = write_grid_spec(tmp_path, "seeds: [0]\n"), tmp_path / "runs"
     port = free_port()  # bound then released: nothing listens there
     started = time.monotonic()
-    result = launch(grid, runs, f"127.0.0.1:{port}", {}, "--ray-timeout", "3")
+    result = ray_cli_launch(grid, runs, f"127.0.0.1:{port}", {}, "--ray-timeout", "3")
     assert time.monotonic() - started < 60
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: no Ray cluster answers at 127.0.0.1:{port}")
@@ -106,7 +99,7 @@ def test_address_that_accepts_but_never_answers_fails_within_the_timeout(tmp_pat
         silent.listen(64)  # the kernel completes handshakes; nobody ever replies
         port = silent.getsockname()[1]
         started = time.monotonic()
-        result = launch(grid, runs, f"127.0.0.1:{port}", {}, "--ray-timeout", "4")
+        result = ray_cli_launch(grid, runs, f"127.0.0.1:{port}", {}, "--ray-timeout", "4")
         elapsed = time.monotonic() - started
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "did not let this process join within --ray-timeout 4 s" in result.stderr

@@ -158,8 +158,7 @@ def test_a_runs_directory_a_node_cannot_see_is_one_line_before_any_trial(tmp_pat
 
     from ray.cluster_utils import Cluster
 
-    from tests.grid_specs import write_grid_spec
-    from tests.test_ray_connect import launch
+    from tests.grid_specs import ray_cli_launch, write_grid_spec
 
     if os.geteuid() != 0:
         pytest.skip("a private mount namespace needs root")
@@ -182,7 +181,7 @@ def test_a_runs_directory_a_node_cannot_see_is_one_line_before_any_trial(tmp_pat
         ray.shutdown()
         grid = write_grid_spec(tmp_path, "seeds: [0]\n")
         auth = {k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH")}  # as the head was started
-        result = launch(grid, runs, head.address, auth)
+        result = ray_cli_launch(grid, runs, head.address, auth)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith(f"error: runs directory '{runs}' is not shared with Ray node ")
         assert why in result.stderr

@@ -6,16 +6,9 @@ import pytest
 import sweeps.search as search
 from study.errors import UserError
 from study.runstore import RunStore
-from sweeps.search import Param, SearchOptions, open_storage, parse_param, run_search
+from sweeps.search import Param, open_storage, parse_param, run_search
+from tests.search_options import ARM, options
 from unihetero.cli import main
-
-ARM = ("train.samples_seen=160", "eval.num_images=4", "eval.probe_images=20", "eval.inference_scaling=false")
-
-
-def options(tmp_path, **fields) -> SearchOptions:
-    values = {"source": "tiny", "overrides": ARM, "params": (Param("train.lr", 1e-4, 1e-2, log=True),),
-              "eval_every": 5, "trials": 3, "runs_dir": tmp_path / "runs", "study_name": "s"} | fields
-    return SearchOptions(**values)
 
 
 def test_parse_param():

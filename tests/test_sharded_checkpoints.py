@@ -18,7 +18,7 @@ from study.config import load_config
 from study.errors import UserError
 from study.runstore import RunStore
 from study.train import train
-from tests.test_distributed import _assert_same_training, _config, _spawn
+from tests.rank_runs import assert_same_training, rank_config, spawn_ranks
 from unihetero.cli import main
 
 ROOT = Path(__file__).parents[1]
@@ -99,8 +99,8 @@ def test_a_killed_two_rank_torchrun_run_resumes_on_one_rank_to_the_same_final_ev
 def test_one_process_sharded_resume_is_exact_and_keeps_two(tmp_path):
     """One process, sharded and written in the background: a resume matches an unbroken run bit for bit; a write
     killed before its rename is cleaned away; the last two checkpoints are kept."""
-    reference = train(_config(), tmp_path / "whole", quiet=True)
-    cfg = _config("train.checkpoint_format=sharded", "train.checkpoint_async=true", "train.checkpoint_every=2")
+    reference = train(rank_config(), tmp_path / "whole", quiet=True)
+    cfg = rank_config("train.checkpoint_format=sharded", "train.checkpoint_async=true", "train.checkpoint_every=2")
     run = train(cfg, tmp_path / "run", until_step=4, quiet=True)
     killed_write = run / "checkpoints" / ".step_00000006.tmp"
     killed_write.mkdir()
@@ -110,25 +110,25 @@ def test_one_process_sharded_resume_is_exact_and_keeps_two(tmp_path):
     assert [p.name for p in RunStore(run).checkpoints()] == ["step_00000004", "step_00000006"]
     a, b = load_latest(RunStore(run))["model"], load_latest(RunStore(reference))["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    _assert_same_training(run, reference)
+    assert_same_training(run, reference)
 
 
 @pytest.mark.slow
 def test_a_one_rank_sharded_checkpoint_resumes_on_two_fsdp_ranks(tmp_path):
-    reference = train(_config(), tmp_path / "whole", quiet=True)
-    cfg = _config("train.checkpoint_format=sharded", "train.parallel=fsdp")
+    reference = train(rank_config(), tmp_path / "whole", quiet=True)
+    cfg = rank_config("train.checkpoint_format=sharded", "train.parallel=fsdp")
     run = train(cfg, tmp_path / "run", until_step=3, quiet=True)
-    _spawn(cfg, run)
+    spawn_ranks(cfg, run)
     assert RunStore(run).status()["world_size"] == 2
-    _assert_same_training(run, reference)
+    assert_same_training(run, reference)
 
 
 def test_a_resume_over_changed_frozen_weights_is_refused(tmp_path):
     encoder = tmp_path / "encoder.pt"
     torch.manual_seed(0)
-    source = train(_config("train.samples_seen=32"), tmp_path / "source", quiet=True)
+    source = train(rank_config("train.samples_seen=32"), tmp_path / "source", quiet=True)
     torch.save(load_latest(RunStore(source))["model"], encoder)
-    cfg = _config(f"model.encoder_checkpoint={encoder}", "model.freeze_encoder=true",
+    cfg = rank_config(f"model.encoder_checkpoint={encoder}", "model.freeze_encoder=true",
                   "train.checkpoint_format=sharded")
     run = train(cfg, tmp_path / "run", until_step=3, quiet=True)
     saved = dcp.FileSystemReader(RunStore(run).checkpoints()[-1]).read_metadata().state_dict_metadata

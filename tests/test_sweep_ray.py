@@ -9,6 +9,7 @@ from study.runstore import RunStore
 from sweeps.execute import FAULT_FILE
 from sweeps.search import run_search
 from tests.grid_specs import attempts, launch_argv, run_dirs, tune_reports, write_grid_spec
+from tests.search_options import options
 from unihetero.cli import main
 
 ray = pytest.importorskip("ray")
@@ -50,8 +51,6 @@ def test_trial_whose_worker_dies_is_retried_and_resumes(tmp_path, ray_instance):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_search_runs_its_segments_as_ray_tasks(tmp_path, ray_instance):
-    from tests.test_search import options
-
     study = run_search(options(tmp_path, trials=2, pruner="none", backend="ray"))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     for t in study.trials:
