@@ -70,6 +70,10 @@ def scaling_points(runs: pl.DataFrame, metric: str,
         scales = 0 if df.is_empty() else df[D].n_unique()
         raise ValueError(f"{scales} distinct D value(s) with a finite {metric}; a fit needs {MIN_SCALES}")
     form = form_for(metric)
+    parameters = len(scaling.FORMS[form].names)
+    if len(df) <= parameters:
+        raise ValueError(f"{len(df)} run(s) with a finite {metric}; a fit of {parameters} parameters needs more "
+                         "points than that (add seeds)")
     top = df.filter(pl.col(D) == df[D].max())[metric].mean()
     if form == "bounded" and chance is not None and not top > chance:
         raise ValueError(f"mean {metric} at the largest D ({top:.3f}) is not above chance ({chance:.3f})")
@@ -207,4 +211,8 @@ def crossover(arm: pl.DataFrame, base: pl.DataFrame, higher_is_better: bool = Tr
                          f"no crossover: ahead from the first evaluation ({s[0]:,.0f} samples seen) on")
     j = behind[-1]
     at = s[j] + (s[j + 1] - s[j]) * (-d[j]) / (d[j + 1] - d[j])
-    return Crossover("overtakes", float(at), f"behind until ~{at:,.0f} samples seen, ahead from then on")
+    earlier = int(np.sum(d[:j] > 0))  # evaluations ahead before the last one behind: the lead came and went
+    if earlier == 0:
+        return Crossover("overtakes", float(at), f"behind until ~{at:,.0f} samples seen, ahead from then on")
+    return Crossover("overtakes", float(at), f"ahead for good from ~{at:,.0f} samples seen (before, ahead at "
+                                             f"{earlier} of {j + 1} evaluations, behind at {s[j]:,.0f})")

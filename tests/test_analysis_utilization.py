@@ -102,9 +102,13 @@ def test_fits_need_enough_scales_and_an_accuracy_above_chance():
 def test_fit_groups_in_processes_equal_fits_in_this_one():
     groups = {(m, k): (_runs("zs_acc", m, seed=k), "zs_acc", None) for m, k in ((1.0, 1), (3.0, 2))}
     groups["flat"] = (pl.DataFrame({D: [1, 1], SEED: [1, 2], "zs_acc": [0.5, 0.5]}), "zs_acc", None)
+    # a grid part way through its first wave: three D values, one run each, as many points as the law's parameters
+    groups["early"] = (_runs("zs_acc", 1.0, seeds=1).head(3), "zs_acc", None)
     here, why = utilization.fit_groups(groups, FitSettings(n_boot=10, boot_starts=2, starts=5), workers=1)
     there, _ = utilization.fit_groups(groups, FitSettings(n_boot=10, boot_starts=2, starts=5), workers=2)
-    assert set(why) == {"flat"} and set(here) == set(there) == {(1.0, 1), (3.0, 2)}
+    assert set(why) == {"flat", "early"} and set(here) == set(there) == {(1.0, 1), (3.0, 2)}
+    assert why["early"] == ("3 run(s) with a finite zs_acc; a fit of 3 parameters needs more points than that "
+                            "(add seeds)")
     for key in here:
         assert here[key].params == there[key].params
         np.testing.assert_array_equal(here[key].boot_params, there[key].boot_params)
@@ -123,6 +127,11 @@ def test_crossover_found_by_interpolation():
     lossy = utilization.crossover(_curve(s, [3.0, 2.6, 2.3, 1.9, 1.7]), _curve(s, [3.0, 2.5, 2.2, 2.0, 1.9]),
                                   higher_is_better=False)
     assert lossy.kind == "overtakes" and 200 < lossy.samples_seen < 300
+    assert c.text == "behind until ~250 samples seen, ahead from then on"
+    # ahead at 100, behind at 200, ahead from then on: it overtakes for good, and does not read "behind until"
+    wavering = utilization.crossover(_curve(s, [0.2, 0.40, 0.40, 0.55, 0.60]), _curve(s, [0.2, 0.35, 0.45, 0.50, 0.52]))
+    assert wavering.kind == "overtakes" and wavering.samples_seen == pytest.approx(250)
+    assert wavering.text == "ahead for good from ~250 samples seen (before, ahead at 1 of 2 evaluations, behind at 200)"
 
 
 def test_no_crossover_cases():
