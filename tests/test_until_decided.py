@@ -155,7 +155,10 @@ def test_trials_that_train_exactly_alike_are_listed_and_train_once(tmp_path, cap
     copies = representatives(trials)
     assert copies == {by_label[("truncnorm", "text_only")].run_id: by_label[("none", "text_only")].run_id}
     assert main(["sweep", "plan", str(spec_path), "--preset", "smoke"]) == 0
-    assert "trains exactly as" in capsys.readouterr().out
+    copy_id, source_id = by_label[("truncnorm", "text_only")].run_id, by_label[("none", "text_only")].run_id
+    assert (f"trial 2 ({copy_id}) trains exactly as {source_id}: masking.distribution, masking.caption_on, "
+            "objective.diffusion_width, objective.diffusion_depth, objective.diffusion_timesteps, "
+            "objective.diffusion_batch_mul have no effect in it; it trains once") in capsys.readouterr().out
     runs = tmp_path / "runs"
     assert main(["sweep", "launch", str(spec_path), "--preset", "smoke", "--runs-dir", str(runs)]) == 0
     copy = RunStore(runs / by_label[("truncnorm", "text_only")].run_id)

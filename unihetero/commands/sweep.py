@@ -128,8 +128,9 @@ def run_plan(args: argparse.Namespace) -> int:
     print(format_table(rows, header))
     for t in trials:
         if t.run_id in copies:
-            print(f"trial {t.index} ({t.run_id}) trains exactly as {copies[t.run_id]}: "
-                  f"{', '.join(changed_keys(t.config))} have no effect in it; it trains once")
+            keys = changed_keys(t.config)
+            print(f"trial {t.index} ({t.run_id}) trains exactly as {copies[t.run_id]}: {', '.join(keys)} "
+                  f"{'has' if len(keys) == 1 else 'have'} no effect in it; it trains once")
     return 0
 
 
