@@ -4,6 +4,8 @@
 # The primary grids take one wave and its look each in turn, the grid with the fewest looks first (round r trains
 # the grids with fewer than r looks; at most 7 looks each: after 3, 5, ..., 15 pairs), so every grid reaches its
 # next look before any grid its last, also after a restart; then the descriptive regime (a).
+# To stop it (a session ending): kill -TERM -- -PGID (its process group); the running trials checkpoint at their next
+# step, as under preemption, and the next start resumes them from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=reports/results/cpu-v3/runs
