@@ -68,7 +68,7 @@ def with_backend_errors(states: list[TrialState], records: list[dict], backend_n
     reason (the run store holds nothing of a job that never started, and shows a trial whose process died as
     interrupted only)."""
     errors = {Path(r["run_dir"]).name: r.get("reason", "") for r in records
-              if r.get("outcome") == "error" and "run_dir" in r}
+              if r.get("outcome") == "error" and r.get("run_dir")}
     return [dataclasses.replace(s, reason=f"{backend_name} backend: {errors[s.trial.run_id]}")
             if s.state != "completed" and not s.reason and s.trial.run_id in errors else s for s in states]
 

@@ -75,3 +75,18 @@ def test_trial_of_two_ranks_trains_one_run_with_ddp(tmp_path, ray_instance):
     assert len(attempts(run)) == 1  # rank 0 alone owns the trial and writes its files
     reported = [r["eval/step"] for r in tune_reports(tmp_path / "runs") if "eval/step" in r]  # as they were written
     assert reported == [e["step"] for e in RunStore(run).records("eval.jsonl")] and len(reported) >= 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_trial_out_of_retries_shows_rays_error_beside_it(tmp_path, ray_instance, capsys):
+    grid = write_grid_spec(tmp_path, "seeds: [0]\n", **{"train.samples_seen": 320})
+    runs = tmp_path / "runs"
+    (run,) = run_dirs(grid, runs)
+    run.mkdir(parents=True)
+    (run / FAULT_FILE).write_text("10")  # its worker process exits right after step 10, and Ray may not retry it
+    assert main(launch_argv(grid, runs, "--backend", "ray", "--max-failures", "0")) == 1
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if run.name in line]
+    assert "interrupted" in row and "ray backend: " in row and "Error" in row, row
+    assert main(launch_argv(grid, runs, "--backend", "ray")) == 0  # a relaunch resumes it
+    assert [a["from_step"] for a in attempts(run)] == [0, 10]

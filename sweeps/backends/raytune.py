@@ -178,4 +178,5 @@ def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
         )
         results = tuner.fit()
     return [r.metrics if r.error is None else
-            {"run_dir": r.config["task"]["run_dir"], "outcome": "error", "reason": repr(r.error)} for r in results]
+            {"run_dir": ((r.config or {}).get("task") or {}).get("run_dir", ""), "outcome": "error",
+             "reason": repr(r.error)} for r in results]
