@@ -14,7 +14,7 @@ from sweeps.execute import TrialTask
 from sweeps.spec import expand, load_spec
 from tests.conftest import deterministic
 from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
-from tests.slurm_helpers import SLURM_ARGS, require_slurm
+from tests.slurm_helpers import SLURM_ARGS, job_state, require_slurm
 from unihetero.cli import main
 
 
@@ -132,6 +132,10 @@ def test_a_node_that_cannot_see_the_runs_directory_is_named_in_the_trial_reason(
     blocker = subprocess.run(["sbatch", "--parsable", "-p", partition, "--exclusive", "-o", "/dev/null", "--wrap",
                               "sleep 120"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
     try:
+        deadline = time.monotonic() + 30
+        while job_state(blocker) != "RUNNING":  # it holds the node before the grid's jobs are submitted
+            assert time.monotonic() < deadline, f"the blocking job did not start: {job_state(blocker)}"
+            time.sleep(0.2)
         proc = cli_process(launch_argv(grid, runs, *SLURM_ARGS))
         deadline = time.monotonic() + 60
         while len(list((runs / ".slurm").glob("*/*/*.pkl"))) < 2:  # both jobs submitted, held behind the blocker
