@@ -17,9 +17,13 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from study.errors import UserError
 from unihetero.commands.argtypes import positive_float, positive_int
+
+if TYPE_CHECKING:
+    from analysis.protocol import Comparison
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_power)
 
 
-def pilot_sd(runs_dir: Path, grid: str, comparison, metric_values: dict[str, float]) -> tuple[float, int]:
+def pilot_sd(runs_dir: Path, grid: str, comparison: Comparison, metric_values: dict[str, float]) -> tuple[float, int]:
     """(paired sd, pairs) of the comparison's arms in the pilot's `grid`."""
     from analysis.power import paired_sd
     from analysis.protocol import membership, pairs
@@ -58,7 +62,7 @@ def pilot_values(runs_dir: Path, metrics: set[str]) -> dict[str, dict[str, float
 
 
 def first_pilot_sd(pilots: dict[Path, dict[str, dict[str, float]]], grids: list[str],
-                   comparison) -> tuple[float, str] | None:
+                   comparison: Comparison) -> tuple[float, str] | None:
     """(paired sd, where from) of the first pilot, and there the first of `grids`, with at least two pairs."""
     for runs_dir, values in pilots.items():
         for grid in grids:
