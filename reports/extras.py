@@ -139,9 +139,12 @@ def data_utilization(ctx: Context, study: Study, section: Section) -> list[dict]
               for m in metrics}
     all_fits, reasons = utilization.fit_groups(groups, ctx.fit, ctx.workers)
     section.text += [f"{arm}, {metric}: no scaling fit ({why})." for (arm, metric), why in reasons.items()]
-    section.text += [f"{arm}, {metric}: {f.n_points} points, fitted without intervals (a bootstrap needs "
-                     f"{utilization.MIN_BOOT_POINTS}: add seeds)." for (arm, metric), f in all_fits.items()
-                     if not f.intervals]
+    if ctx.fit.n_boot == 0:
+        section.text.append("Fits without intervals: this report was built with --bootstrap 0.")
+    else:
+        section.text += [f"{arm}, {metric}: {f.n_points} points, fitted without intervals (a bootstrap needs "
+                         f"{utilization.MIN_BOOT_POINTS}: add seeds)." for (arm, metric), f in all_fits.items()
+                         if not f.intervals]
     for metric in metrics:
         fits = {arm: f for (arm, m), f in all_fits.items() if m == metric}
         fit_rows += _fit_rows(fits, metric)

@@ -191,6 +191,18 @@ def test_compute_matched_figure_and_extrapolation(v2_report):
     assert "seed means (95% CI), fitted law (bounded) of 4 arm(s) with bootstrap band" in md
 
 
+def test_fits_without_a_bootstrap_say_so_not_that_seeds_are_missing(v2_report, tmp_path):
+    """With --bootstrap 0 no fit has intervals whatever its points: the section says why once, and does not tell
+    the reader to add seeds."""
+    build_report(v2_report.parent / "runs", tmp_path / "report", fit=FitSettings(n_boot=0, starts=8),
+                 draw_figures=False)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert md.count("Fits without intervals: this report was built with --bootstrap 0.") == 1
+    assert "a bootstrap needs" not in md
+    bootstrapped = (v2_report / "report.md").read_text()
+    assert "this report was built with --bootstrap 0" not in bootstrapped
+
+
 def test_the_pilot_shows_its_learning_curves_and_no_verdict(v2_report):
     report = (v2_report / "report.md").read_text()
     pilot = report[report.index("## Anti-collapse pilot"):]
