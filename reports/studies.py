@@ -223,6 +223,8 @@ def build_section(ctx: Context, study: Study) -> tuple[Section, pl.DataFrame]:
     rows: list[dict] = []
     if study.baseline is not None and study.measures:
         comps = _decided(ctx, study, comparisons(ctx, study))
+        if study.descriptive and not comps.is_empty():  # no rule judges them, in this table either
+            comps = comps.with_columns(pl.lit(DESCRIPTIVE).alias("verdict"))
         if not comps.is_empty():
             section.tables.append(_comparison_table(ctx, comps))
             rows += _claimed_rows(study, comps)

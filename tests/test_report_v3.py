@@ -35,6 +35,10 @@ def test_v3_grids_and_their_decisions_at_smoke_scale(tmp_path):
     assert lead["t1_c_semantic_input"]["n"] == 0  # its grid has not run
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.index("Lead table: each planned comparison decided") < report.index("Generation target, regime (b)")
+    # the grid sections are descriptive: no rule judges their paired comparisons (the lead table decides)
+    for table in ("v3_targets_contrastive__smoke_comparisons", "v3_masking__smoke_comparisons"):
+        verdicts = pl.read_csv(tmp_path / "report" / "tables" / f"{table}.csv")["verdict"]
+        assert set(verdicts) == {"descriptive: no verdict (protocol)"}, table
 
 
 def test_the_lead_reads_each_comparisons_recorded_looks_and_says_its_verdict_in_words(tmp_path):
