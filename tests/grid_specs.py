@@ -78,9 +78,9 @@ def ray_cli_launch(grid: Path, runs: Path, address: str, env: dict[str, str],
     """`sweep launch GRID --backend ray --ray-address ADDRESS` in a child process whose RAY_AUTH_* variables are
     `env`'s only."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    argv = [sys.executable, "-m", "unihetero", "sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir",
-            str(runs), "--backend", "ray", "--ray-address", address, *extra]
-    return subprocess.run(argv, cwd=REPO, env=clean | env, capture_output=True, text=True, timeout=300)
+    argv = launch_argv(grid, runs, "--backend", "ray", "--ray-address", address, *extra)
+    return subprocess.run([sys.executable, "-m", "unihetero", *argv], cwd=REPO, env=clean | env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def tune_reports(runs: Path) -> list[dict]:
