@@ -3,12 +3,12 @@ back."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 from study.errors import UserError
 from study.upstream import has_weights
+from sweeps.backend_errors import record_errors, with_backend_errors
 from sweeps.backends import backend, backend_session
 from sweeps.dedupe import record_copy, representatives
 from sweeps.execute import TrialTask
@@ -36,7 +36,8 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
     every wave at once and chains them by job dependencies; the others run wave after wave, each trial only once its
     upstream runs completed. A trial that would train exactly as another run (`sweeps.dedupe`) is not trained:
     once that run completed, it is recorded as its copy. A trial the backend could not run (its job never started,
-    its worker process died) keeps the state its run store shows, with the backend's reason beside it."""
+    its worker process died) keeps the state its run store shows, with the backend's reason beside it, which
+    `sweep status` shows too (`sweeps.backend_errors`)."""
     check_trial_inputs(spec, trials)
     check_upstream_weights(spec, trials, runs_dir)
     copies = representatives(trials, runs_dir)
@@ -60,17 +61,8 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
             for t in trials:
                 if t.run_id in copies:
                     record_copy(runs_dir, t, copies[t.run_id])
-    return with_backend_errors(collect(trials, runs_dir), records, backend_name)
-
-
-def with_backend_errors(states: list[TrialState], records: list[dict], backend_name: str) -> list[TrialState]:
-    """Each unfinished trial with no reason of its own whose execution record is an error gets that error as its
-    reason (the run store holds nothing of a job that never started, and shows a trial whose process died as
-    interrupted only)."""
-    errors = {Path(r["run_dir"]).name: r.get("reason", "") for r in records
-              if r.get("outcome") == "error" and r.get("run_dir")}
-    return [dataclasses.replace(s, reason=f"{backend_name} backend: {errors[s.trial.run_id]}")
-            if s.state != "completed" and not s.reason and s.trial.run_id in errors else s for s in states]
+    record_errors(runs_dir, spec, trials, records, backend_name)
+    return with_backend_errors(collect(trials, runs_dir), runs_dir, spec)
 
 
 def check_trial_inputs(spec: GridSpec, trials: list[Trial]) -> None:

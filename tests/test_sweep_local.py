@@ -112,6 +112,11 @@ def test_a_pool_worker_that_dies_is_named_in_its_trials_reason_and_a_relaunch_re
     out = capsys.readouterr().out
     (row,) = [line for line in out.splitlines() if dying.name in line]
     assert "interrupted" in row and "local backend: BrokenProcessPool(" in row, out
+    status = ["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)]
+    assert main(status) == 0  # a later status shows the reason too
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if dying.name in line]
+    assert "interrupted" in row and "local backend: BrokenProcessPool(" in row, row
     assert main(launch_argv(grid, runs, "--workers", "2")) == 0
+    assert json.loads((runs / "launches" / "g__smoke.json").read_text()) == {}  # the clean relaunch cleared it
     assert attempts(dying)[-1]["from_step"] == 10
     assert [RunStore(d).status()["state"] for d in (dying, other)] == ["completed"] * 2

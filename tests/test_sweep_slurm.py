@@ -123,7 +123,7 @@ def test_job_of_two_tasks_trains_one_run_with_ddp(tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_a_node_that_cannot_see_the_runs_directory_is_named_in_the_trial_reason(tmp_path):
+def test_a_node_that_cannot_see_the_runs_directory_is_named_in_the_trial_reason(tmp_path, capsys):
     """The node gets the job but cannot open its log (the job folder is gone there, as on a node without the runs
     directory's file system): Slurm fails the launch (JobLaunchFailure), and the launch's table says so per trial
     instead of a bare "pending"."""
@@ -154,3 +154,8 @@ def test_a_node_that_cannot_see_the_runs_directory_is_named_in_the_trial_reason(
         assert f"could not write the job's log in {runs / '.slurm'}" in row, out
         assert "the runs directory must be on a file system every compute node shares" in row, out
         assert not run.exists() or not (run / "status.json").exists()
+    assert main(["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)]) == 0
+    status = capsys.readouterr().out
+    for run in run_dirs(grid, runs):  # a later status still says why
+        (row,) = [line for line in status.splitlines() if run.name in line]
+        assert "pending" in row and "JobLaunchFailure" in row, status

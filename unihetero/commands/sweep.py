@@ -239,6 +239,7 @@ def run_status(args: argparse.Namespace) -> int:
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")
     from sweeps.adaptive import looks_file, looks_lines, planned_trials
+    from sweeps.backend_errors import with_backend_errors
 
     spec = load_spec(args.grid, args.preset)
     trials = pipeline(spec)
@@ -246,7 +247,7 @@ def run_status(args: argparse.Namespace) -> int:
         from analysis.protocol import load_protocol
 
         trials = planned_trials(spec, runs_dir, load_protocol(args.until_decided))
-    states = collect(trials, runs_dir)
+    states = with_backend_errors(collect(trials, runs_dir), runs_dir, spec)
     print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
     print(status_table(states))
     looks = looks_lines(runs_dir, spec)
