@@ -240,6 +240,7 @@ def run_status(args: argparse.Namespace) -> int:
         raise UserError(f"runs directory '{runs_dir}' does not exist")
     from sweeps.adaptive import looks_file, looks_lines, planned_trials
     from sweeps.backend_errors import with_backend_errors
+    from sweeps.time_left import time_left_line
 
     spec = load_spec(args.grid, args.preset)
     trials = pipeline(spec)
@@ -250,6 +251,7 @@ def run_status(args: argparse.Namespace) -> int:
     states = with_backend_errors(collect(trials, runs_dir), runs_dir, spec)
     print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
     print(status_table(states))
+    print(time_left_line(states, runs_dir))
     looks = looks_lines(runs_dir, spec)
     if looks and not args.until_decided:
         print(f"{len(looks)} look(s) of --until-decided in {looks_file(runs_dir, spec)}: give --until-decided "

@@ -1,0 +1,78 @@
+"""A rough estimate of a grid's time left, from the runs of it that completed here in one attempt.
+
+A completed run that trained from step 0 to its end in a single attempt (`sweep_attempts.jsonl`) gives its wall
+seconds per step, evaluations included; a resumed run is left out, since its wall time spans its downtime, and so is
+a run recorded as another's copy. Each unfinished trial's steps to go are priced at the median of its own cell (the
+trial's axes but the seed) or, with none there, of the whole grid. The answer is worker time: on W workers in
+parallel it is about 1/W of it. A run paused part way (SIGSTOP) counts its pause: the medians keep a few such runs
+from moving the estimate much.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from study.runstore import RunStore, read_jsonl
+from sweeps.execute import ATTEMPTS
+from sweeps.layout import run_dir
+from sweeps.spec import Trial
+from sweeps.status import TrialState
+
+
+def cell(trial: Trial) -> str:
+    return json.dumps({k: v for k, v in trial.axes.items() if k != "seed"}, sort_keys=True, default=str)
+
+
+def seconds_per_step(path: Path) -> float | None:
+    """Wall seconds per step of a run that completed in one attempt from step 0 (None for any other run)."""
+    attempts = read_jsonl(path / ATTEMPTS)
+    status = RunStore(path).status() if (path / "status.json").exists() else {}
+    if status.get("state") != "completed" or len(attempts) != 1 or attempts[0].get("from_step", 0) != 0:
+        return None
+    steps = status.get("total_steps") or 0
+    wall = float(status.get("updated_at", 0)) - float(attempts[0].get("at", 0))
+    return wall / steps if steps > 0 and wall > 0 else None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # worker seconds the unfinished trials need
+    steps: int  # their steps to go
+    trials: int  # how many are unfinished
+    measured: int  # completed one-attempt runs the prices come from
+    median: float  # their median wall seconds per step
+
+
+def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
+    """The worker time the grid's unfinished trials need (None without a measured run to price them)."""
+    rates: dict[str, list[float]] = {}
+    for s in states:
+        if s.state == "completed" and (rate := seconds_per_step(run_dir(runs_dir, s.trial.run_id))) is not None:
+            rates.setdefault(cell(s.trial), []).append(rate)
+    measured = [r for group in rates.values() for r in group]
+    if not measured:
+        return None
+    overall = statistics.median(measured)
+    todo = [s for s in states if s.state in ("pending", "running", "interrupted")]
+    seconds, steps = 0.0, 0
+    for s in todo:
+        remaining = max((s.total_steps or s.trial.config.steps) - (s.step or 0), 0)
+        steps += remaining
+        seconds += remaining * statistics.median(rates.get(cell(s.trial), [overall]))
+    return Estimate(seconds, steps, len(todo), len(measured), overall)
+
+
+def time_left_line(states: list[TrialState], runs_dir: Path) -> str:
+    """One line: the worker time the unfinished trials need, and what the estimate rests on."""
+    if not any(s.state in ("pending", "running", "interrupted") for s in states):
+        return "time left: none (no trial to run)"
+    e = estimate(states, runs_dir)
+    if e is None:
+        return "time left: no estimate yet (no run of this grid has completed here in one attempt)"
+    amount = f"{e.seconds / 3600:.1f} worker-hours" if e.seconds >= 3600 else f"{e.seconds / 60:.0f} worker-minutes"
+    return (f"time left: about {amount} for {e.trials} unfinished trial(s), {e.steps:,} steps (about 1/W of that "
+            f"on W workers in parallel; each cell's median wall seconds per step over {e.measured} run(s) of this "
+            f"grid that completed here in one attempt, {e.median:.2f} s overall)")

@@ -1,0 +1,40 @@
+"""`sweep status`'s time-left estimate prices unfinished trials at the wall seconds per step of the grid's runs
+that completed in one attempt, and leaves resumed runs out."""
+
+import statistics
+
+import pytest
+
+from study.runstore import RunStore, read_jsonl
+from sweeps.execute import ATTEMPTS, FAULT_FILE
+from sweeps.spec import expand, load_spec
+from sweeps.status import collect
+from sweeps.time_left import estimate
+from tests.grid_specs import launch_argv, run_dirs, write_grid_spec
+from unihetero.cli import main
+
+
+def wall_per_step(run) -> float:
+    status = RunStore(run).status()
+    return (status["updated_at"] - read_jsonl(run / ATTEMPTS)[0]["at"]) / status["total_steps"]
+
+
+@pytest.mark.slow
+def test_time_left_prices_the_unfinished_trials_at_the_one_attempt_runs_median(tmp_path, capsys):
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0, 1, 2]\n", **{"train.samples_seen": 320}), tmp_path / "runs"
+    clean_a, clean_b, resumed = run_dirs(grid, runs)
+    resumed.mkdir(parents=True)
+    (resumed / FAULT_FILE).write_text("10")  # it stops after step 10 and resumes: its wall time spans the gap
+    assert main(launch_argv(grid, runs, "--workers", "2")) == 1
+    assert main(launch_argv(grid, runs)) == 0
+    grid = write_grid_spec(tmp_path, "seeds: [0, 1, 2, 3]\n", **{"train.samples_seen": 320})
+    spec = load_spec(str(grid), "smoke")
+    states = collect(expand(spec), runs)
+    assert [s.state for s in states] == ["completed"] * 3 + ["pending"]
+    e = estimate(states, runs)
+    steps = expand(spec)[3].config.steps
+    assert (e.trials, e.steps, e.measured) == (1, steps, 2)
+    assert e.median == pytest.approx(statistics.median([wall_per_step(clean_a), wall_per_step(clean_b)]))
+    assert e.seconds == pytest.approx(steps * e.median) and e.seconds > 0
+    assert main(["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)]) == 0
+    assert "time left: about " in capsys.readouterr().out
