@@ -12,7 +12,9 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,8 @@ from analysis.runs import YAML_LOADER, load_runs
 from benchmarks.common import write_result
 from benchmarks.synthetic_runs import GRID, METRICS, write_runs
 from reports.build import build_report
+
+T = TypeVar("T")
 
 T975 = "t975"
 
@@ -91,7 +95,7 @@ def _same(toolkit: dict[str, pl.DataFrame], reference: dict[str, pd.DataFrame]) 
     return worst
 
 
-def timed(fn):
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
     t = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - t

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _numel(size) -> int:
+def _numel(size: Sequence[int]) -> int:
     return math.prod(size)
 
 
@@ -69,7 +70,7 @@ def _writer(name: str) -> int:
     return int(name[2:].split("_")[0]) if name.endswith(".distcp") else 0
 
 
-def _tensors(tree) -> list[torch.Tensor]:
+def _tensors(tree: object) -> list[torch.Tensor]:
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, dict):

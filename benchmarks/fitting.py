@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -20,7 +21,7 @@ def epoch_points() -> tuple[np.ndarray, np.ndarray]:
     return np.stack([n, c / (6 * n)], axis=1), df["loss"].to_numpy()
 
 
-def timed(fn) -> float:
+def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t

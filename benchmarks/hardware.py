@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.common import write_result
 from benchmarks.train_step import reference_rate
-from study.config import load_config
+from study.config import RunConfig, load_config
 from study.data.loader import TrainStream
 from study.data.worlds import build_world
 from study.model.flops import train_flops_per_sample
@@ -31,13 +31,13 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
     return best
 
 
-def padded_caption_tokens(cfg, batches: int = 8) -> float:
+def padded_caption_tokens(cfg: RunConfig, batches: int = 8) -> float:
     """Mean padded caption length of the batches the training loop sees (what it computes on)."""
     stream = TrainStream(cfg, build_world(cfg.data), 0, prefetch=False)
     return sum(b.tokens.shape[1] for _, b in zip(range(batches), stream, strict=False)) / batches
 
 
-def profile_top(cfg, rows: int = 8) -> list[dict]:
+def profile_top(cfg: RunConfig, rows: int = 8) -> list[dict]:
     """The operators that take the most CPU time in a few training steps."""
     from torch.profiler import ProfilerActivity, profile
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -32,13 +33,13 @@ def main() -> dict:
     originals = {name: getattr(torch.Tensor, name) for name in READS}
     real_log = loop_module.Loop._log
 
-    def log(self, acc, done, *args):  # once per step, after the step's reads
+    def log(self: loop_module.Loop, acc: dict, done: int, *args: object) -> float:  # each step, after its reads
         per_step[done] = {k: reads[k] - last[k] for k in reads}
         last.update(reads)
         return real_log(self, acc, done, *args)
 
     for name, real in originals.items():
-        def counted(self, *args, _real=real, **kwargs):
+        def counted(self: torch.Tensor, *args: object, _real: Callable = real, **kwargs: object) -> object:
             reads["all"] += 1
             reads["toolkit"] += sys._getframe(1).f_code.co_filename.startswith(STUDY)
             return _real(self, *args, **kwargs)

@@ -1,9 +1,15 @@
 """Sphinx configuration of the unihetero documentation (`make docs`; `make docs-serve` serves it)."""
 
+from __future__ import annotations
+
 import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the API pages import the packages from this checkout
@@ -36,7 +42,7 @@ def _included_pages(srcdir: Path) -> dict[Path, str]:
     return pages
 
 
-def _rebase_links(app, relative_path, parent_docname, content) -> None:
+def _rebase_links(app: Sphinx, relative_path: Path, parent_docname: str, content: list[str]) -> None:
     source = (Path(app.srcdir) / relative_path).resolve()
     pages = _included_pages(Path(app.srcdir))
 
@@ -51,5 +57,5 @@ def _rebase_links(app, relative_path, parent_docname, content) -> None:
     content[0] = LINK.sub(rebase, content[0])
 
 
-def setup(app) -> None:
+def setup(app: Sphinx) -> None:
     app.connect("include-read", _rebase_links)

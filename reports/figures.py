@@ -118,7 +118,7 @@ def scaling_curves(points: pl.DataFrame, fits: Mapping[str, scaling.ScalingFit],
     return _save(fig, stem)
 
 
-def _mean_bands(ax, frame: pl.DataFrame, x: str, colours: Mapping[str, Colour], marker_size: float) -> None:
+def _mean_bands(ax: plt.Axes, frame: pl.DataFrame, x: str, colours: Mapping[str, Colour], marker_size: float) -> None:
     """One line per arm (mean) with its 95% interval band; `frame`: arm, x, mean, lo, hi."""
     for arm, g in frame.group_by("arm", maintain_order=True):
         c = colours[arm[0]]

@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
     without naming the subcommand), with the closest valid option when one is close.
     """
 
-    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
+    def parse_known_args(self, args: list[str] | None = None,  # noqa: D102
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         namespace, extras = super().parse_known_args(args, namespace)
         if extras and " " in self.prog:  # a subcommand: its own unknown arguments are its error
             self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggestion(extras)}")

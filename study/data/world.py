@@ -8,6 +8,7 @@ high-frequency detail that a pixel objective must spend capacity on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +78,7 @@ class World:
     def scene(self, index: int) -> Scene:
         return self._scenes([index], self._draws(index)[0][None])[0]
 
-    def _scenes(self, indices, u: np.ndarray) -> list[Scene]:
+    def _scenes(self, indices: Sequence[int] | np.ndarray, u: np.ndarray) -> list[Scene]:
         """The scenes of a batch of indices from their uniforms (B, _DRAWS); row b depends on u[b] only."""
         cfg = self.cfg
         span = cfg.max_objects - cfg.min_objects
@@ -110,12 +111,12 @@ class World:
         images, scenes = self.batch([index])
         return images[0], scenes[0]
 
-    def batch(self, indices) -> tuple[np.ndarray, list[Scene]]:
+    def batch(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list[Scene]]:
         """Images (B, H, W, 3) float32 in [0, 1] (a view of `render`'s) and scenes of the given world indices."""
         images, scenes = self.render(indices)
         return np.moveaxis(images, 1, -1), scenes
 
-    def render(self, indices) -> tuple[np.ndarray, list[Scene]]:
+    def render(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list[Scene]]:
         """Images (B, 3, H, W) float32 in [0, 1], channels first as the models take them (no copy to transpose),
         and scenes of the given world indices."""
         indices = np.asarray(indices, dtype=np.int64)

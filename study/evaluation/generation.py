@@ -12,6 +12,7 @@ with half the visual inputs masked, on the masked positions only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,8 @@ def _bos(model: UnifiedModel, n: int, device: torch.device) -> torch.Tensor:
     return torch.full((n, 1), model.bos_id, dtype=torch.long, device=device)
 
 
-def _scored_positions(model: UnifiedModel, embeds: torch.Tensor, gen: torch.Generator):
+def _scored_positions(model: UnifiedModel, embeds: torch.Tensor,
+                      gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states at positions 0..V-2 and which next-token targets (1..V-1) are scored."""
     b, v, _ = embeds.shape
     mask = None
@@ -46,7 +48,8 @@ def _cos_mse(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     return (float(F.cosine_similarity(pred, target, dim=-1).mean()), float((pred - target).pow(2).mean()))
 
 
-def _with_baselines(prefix: str, pred, target, copy_pred, metric) -> dict[str, float]:
+def _with_baselines(prefix: str, pred: torch.Tensor, target: torch.Tensor, copy_pred: torch.Tensor,
+                    metric: Callable[[torch.Tensor, torch.Tensor], dict[str, float]]) -> dict[str, float]:
     mean_pred = target.mean(0, keepdim=True).expand_as(target)
     out = {}
     for name, p in (("model", pred), ("mean_target", mean_pred), ("copy_current", copy_pred)):
@@ -66,7 +69,7 @@ def semantic_metrics(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, 
     pred = model.semantic_head(hidden)[where]
     target, copy = targets[:, 1:][where], targets[:, :-1][where]
 
-    def metric(p, t):
+    def metric(p: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
         cos, mse = _cos_mse(p, t)
         return {"cos": cos, "mse": mse}
 

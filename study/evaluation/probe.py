@@ -45,7 +45,8 @@ def layer_features(model: UnifiedModel, images: torch.Tensor, layer: str) -> tor
     return layers[index][:, :v]
 
 
-def object_features(features: torch.Tensor, scenes: list[Scene], cells: torch.Tensor):
+def object_features(features: torch.Tensor, scenes: list[Scene],
+                    cells: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
     """Cell-pooled features (N_objects, D), attribute labels, and each object's image index."""
     rows, labels, owner = [], {k: [] for k in PROBE_TARGETS}, []
     for i, scene in enumerate(scenes):

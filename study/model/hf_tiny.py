@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from study.data.tokenizer import VOCAB
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 WIDTH, LLM_WIDTH, LAYERS, HEADS = 32, 48, 2, 2  # the LLM is wider, so the projector maps between widths
 VOCAB_SIZE = 320  # byte alphabet + merges + specials, below the LMs' embedding size
 SPECIALS = ("<pad>", "<s>", "</s>")
 
 
-def world_tokenizer():
+def world_tokenizer() -> PreTrainedTokenizerFast:
     """A small byte-level BPE tokenizer trained on the miniature world's words."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

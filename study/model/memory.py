@@ -75,7 +75,8 @@ class _Peak(TorchDispatchMode):
     def _freed(self, size: int) -> None:
         self.now -= size
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(self, func: torch._ops.OpOverload, types: tuple[type, ...], args: tuple = (),
+                           kwargs: dict | None = None) -> object:
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):

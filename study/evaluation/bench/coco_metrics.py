@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import functools
 import shutil
+from typing import TYPE_CHECKING
 
 from study.errors import UserError
+
+if TYPE_CHECKING:
+    from pycocoevalcap.meteor.meteor import Meteor
 
 METRICS = ("bleu4", "meteor", "rouge_l", "cider")
 
@@ -39,7 +43,7 @@ def _scorers() -> tuple:
 
 
 @functools.cache
-def _meteor():
+def _meteor() -> Meteor:
     """One METEOR process per Python process (it loads a 60 MB paraphrase table at start)."""
     from pycocoevalcap.meteor.meteor import Meteor
 

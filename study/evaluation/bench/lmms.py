@@ -20,6 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -34,6 +35,12 @@ from study.evaluation.decoding import greedy_decode
 from study.rebuild import load_vlm
 
 BATCH_SIZE = 16
+
+
+class Request(Protocol):
+    """What this module reads of an lmms-eval `Instance`."""
+
+    args: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class RunLMM:
         head = codec.ids(context)[-room:] if room else []
         return [codec.start, *head, *cont], 1 + len(head)
 
-    def _parse(self, request) -> Scored:
+    def _parse(self, request: Request) -> Scored:
         args = request.args
         if len(args) == 2:  # acc_mutual_info's unconditional request: no image
             context, continuation = args
@@ -115,7 +122,7 @@ class RunLMM:
             out.append((float(token_logp[i, scored].sum()), bool(hits[i, scored].all())))
         return out
 
-    def loglikelihood(self, requests: Sequence) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: Sequence[Request]) -> list[tuple[float, bool]]:
         parsed = [self._parse(r) for r in requests]
         out: list[tuple[float, bool] | None] = [None] * len(parsed)
         for with_image in (True, False):
@@ -137,7 +144,7 @@ class RunLMM:
         return max(0, min(asked, room))
 
     @torch.no_grad()
-    def generate_until(self, requests: Sequence) -> list[str]:
+    def generate_until(self, requests: Sequence[Request]) -> list[str]:
         codec, device = self.prompts.codec, model_device(self.model)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):

@@ -10,9 +10,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from lmms_eval.api.model import lmms
 
-from study.evaluation.bench.lmms import BATCH_SIZE, RunLMM
+from study.evaluation.bench.lmms import BATCH_SIZE, Request, RunLMM
+
+if TYPE_CHECKING:
+    from lmms_eval.models.registry_v2 import ModelManifest
 
 
 class UniheteroLMMS(RunLMM, lmms):
@@ -25,11 +31,11 @@ class UniheteroLMMS(RunLMM, lmms):
         lmms.__init__(self)
         RunLMM.__init__(self, run_dir, step, device, batch_size)
 
-    def generate_until_multi_round(self, requests) -> list[str]:
+    def generate_until_multi_round(self, requests: Sequence[Request]) -> list[str]:
         raise NotImplementedError("unihetero models answer single-round requests only")
 
 
-def manifest():  # -> lmms_eval.models.registry_v2.ModelManifest
+def manifest() -> ModelManifest:
     """The entry point's payload: `unihetero`, a simple model, this module's class."""
     from lmms_eval.models.registry_v2 import ModelManifest
 

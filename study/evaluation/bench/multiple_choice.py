@@ -16,7 +16,7 @@ import torch
 
 from study.evaluation.bench.items import ChoiceItem, MultipleChoice
 from study.evaluation.bench.prompts import Prompts
-from study.evaluation.bench.scoring import ONE_PROCESS, Shard, score_rows
+from study.evaluation.bench.scoring import ONE_PROCESS, Group, Shard, score_rows
 from study.model.unified import UnifiedModel
 
 
@@ -53,7 +53,7 @@ def _by(items: list[ChoiceItem], correct: list[list[bool]], field: str, column: 
 def evaluate_choice(model: UnifiedModel, prompts: Prompts, task: MultipleChoice, shard: Shard = ONE_PROCESS) -> dict:
     items = task.items
 
-    def groups(i: int):
+    def groups(i: int) -> list[Group]:
         return [prompts.choice(items[i], order) for order in items[i].asked()]
 
     scores = score_rows(model, task.images, groups, prompts.codec.pad_id, shard)

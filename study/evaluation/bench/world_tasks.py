@@ -20,12 +20,13 @@ import numpy as np
 from PIL import Image
 
 from study.data.loader import held_out_indices
-from study.data.world import COLOURS, NUMBERS, World
+from study.data.world import COLOURS, NUMBERS, Scene, World
 
 OPTIONS = 4
+Question = tuple[bytes, str, list[str], int]  # PNG, question, options, answer index
 
 
-def world_images(world: World, n: int, start: int = 0):
+def world_images(world: World, n: int, start: int = 0) -> list[tuple[bytes, Scene]]:
     """(PNG bytes, scene) of n held-out images of `world`."""
     images, scenes = world.batch(held_out_indices(start, n))
     out = []
@@ -36,7 +37,7 @@ def world_images(world: World, n: int, start: int = 0):
     return out
 
 
-def colour_questions(world: World, n: int, seed: int = 0):
+def colour_questions(world: World, n: int, seed: int = 0) -> list[Question]:
     """Per image: (png, question, options, answer index): which description of its first object is right, the
     true colour among OPTIONS colours, at a random position."""
     rng = np.random.default_rng(seed)
@@ -52,7 +53,7 @@ def colour_questions(world: World, n: int, seed: int = 0):
     return rows
 
 
-def write_tsv(path: Path, rows, hint: str = "") -> Path:
+def write_tsv(path: Path, rows: list[Question], hint: str = "") -> Path:
     lines = ["index\tquestion\thint\tA\tB\tC\tD\tE\tanswer\timage"]
     for i, (png, question, options, answer) in enumerate(rows):
         cells = [*options, *[""] * (5 - len(options))]
@@ -61,7 +62,7 @@ def write_tsv(path: Path, rows, hint: str = "") -> Path:
     return path
 
 
-def write_jsonl(path: Path, rows) -> Path:
+def write_jsonl(path: Path, rows: list[Question]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     records = []
     for i, (png, question, options, answer) in enumerate(rows):
