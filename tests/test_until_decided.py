@@ -74,6 +74,7 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     out = capsys.readouterr().out
     assert "9/13 completed, 0 running, 0 interrupted, 0 failed, 4 pending" in out
     assert "next wave: seeds [4, 5] for other_world" in out and "broken inferior (n=3)" in out
+    assert "worker-minutes for 4 unfinished trial(s)" in out and "(a look may add more)" in out
     assert main(argv) == 0  # a relaunch trains that wave and goes on
     looks = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
     first, second = looks

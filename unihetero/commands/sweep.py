@@ -251,7 +251,8 @@ def run_status(args: argparse.Namespace) -> int:
     states = with_backend_errors(collect(trials, runs_dir), runs_dir, spec)
     print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
     print(status_table(states))
-    print(time_left_line(states, runs_dir))
+    print(time_left_line(states, runs_dir) + ("; for the waves planned so far (a look may add more)"
+                                              if args.until_decided else ""))
     looks = looks_lines(runs_dir, spec)
     if looks and not args.until_decided:
         print(f"{len(looks)} look(s) of --until-decided in {looks_file(runs_dir, spec)}: give --until-decided "
