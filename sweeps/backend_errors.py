@@ -5,14 +5,19 @@ process died as interrupted only).
     RUNS_DIR/launches/<grid>__<scale>.json   {run_id: {"reason": "BACKEND backend: ...", "at": unix time}}
 
 Each launch replaces the entries of the trials it ran: a trial that ran cleanly since loses its entry. An entry older
-than its run's last status change is not shown (something ran the trial after that launch).
+than its run's last status change is not shown (something ran the trial after that launch). Launches of one grid at
+once (two shells, say) update the file in turn, under an exclusive lock on `<file>.lock`, so neither drops the
+other's entries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from study.files import atomic_write
@@ -42,12 +47,29 @@ def record_errors(runs_dir: Path, spec: GridSpec, trials: list[Trial], records: 
     there is nothing to store or clear)."""
     reasons = {Path(r["run_dir"]).name: f"{backend_name} backend: {r.get('reason', '')}" for r in records
                if r.get("outcome") == "error" and r.get("run_dir")}
-    known = read_errors(runs_dir, spec)
-    kept = {k: v for k, v in known.items() if k not in {t.run_id for t in trials}}
-    now = time.time()
-    entries = kept | {run_id: {"reason": reason, "at": now} for run_id, reason in reasons.items()}
-    if entries != known:
-        atomic_write(errors_file(runs_dir, spec), json.dumps(entries, indent=1).encode())
+    launched = {t.run_id for t in trials}
+    path = errors_file(runs_dir, spec)
+    if not reasons and not path.exists():
+        return
+    with _exclusive(path):
+        known = read_errors(runs_dir, spec)
+        now = time.time()
+        entries = ({k: v for k, v in known.items() if k not in launched}
+                   | {run_id: {"reason": reason, "at": now} for run_id, reason in reasons.items()})
+        if entries != known:
+            atomic_write(path, json.dumps(entries, indent=1).encode())
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path`'s sidecar `.lock` file (waits for another holder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as sidecar:
+        fcntl.flock(sidecar, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(sidecar, fcntl.LOCK_UN)
 
 
 def with_backend_errors(states: list[TrialState], runs_dir: Path, spec: GridSpec) -> list[TrialState]:

@@ -19,6 +19,7 @@ from sweeps.lock import holder
 from sweeps.spec import Trial
 
 STATES = ("completed", "running", "interrupted", "failed", "pending")
+UNFINISHED = ("running", "interrupted", "pending")  # the states a launch would still run
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from study.runstore import RunStore, read_jsonl
 from sweeps.execute import ATTEMPTS
 from sweeps.layout import run_dir
 from sweeps.spec import Trial
-from sweeps.status import TrialState
+from sweeps.status import UNFINISHED, TrialState
 
 
 def cell(trial: Trial) -> str:
@@ -56,7 +56,7 @@ def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
     if not measured:
         return None
     overall = statistics.median(measured)
-    todo = [s for s in states if s.state in ("pending", "running", "interrupted")]
+    todo = [s for s in states if s.state in UNFINISHED]
     seconds, steps = 0.0, 0
     for s in todo:
         remaining = max((s.total_steps or s.trial.config.steps) - (s.step or 0), 0)
@@ -67,7 +67,7 @@ def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
 
 def time_left_line(states: list[TrialState], runs_dir: Path) -> str:
     """One line: the worker time the unfinished trials need, and what the estimate rests on."""
-    if not any(s.state in ("pending", "running", "interrupted") for s in states):
+    if not any(s.state in UNFINISHED for s in states):
         return "time left: none (no trial to run)"
     e = estimate(states, runs_dir)
     if e is None:

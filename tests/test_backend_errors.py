@@ -2,8 +2,10 @@
 has run that trial since."""
 
 import os
+import threading
 import time
 
+import sweeps.backend_errors as backend_errors
 from study.runstore import RunStore
 from sweeps.backend_errors import read_errors, record_errors, with_backend_errors
 from sweeps.spec import expand, load_spec
@@ -30,3 +32,26 @@ def test_a_reason_is_kept_until_a_later_launch_or_run_supersedes_it(tmp_path):
 
     record_errors(runs, spec, [never_started], [], "slurm")  # a relaunch of it with no error clears its entry only
     assert list(read_errors(runs, spec)) == [ran_since.run_id]
+
+
+def test_launches_at_once_keep_each_others_entries(tmp_path, monkeypatch):
+    """Two launches of one grid record their errors at the same moment: the file's read-modify-write is serialised,
+    so the entries of both survive (without the lock each would read the empty file and the later write win)."""
+    spec = load_spec(str(write_grid_spec(tmp_path, "seeds: [0, 1]\n")), "smoke")
+    trials, runs = expand(spec), tmp_path / "runs"
+    read = backend_errors.read_errors
+
+    def slow_read(*args):
+        body = read(*args)
+        time.sleep(0.3)  # both launches would read before either writes
+        return body
+
+    monkeypatch.setattr(backend_errors, "read_errors", slow_read)
+    launches = [threading.Thread(target=record_errors, args=(
+        runs, spec, [t], [{"run_dir": str(runs / t.run_id), "outcome": "error", "reason": "no node"}], "slurm"))
+        for t in trials]
+    for launch in launches:
+        launch.start()
+    for launch in launches:
+        launch.join()
+    assert sorted(read_errors(runs, spec)) == sorted(t.run_id for t in trials)
