@@ -88,5 +88,8 @@ def test_a_trial_out_of_retries_shows_rays_error_beside_it(tmp_path, ray_instanc
     assert main(launch_argv(grid, runs, "--backend", "ray", "--max-failures", "0")) == 1
     (row,) = [line for line in capsys.readouterr().out.splitlines() if run.name in line]
     assert "interrupted" in row and "ray backend: " in row and "Error" in row, row
+    assert main(["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)]) == 0
+    (later,) = [line for line in capsys.readouterr().out.splitlines() if run.name in line]
+    assert later == row  # a later `sweep status` still shows Ray's reason
     assert main(launch_argv(grid, runs, "--backend", "ray")) == 0  # a relaunch resumes it
     assert [a["from_step"] for a in attempts(run)] == [0, 10]
