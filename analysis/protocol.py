@@ -74,6 +74,7 @@ class Protocol:
     comparisons: tuple[Comparison, ...]
 
     def family_size(self, family: str) -> int:
+        """How many comparisons the family holds (its multiplicity correction's divisor)."""
         return sum(c.family == family for c in self.comparisons)
 
     def plan(self, comparison: Comparison) -> Plan:
@@ -87,6 +88,7 @@ class Protocol:
         return sizes + [self.cap]
 
     def for_grid(self, grid: str) -> list[Comparison]:
+        """The comparisons decided on the runs of grid `grid`."""
         return [c for c in self.comparisons if c.grid == grid]
 
 

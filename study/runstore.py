@@ -91,6 +91,7 @@ class RunStore:
             self.write_status("pending")
 
     def config(self) -> RunConfig:
+        """The run's config, read back from its config.yaml."""
         path = self.path / "config.yaml"
         try:
             values = yaml.safe_load(path.read_text())
@@ -100,6 +101,7 @@ class RunStore:
 
     # -- status -------------------------------------------------------------------------------
     def status(self) -> dict:
+        """The run's status.json ('unknown' state when it cannot be read)."""
         path = self.path / "status.json"
         try:
             status = json.loads(path.read_text())
@@ -112,6 +114,7 @@ class RunStore:
         return {"state": "unknown"}
 
     def write_status(self, state: str, **fields: Any) -> None:
+        """Replace the run's status (kept: when it started), stamped with time, host, pid and Slurm job."""
         previous = self.status() if (self.path / "status.json").exists() else {}
         now = time.time()
         status = {"state": state, "updated_at": now, "started_at": previous.get("started_at", now),
@@ -133,6 +136,7 @@ class RunStore:
 
     # -- records ------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
+        """Append one record to a JSON-lines file of the run, durably, and pass it on to the trackers."""
         if self._tracker_config is not None and self.trackers is None:  # at the first record: none for a done run
             self.trackers = Trackers(self._tracker_config, self.path, backlog=self.records)
         try:
@@ -148,6 +152,7 @@ class RunStore:
             self.trackers.record(name, record)
 
     def records(self, name: str) -> list[dict]:
+        """The records of one JSON-lines file of the run."""
         return read_jsonl(self.path / name)
 
     def truncate_records(self, name: str, after_step: int) -> None:

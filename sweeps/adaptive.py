@@ -33,6 +33,7 @@ FINISHED = ("completed", "failed")
 
 
 def looks_file(runs_dir: Path, spec: GridSpec) -> Path:
+    """Where the grid's looks are recorded, one JSON line per comparison per look."""
     return Path(runs_dir) / LOOKS / f"{spec.name}__{spec.scale}.jsonl"
 
 
@@ -43,6 +44,7 @@ def with_seeds(spec: GridSpec, seeds: list[int]) -> GridSpec:
 
 
 def first_seeds(spec: GridSpec) -> list[int]:
+    """The grid's own seeds list: the first wave of an --until-decided launch."""
     (axis,) = [a for a in spec.axes if a.keys == ("train.seed",)] or [None]
     if axis is None:
         raise UserError(f"grid '{spec.name}': --until-decided needs a seeds list (the first wave)")
@@ -85,12 +87,14 @@ def paired_values(runs_dir: Path, grid: str, comparison: Comparison) -> list[flo
 
 
 def decision_record(c: Comparison, d: Decision, sizes: list[int]) -> dict:
+    """One look's decision on one comparison, as its line in the looks file."""
     return {"n": d.n, "sizes": sizes, "mean": d.mean, "sd": d.sd, "t": d.t_difference, "t_bound": d.difference_bound,
             "equivalence_interval": list(d.equivalence_interval), "margin": c.margin, "verdict": d.verdict,
             "seeds_to_decide": d.seeds_to_decide}
 
 
 def grid_comparisons(spec: GridSpec, protocol: Protocol) -> dict[str, Comparison]:
+    """The protocol's comparisons of this grid by id (an error when it plans none)."""
     comparisons = {c.id: c for c in protocol.for_grid(spec.name)}
     if not comparisons:
         raise UserError(f"protocol '{protocol.path}' plans no comparison of grid '{spec.name}'")

@@ -58,6 +58,7 @@ DEVICE_TYPES = (*GPUS, "cpu")
 
 
 def device(kind: str) -> Device:
+    """The device a plan is priced on: this machine's CPU or a GPU kind of `GPUS`."""
     return _cpu() if kind == "cpu" else GPUS[kind]
 
 
@@ -143,6 +144,7 @@ class TrialCost:
 
 
 def evaluations(cfg: RunConfig) -> int:
+    """How many evaluations a run does: at step 0, every `eval.every` steps, and at its end."""
     every = cfg.eval.every
     return 2 + (len(range(every, cfg.steps, every)) if every else 0)
 
@@ -161,6 +163,8 @@ def _advice(cfg: RunConfig, memory: StepMemory, limit: float, ranks: int) -> str
 
 
 def trial_cost(trial: Trial, kind: str, mfu: float, ranks: int, memo: dict[str, StepMemory]) -> TrialCost:
+    """One trial's FLOPs and device-hours on `kind` at model FLOPs utilisation `mfu`; for a VLM trial also its step
+    memory over `ranks` ranks, whether it fits, and what to change when it does not."""
     cfg, dev = plannable(trial.config), device(kind)
     captions = caption_length(cfg)
     samples = cfg.steps * cfg.train.batch_size
@@ -187,5 +191,6 @@ def trial_cost(trial: Trial, kind: str, mfu: float, ranks: int, memo: dict[str, 
 
 
 def plan_costs(trials: list[Trial], kind: str, mfu: float, ranks: int) -> list[TrialCost]:
+    """Each trial's cost, pricing the step memory of each distinct model shape once."""
     memo: dict[str, StepMemory] = {}
     return [trial_cost(t, kind, mfu, ranks, memo) for t in trials]

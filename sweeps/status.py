@@ -51,6 +51,7 @@ def _waiting_for(trial: Trial, runs_dir: Path) -> str:
 
 
 def trial_state(trial: Trial, runs_dir: Path) -> TrialState:
+    """One trial's state, step and reason, read from its run directory and lock."""
     path = run_dir(runs_dir, trial.run_id)
     if not (path / "status.json").exists():
         return TrialState(trial, "pending", reason=_waiting_for(trial, runs_dir))
@@ -68,16 +69,19 @@ def collect(trials: list[Trial], runs_dir: Path) -> list[TrialState]:
 
 
 def counts(states: list[TrialState]) -> dict[str, int]:
+    """How many trials are in each state, every state named."""
     c = Counter(s.state for s in states)
     return {name: c.get(name, 0) for name in STATES}
 
 
 def counts_line(states: list[TrialState]) -> str:
+    """The counts in one line ('3/8 completed, 1 running, ...')."""
     c = counts(states)
     return f"{c['completed']}/{len(states)} completed, " + ", ".join(f"{c[k]} {k}" for k in STATES[1:])
 
 
 def format_table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain-text table of left-aligned columns under a header and a rule."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
              for r in [header, *rows]]
@@ -85,6 +89,7 @@ def format_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def status_table(states: list[TrialState]) -> str:
+    """The grid's table: each trial's axes, run id, state, step and reason."""
     axis_keys = table_axes([s.trial for s in states])
     staged = any(s.trial.stage or s.trial.upstream for s in states)
     header = ["#", *(["stage"] if staged else []), *axis_keys, "run_id", "state", "step", "reason"]
