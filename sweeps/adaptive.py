@@ -109,6 +109,29 @@ def planned_trials(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[T
     return chosen(pipeline(with_seeds(spec, seeds)), first, extensions, grid_comparisons(spec, protocol))
 
 
+def trials_to_cap(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Trial]:
+    """The trials `--until-decided` runs at most from here: the planned ones, and the waves that follow while every
+    comparison still open stays open (those the last look extended, or all before a look), each comparison's waves
+    ending where the launch ends them, when one more would pass the seed cap."""
+    looks = read_jsonl(looks_file(runs_dir, spec))
+    extensions = [look["extend"] for look in looks if look.get("extend")]
+    first = first_seeds(spec)
+    comparisons = grid_comparisons(spec, protocol)
+    if looks and looks[-1].get("extend") is None:
+        future = []
+    else:
+        last = looks[-1] if looks else None
+        pairs_next = ({cid: last["comparisons"][cid]["n"] + protocol.wave for cid in last["extend"]["comparisons"]}
+                      if last else {cid: len(first) for cid in comparisons})
+        more = {cid: (protocol.cap - n) // protocol.wave for cid, n in pairs_next.items()}
+        top = max(first + [s for ext in extensions for s in ext["seeds"]])
+        future = [{"comparisons": [cid for cid, k in more.items() if k >= w],
+                   "seeds": list(range(top + 1 + (w - 1) * protocol.wave, top + 1 + w * protocol.wave))}
+                  for w in range(1, max(more.values(), default=0) + 1)]
+    seeds = sorted(set(first + [s for ext in extensions + future for s in ext["seeds"]]))
+    return chosen(pipeline(with_seeds(spec, seeds)), first, extensions + future, comparisons)
+
+
 def looks_lines(runs_dir: Path, spec: GridSpec) -> list[str]:
     """One line per recorded look: when, each comparison's verdict and pairs, the wave it added."""
     lines = []

@@ -72,7 +72,20 @@ def time_left_line(states: list[TrialState], runs_dir: Path) -> str:
     e = estimate(states, runs_dir)
     if e is None:
         return "time left: no estimate yet (no run of this grid has completed here in one attempt)"
-    amount = f"{e.seconds / 3600:.1f} worker-hours" if e.seconds >= 3600 else f"{e.seconds / 60:.0f} worker-minutes"
-    return (f"time left: about {amount} for {e.trials} unfinished trial(s), {e.steps:,} steps (about 1/W of that "
-            f"on W workers in parallel; each cell's median wall seconds per step over {e.measured} run(s) of this "
-            f"grid that completed here in one attempt, {e.median:.2f} s overall)")
+    return (f"time left: about {_amount(e.seconds)} for {e.trials} unfinished trial(s), {e.steps:,} steps (about 1/W "
+            f"of that on W workers in parallel; each cell's median wall seconds per step over {e.measured} run(s) of "
+            f"this grid that completed here in one attempt, {e.median:.2f} s overall)")
+
+
+def to_cap_line(states: list[TrialState], runs_dir: Path, cap: int) -> str:
+    """One line: the worker time left if every open comparison of an `--until-decided` grid ran to the seed cap
+    (`states`: the trials it would then run), priced as `time_left_line` prices them."""
+    e = estimate(states, runs_dir)
+    if e is None or not e.trials:
+        return f"to the cap of {cap} seeds per arm: {'nothing more' if e else 'no estimate yet'}"
+    return (f"to the cap of {cap} seeds per arm: at most about {_amount(e.seconds)} for {e.trials} unfinished "
+            "trial(s), if every comparison still open stays open to its cap")
+
+
+def _amount(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} worker-hours" if seconds >= 3600 else f"{seconds / 60:.0f} worker-minutes"

@@ -75,6 +75,8 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     assert "9/13 completed, 0 running, 0 interrupted, 0 failed, 4 pending" in out
     assert "next wave: seeds [4, 5] for other_world" in out and "broken inferior (n=3)" in out
     assert "worker-minutes for 4 unfinished trial(s)" in out and "(a look may add more)" in out
+    assert "to the cap of 5 seeds per arm: at most about " in out  # the planned wave reaches the cap: no more
+    assert "worker-minutes for 4 unfinished trial(s), if every comparison still open" in out
     assert main(argv) == 0  # a relaunch trains that wave and goes on
     looks = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
     first, second = looks
@@ -187,3 +189,33 @@ def test_a_wave_adds_seeds_only_to_the_arms_of_the_open_comparison(tmp_path):
     waved = chosen(trials, [1, 2, 3], [{"comparisons": ["broken"], "seeds": [4, 5]}], comparisons)
     added = {(t.axes["arm"], t.axes["seed"]) for t in waved} - {(t.axes["arm"], t.axes["seed"]) for t in first}
     assert added == {("broken", 4), ("broken", 5), ("text_only", 4), ("text_only", 5)}
+
+
+def test_the_trials_to_the_cap_continue_the_open_comparisons_waves(tmp_path):
+    """`sweep status --until-decided`'s worst case: before a look every comparison runs to the cap; after one, only
+    those it extended, in waves of new seeds, each while one more wave stays within the cap."""
+    from sweeps.adaptive import looks_file, trials_to_cap
+
+    grid, protocol_path = write(tmp_path)
+    spec, runs = load_spec(str(grid), "smoke"), tmp_path / "runs"
+
+    def seeds(cap: int = 9) -> dict[str, list[int]]:
+        protocol_path.write_text(re.sub(r"cap: \d+", f"cap: {cap}", protocol_path.read_text()))
+        out: dict[str, list[int]] = {}
+        for t in trials_to_cap(spec, runs, load_protocol(protocol_path)):
+            out.setdefault(t.axes["arm"], []).append(t.axes["seed"])
+        return {arm: sorted(s) for arm, s in out.items()}
+
+    every = list(range(1, 10))
+    assert seeds() == {"text_only": every, "broken": every, "other_world": every}  # 3 + 3 waves of 2
+    looks = looks_file(runs, spec)
+    looks.parent.mkdir(parents=True)
+    look = {"look": 1, "comparisons": {"broken": {"n": 3, "verdict": "inferior"},
+                                       "other_world": {"n": 3, "verdict": "open"}},
+            "extend": {"comparisons": ["other_world"], "seeds": [4, 5]}}
+    looks.write_text(json.dumps(look) + "\n")
+    assert seeds() == {"text_only": every, "broken": [1, 2, 3], "other_world": every}
+    assert seeds(cap=8)["other_world"] == list(range(1, 8))  # the planned wave to 5, one more to 7; 9 would pass 8
+    assert seeds(cap=6)["other_world"] == [1, 2, 3, 4, 5]  # the planned wave only
+    looks.write_text(json.dumps(look | {"extend": None}) + "\n")  # the procedure ended: nothing more
+    assert seeds() == {"text_only": [1, 2, 3], "broken": [1, 2, 3], "other_world": [1, 2, 3]}

@@ -238,21 +238,24 @@ def run_status(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")
-    from sweeps.adaptive import looks_file, looks_lines, planned_trials
+    from sweeps.adaptive import looks_file, looks_lines, planned_trials, trials_to_cap
     from sweeps.backend_errors import with_backend_errors
-    from sweeps.time_left import time_left_line
+    from sweeps.time_left import time_left_line, to_cap_line
 
     spec = load_spec(args.grid, args.preset)
     trials = pipeline(spec)
     if args.until_decided:
         from analysis.protocol import load_protocol
 
-        trials = planned_trials(spec, runs_dir, load_protocol(args.until_decided))
+        protocol = load_protocol(args.until_decided)
+        trials = planned_trials(spec, runs_dir, protocol)
     states = with_backend_errors(collect(trials, runs_dir), runs_dir, spec)
     print(f"grid {spec.name} (preset {spec.scale}): {counts_line(states)}")
     print(status_table(states))
     print(time_left_line(states, runs_dir) + ("; for the waves planned so far (a look may add more)"
                                               if args.until_decided else ""))
+    if args.until_decided:
+        print(to_cap_line(collect(trials_to_cap(spec, runs_dir, protocol), runs_dir), runs_dir, protocol.cap))
     looks = looks_lines(runs_dir, spec)
     if looks and not args.until_decided:
         print(f"{len(looks)} look(s) of --until-decided in {looks_file(runs_dir, spec)}: give --until-decided "
