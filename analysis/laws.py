@@ -126,6 +126,7 @@ def predict(form: str, params: dict[str, float], x: np.ndarray) -> np.ndarray:
 
 
 def huber(r: np.ndarray, delta: float) -> np.ndarray:
+    """The Huber loss of residuals `r`: quadratic within `delta`, linear beyond."""
     a = np.abs(r)
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
@@ -140,6 +141,7 @@ def objective(form: str, params: dict[str, float], x: np.ndarray, y: np.ndarray,
 
 
 def r_squared(form: str, params: dict[str, float], x: np.ndarray, y: np.ndarray) -> float:
+    """The fraction of `y`'s variance the fitted law explains."""
     pred = predict(form, params, x)
     return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 

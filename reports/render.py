@@ -47,6 +47,7 @@ class Section:
 
 
 def fmt(x: float | None, digits: int = 3, sign: bool = False) -> str:
+    """A number to `digits` significant digits ('n/a' for none or NaN), signed when `sign`."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if math.isinf(x):
@@ -75,6 +76,7 @@ def _cell(value: object) -> str:
 
 
 def markdown_table(df: pl.DataFrame) -> str:
+    """The frame as a Markdown table."""
     if df.is_empty():
         return "_(no rows)_"
     rows = [[_cell(v).replace("|", "\\|").replace("\n", " ") for v in r] for r in df.iter_rows()]
@@ -83,6 +85,8 @@ def markdown_table(df: pl.DataFrame) -> str:
 
 
 def render_markdown(title: str, preamble: list[str], sections: list[Section], out_dir: Path) -> str:
+    """The report as Markdown: title, preamble, then each section's claim, text, tables and figures (figures
+    linked relative to `out_dir`)."""
     parts = [f"# {title}", *preamble]
     for s in sections:
         parts.append(f"## {s.title}")
@@ -125,6 +129,7 @@ def _html_cell(value: object) -> str:
 
 
 def html_table(df: pl.DataFrame, caption: str) -> str:
+    """The frame as an HTML table under `caption`."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(_html_cell(v) for v in r) + "</tr>" for r in df.iter_rows())
     if df.is_empty():
@@ -143,6 +148,7 @@ def _inline(text: str) -> str:
 
 
 def render_html(title: str, preamble: list[str], sections: list[Section]) -> str:
+    """The report's body as HTML, figures inlined as data URIs."""
     parts = [f"<h1>{html.escape(title)}</h1>", *(f"<p>{_inline(p)}</p>" for p in preamble)]
     for s in sections:
         parts.append(f'<h2 id="{html.escape(s.key)}">{_inline(s.title)}</h2>')
@@ -158,6 +164,7 @@ def render_html(title: str, preamble: list[str], sections: list[Section]) -> str
 
 
 def write_tables(sections: list[Section], table_dir: Path) -> list[Path]:
+    """Write every section's tables as CSV under `table_dir`; the paths written."""
     table_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in sections:

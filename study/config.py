@@ -128,6 +128,7 @@ class ObjectiveConfig:
     diffusion_batch_mul: int = opt(4, "noise draws per token per step", ge=1)
 
     def parts(self) -> tuple[str, ...]:
+        """The generation target's parts ('semantic_input+pixel_grad' has two; 'none' has none)."""
         return () if self.target == "none" else tuple(self.target.split("+"))
 
 
@@ -221,6 +222,7 @@ class RunConfig:
 
     @property
     def steps(self) -> int:
+        """Optimizer steps: the samples seen over the batch size, rounded up."""
         return math.ceil(self.train.samples_seen / self.train.batch_size)
 
     @property
@@ -454,6 +456,7 @@ def from_dict(values: dict) -> RunConfig:
 
 
 def read_yaml(path: Path) -> dict:
+    """The mapping of config sections in YAML file `path` (a one-line error naming the file, and line, otherwise)."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -472,6 +475,7 @@ def read_yaml(path: Path) -> dict:
 
 
 def presets() -> list[str]:
+    """The names of the bundled presets (`study/configs/*.yaml`)."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
@@ -493,6 +497,7 @@ def _source_values(source: str) -> dict:
 
 
 def merge(base: dict, top: dict) -> dict:
+    """`base` updated by `top`, nested mappings merged key by key."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

@@ -86,6 +86,7 @@ def inject(faults: Faults) -> Iterator[None]:
 
 
 def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, weight decay on matrices only (fused on CUDA)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -133,10 +134,12 @@ def already_complete(store: RunStore, cfg: RunConfig) -> bool:
 
 
 def at_log_step(cfg: RunConfig, done: int) -> bool:
+    """Whether step `done` writes a metrics record (every `log_every` steps and the last)."""
     return done % cfg.train.log_every == 0 or done == cfg.steps
 
 
 def metrics_record(cfg: RunConfig, step: int, acc: dict, lr: float, seconds: float) -> dict:
+    """A metrics record of the steps since the last one: the mean losses, counters and throughput."""
     n = max(1, acc["count"])
     samples = step * cfg.train.batch_size
     record = {"step": step, "samples_seen": samples, "tokens_seen": acc["tokens"],

@@ -62,6 +62,7 @@ def flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def within(text: str, limit: int = WANDB_TEXT_LIMIT) -> str:
+    """`text` cut to `limit` characters (W&B's limit on a job type or tag), an ellipsis marking the cut."""
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 

@@ -76,6 +76,8 @@ class TrainArgs:
 
 
 def run_training(cfg: RunConfig, run_dir: Path, args: TrainArgs) -> None:
+    """Train one run in this process (faults injected as the task asks); with `exit_if_stopped` a run that stopped
+    before completing ends the process at once, as a killed worker would."""
     from study.loop import Faults, inject
     from study.train import train
 
