@@ -42,18 +42,25 @@ def test_v3_grids_and_their_decisions_at_smoke_scale(tmp_path):
 
 
 def test_the_lead_reads_each_comparisons_recorded_looks_and_says_its_verdict_in_words(tmp_path):
-    """The looks `--until-decided` records are what the report decides at (every preset of the grid, in order); the
-    verdict reads as one of the protocol's four words."""
+    """The looks `--until-decided` records are what the report decides at (every preset of the grid, in order), on
+    the pairs they saw; the verdict reads as one of the protocol's four words."""
     import json
 
-    from reports.decisions import recorded_sizes, verdict_words
+    from reports.decisions import at_looks, recorded_looks, verdict_words
 
     looks = tmp_path / "looks"
     looks.mkdir()
     rows = [{"comparisons": {"a": {"n": 3}, "b": {"n": 3}}}, {"comparisons": {"a": {"n": 5}}}]
     (looks / "grid__cpu.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (looks / "other__cpu.jsonl").write_text(json.dumps({"comparisons": {"a": {"n": 9}}}) + "\n")
-    assert recorded_sizes(tmp_path, "grid") == {"a": [3, 5], "b": [3]}
+    assert recorded_looks(tmp_path, "grid") == {"a": [{"n": 3}, {"n": 5}], "b": [{"n": 3}]}
+    # a wave in progress (6 pairs after looks at 3 and 5) is counted, not looked at: decided at 5 as recorded
+    assert at_looks([0.1] * 6, [3, 5]) == ([0.1] * 5, [3, 5], 1)
+    assert at_looks([0.1] * 5, [3, 5]) == ([0.1] * 5, [3, 5], 0)
+    assert at_looks([0.1] * 4, []) == ([0.1] * 4, [4], 0)  # no look recorded: one look at the pairs there are
+    assert at_looks([0.1] * 4, [3, 5]) == ([0.1] * 4, [3, 4], 0)  # records missing here: a look at what there is
+    assert verdict_words("open", 0.02, 12, 5, since=1) == ("open at 5 seeds: 12 seeds would decide it; 1 more "
+                                                           "pair(s) since, not looked at yet")
     assert verdict_words("equivalent", 0.02, None, 5) == "equivalent within +-0.02"
     assert verdict_words("inconclusive", 0.02, 14, 11) == "inconclusive at 11 seeds: 14 seeds would decide it"
     assert verdict_words("open", 0.02, None, 3).startswith("open at 3 seeds")
