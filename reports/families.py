@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from analysis import stats, utilization
-from reports.extras import EXPONENT, MULTIPLIER, REPETITION
+from reports.data_use import EXPONENT, MULTIPLIER, REPETITION
 from reports.render import Section, Table, fmt, fmt_ci
 from reports.studies import DIFFERENCE, Context, Study, comparison_key, comparisons
 

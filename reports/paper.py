@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from analysis.runs import NORMALISED, PRIMARY
-from reports import extras
+from reports import data_use, extras
 from reports.studies import LAST_ROLLOUT, Measure, Study
 
 
@@ -54,7 +54,7 @@ V1_STUDIES = (
         "unified model's understanding starts lower but rises more steeply with data and overtakes the "
         "text-only baseline (Figure 4).",
         treatment=GENERATION, baseline=TEXT_ONLY, measures=(Measure(PRIMARY, generation_claim),),
-        by_scale=True, extras=(extras.data_utilization,)),
+        by_scale=True, extras=(data_use.data_utilization,)),
     Study(
         "ar_target", "Autoregression target", "Takeaway 3",
         "[paper] Autoregression on the LLM input embedding beats autoregression on the vision-encoder output: "
@@ -139,7 +139,7 @@ def _v2_data_scaling(grid: str, regime: str, family: str = "") -> Study:
         treatment=V2_TREATMENT, baseline=TEXT_ONLY, measures=(Measure(NORMALISED, generation_claim),),
         metrics=(NORMALISED, PRIMARY, "caption_loss", "diag/image_share"), by_scale=True, per_scale=True,
         primary=NORMALISED, family=family, regime=V2_REGIMES[regime], descriptive=not family,
-        extras=(extras.data_utilization,))
+        extras=(data_use.data_utilization,))
 
 
 V2_STUDIES = (
@@ -192,7 +192,7 @@ V3_STUDIES = (
           treatment=V2_TREATMENT, baseline=TEXT_ONLY, measures=(Measure(NORMALISED, generation_claim),),
           metrics=(NORMALISED, PRIMARY, "caption_loss", "diag/image_share", "diag/image_share_max"), by_scale=True,
           per_scale=True, primary=NORMALISED, regime=V3_REGIMES["contrastive"], descriptive=True,
-          extras=(extras.data_utilization,)),
+          extras=(data_use.data_utilization,)),
     Study("v3_masking", "Masking, regime " + V3_REGIMES["contrastive"] + " (protocol 3)", "Masking",
           "[paper names the technique; the rest is ours] semantic_input with MAR's truncated-normal masking against "
           "unmasked; text only under both (trained once: masking without a generation head changes nothing).",
