@@ -23,6 +23,7 @@ from pathlib import Path
 from analysis.protocol import Comparison, Protocol, membership, pairs
 from analysis.sequential import Decision, decide
 from study.errors import UserError
+from study.files import atomic_write
 from study.runstore import read_jsonl
 from sweeps.launch import launch_trials
 from sweeps.spec import Axis, GridSpec, Trial, pipeline
@@ -189,10 +190,8 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
             record["comparisons"][cid]["verdict"] = "inconclusive"
         if growing:
             record["extend"] = {"comparisons": growing, "seeds": new}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        looks.append(record)
+        looks.append(record)  # the file replaced whole: a launch killed while writing leaves the earlier looks
+        atomic_write(path, "".join(json.dumps(look) + "\n" for look in looks).encode())
         looked += 1
         summary = ", ".join(f"{cid}: {r['verdict']} (n={r['n']})" for cid, r in record["comparisons"].items())
         print(f"look {record['look']} of {spec.name}: {summary}", file=sys.stderr)

@@ -219,3 +219,28 @@ def test_the_trials_to_the_cap_continue_the_open_comparisons_waves(tmp_path):
     assert seeds(cap=6)["other_world"] == [1, 2, 3, 4, 5]  # the planned wave only
     looks.write_text(json.dumps(look | {"extend": None}) + "\n")  # the procedure ended: nothing more
     assert seeds() == {"text_only": [1, 2, 3], "broken": [1, 2, 3], "other_world": [1, 2, 3]}
+
+
+@pytest.mark.slow
+def test_a_look_cut_short_by_a_kill_is_taken_again_and_the_file_stays_readable(tmp_path):
+    """A launch killed while writing its look leaves half a line; the relaunch takes that look again, and the looks
+    file reads whole (appending after the cut line would have fused the two into one unreadable line)."""
+    import warnings
+
+    from study.runstore import read_jsonl
+
+    grid, protocol = write(tmp_path)
+    runs = tmp_path / "runs"
+    argv = ["sweep", "launch", str(grid), "--preset", "smoke", "--runs-dir", str(runs), "--workers", "2",
+            "--until-decided", str(protocol), "--waves", "1"]
+    assert main(argv) == 0
+    looks = runs / "looks" / "decide_smoke__smoke.jsonl"
+    whole = looks.read_text()
+    looks.write_text(whole[: len(whole) // 2])  # killed mid-write: half the line, no newline
+    with pytest.warns(UserWarning, match="corrupt record skipped"):
+        assert main(argv) == 0  # the wave is trained: the relaunch looks again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (again,) = read_jsonl(looks)
+    first = json.loads(whole)
+    assert again["look"] == 1 and again["comparisons"] == first["comparisons"] and again["extend"] == first["extend"]
