@@ -136,12 +136,15 @@ class RunStore:
 
     # -- records ------------------------------------------------------------------------------
     def append(self, name: str, record: dict) -> None:
-        """Append one record to a JSON-lines file of the run, durably, and pass it on to the trackers."""
+        """Append one record to a JSON-lines file of the run, durably, and pass it on to the trackers. After a line
+        cut short (a process killed while writing it) the record starts a line of its own, so only the cut one is
+        lost."""
         if self._tracker_config is not None and self.trackers is None:  # at the first record: none for a done run
             self.trackers = Trackers(self._tracker_config, self.path, backlog=self.records)
         try:
-            with open(self.path / name, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(self.path / name, "a+b") as f:
+                cut = f.tell() > 0 and os.pread(f.fileno(), 1, f.tell() - 1) != b"\n"
+                f.write(("\n" if cut else "").encode() + (json.dumps(record) + "\n").encode())
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
