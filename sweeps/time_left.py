@@ -3,7 +3,8 @@
 A completed run that trained from step 0 to its end in a single attempt (`sweep_attempts.jsonl`) gives its wall
 seconds per step, evaluations included; a resumed run is left out, since its wall time spans its downtime, and so is
 a run recorded as another's copy. Each unfinished trial's steps to go are priced at the median of its own cell (the
-trial's axes but the seed) or, with none there, of the whole grid. The answer is worker time: on W workers in
+trial's axes but the seed) or, with none there, of the whole grid; a trial that trains exactly as another run
+(`sweeps.dedupe`) costs nothing, since a launch copies that run's records. The answer is worker time: on W workers in
 parallel it is about 1/W of it. A run paused part way (SIGSTOP) counts its pause: the medians keep a few such runs
 from moving the estimate much.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.runstore import RunStore, read_jsonl
+from sweeps.dedupe import representatives
 from sweeps.execute import ATTEMPTS
 from sweeps.layout import run_dir
 from sweeps.spec import Trial
@@ -56,7 +58,8 @@ def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
     if not measured:
         return None
     overall = statistics.median(measured)
-    todo = [s for s in states if s.state in UNFINISHED]
+    copies = representatives([s.trial for s in states], runs_dir)  # they train nothing: a launch copies records
+    todo = [s for s in states if s.state in UNFINISHED and s.trial.run_id not in copies]
     seconds, steps = 0.0, 0
     for s in todo:
         remaining = max((s.total_steps or s.trial.config.steps) - (s.step or 0), 0)

@@ -1,5 +1,6 @@
 """`sweep status`'s time-left estimate prices unfinished trials at the wall seconds per step of the grid's runs
-that completed in one attempt, and leaves resumed runs out."""
+that completed in one attempt, leaves resumed runs out, and prices a trial that would be copied from another run at
+nothing."""
 
 import statistics
 
@@ -38,3 +39,12 @@ def test_time_left_prices_the_unfinished_trials_at_the_one_attempt_runs_median(t
     assert e.seconds == pytest.approx(steps * e.median) and e.seconds > 0
     assert main(["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs)]) == 0
     assert "time left: about " in capsys.readouterr().out
+
+    # a trial that trains exactly as another run (caption_on has no effect without masking) costs nothing: a launch
+    # copies that run's records
+    copies = write_grid_spec(tmp_path, "zip: [{arm: [plain, clean], masking.caption_on: [masked, clean]}]\n"
+                             "seeds: [0, 1, 3]\n", **{"train.samples_seen": 320})
+    states = collect(expand(load_spec(str(copies), "smoke")), runs)
+    assert [s.state for s in states] == ["completed", "completed", "pending"] + ["pending"] * 3
+    e = estimate(states, runs)
+    assert (e.trials, e.steps, e.measured) == (1, steps, 2)  # plain seed 3 trains; every clean trial is a copy
