@@ -34,7 +34,7 @@ FINISHED = ("completed", "failed")
 
 
 def looks_file(runs_dir: Path, spec: GridSpec) -> Path:
-    """Where the grid's looks are recorded, one JSON line per comparison per look."""
+    """Where the grid's looks are recorded: one JSON line per look, with its decision on each comparison."""
     return Path(runs_dir) / LOOKS / f"{spec.name}__{spec.scale}.jsonl"
 
 
