@@ -49,17 +49,18 @@ class Estimate:
 
 
 def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
-    """The worker time the grid's unfinished trials need (None without a measured run to price them)."""
+    """The worker time the grid's unfinished trials need (None when some must train and no measured run prices
+    them)."""
+    copies = representatives([s.trial for s in states], runs_dir)  # they train nothing: a launch copies records
+    todo = [s for s in states if s.state in UNFINISHED and s.trial.run_id not in copies]
     rates: dict[str, list[float]] = {}
     for s in states:
         if s.state == "completed" and (rate := seconds_per_step(run_dir(runs_dir, s.trial.run_id))) is not None:
             rates.setdefault(cell(s.trial), []).append(rate)
     measured = [r for group in rates.values() for r in group]
     if not measured:
-        return None
+        return Estimate(0.0, 0, 0, 0, float("nan")) if not todo else None
     overall = statistics.median(measured)
-    copies = representatives([s.trial for s in states], runs_dir)  # they train nothing: a launch copies records
-    todo = [s for s in states if s.state in UNFINISHED and s.trial.run_id not in copies]
     seconds, steps = 0.0, 0
     for s in todo:
         remaining = max((s.total_steps or s.trial.config.steps) - (s.step or 0), 0)
@@ -70,11 +71,12 @@ def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
 
 def time_left_line(states: list[TrialState], runs_dir: Path) -> str:
     """One line: the worker time the unfinished trials need, and what the estimate rests on."""
-    if not any(s.state in UNFINISHED for s in states):
-        return "time left: none (no trial to run)"
     e = estimate(states, runs_dir)
     if e is None:
         return "time left: no estimate yet (no run of this grid has completed here in one attempt)"
+    if not e.trials:
+        return "time left: none (no trial to train; a launch copies the records of runs that trained alike)" if any(
+            s.state in UNFINISHED for s in states) else "time left: none (no trial to run)"
     return (f"time left: about {_amount(e.seconds)} for {e.trials} unfinished trial(s), {e.steps:,} steps (about 1/W "
             f"of that on W workers in parallel; each cell's median wall seconds per step over {e.measured} run(s) of "
             f"this grid that completed here in one attempt, {e.median:.2f} s overall)")

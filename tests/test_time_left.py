@@ -10,7 +10,7 @@ from study.runstore import RunStore, read_jsonl
 from sweeps.execute import ATTEMPTS, FAULT_FILE
 from sweeps.spec import expand, load_spec
 from sweeps.status import collect
-from sweeps.time_left import estimate
+from sweeps.time_left import estimate, time_left_line
 from tests.grid_specs import launch_argv, run_dirs, write_grid_spec
 from unihetero.cli import main
 
@@ -48,3 +48,7 @@ def test_time_left_prices_the_unfinished_trials_at_the_one_attempt_runs_median(t
     assert [s.state for s in states] == ["completed", "completed", "pending"] + ["pending"] * 3
     e = estimate(states, runs)
     assert (e.trials, e.steps, e.measured) == (1, steps, 2)  # plain seed 3 trains; every clean trial is a copy
+    only_copies = write_grid_spec(tmp_path, "zip: [{arm: [clean], masking.caption_on: [clean]}]\nseeds: [0, 1]\n",
+                                  **{"train.samples_seen": 320})
+    states = collect(expand(load_spec(str(only_copies), "smoke")), runs)
+    assert time_left_line(states, runs).startswith("time left: none (no trial to train")  # nothing measured: none
