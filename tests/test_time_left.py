@@ -52,3 +52,10 @@ def test_time_left_prices_the_unfinished_trials_at_the_one_attempt_runs_median(t
                                   **{"train.samples_seen": 320})
     states = collect(expand(load_spec(str(only_copies), "smoke")), runs)
     assert time_left_line(states, runs).startswith("time left: none (no trial to train")  # nothing measured: none
+
+
+def test_time_left_without_a_measured_run_or_a_trial_to_run(tmp_path):
+    grid, runs = write_grid_spec(tmp_path, "seeds: [0, 1]\n"), tmp_path / "runs"
+    states = collect(expand(load_spec(str(grid), "smoke")), runs)
+    assert time_left_line(states, runs).startswith("time left: no estimate yet")  # nothing here has completed
+    assert time_left_line([], runs) == "time left: none (no trial to run)"
