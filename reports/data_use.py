@@ -127,7 +127,7 @@ def _direct_difference(ctx: Context, study: Study, metric: str, arm: str, base: 
                                                                    row["p_value"], row["n"])
 
 
-def _pooled_name(arms: list[str]) -> str:
+def pooled_name(arms: list[str]) -> str:
     """One name for grid arms that differ only in their data regime ("text_only · fixed", "text_only · epoch"); all
     their names where one carries a mark (such as "[collapsed 3/5]"), which belongs to its regime."""
     heads = {a.split(ARM_SEPARATOR)[0] for a in arms}
@@ -139,7 +139,7 @@ def _repetition(ctx: Context, study: Study, section: Section) -> list[dict]:
     matched baseline, from a seed bootstrap paired across arms."""
     metric = study.primary
     runs = ctx.runs.with_columns(describe_arms(ctx.runs, exclude=(SEED, D, SAMPLES)).alias("objective arm"))
-    names = {k[0]: _pooled_name(g["arm"].unique(maintain_order=True).to_list())
+    names = {k[0]: pooled_name(g["arm"].unique(maintain_order=True).to_list())
              for k, g in runs.group_by("objective arm", maintain_order=True)}
     arms = {names[k[0]]: g for k, g in runs.group_by("objective arm", maintain_order=True)
             if repetition.has_repetition_design(g)}
@@ -181,7 +181,7 @@ def _repetition(ctx: Context, study: Study, section: Section) -> list[dict]:
     return verdicts
 
 
-def _reaches_paper_scale(runs: pl.DataFrame) -> bool:
+def reaches_paper_scale(runs: pl.DataFrame) -> bool:
     """Whether a law fitted over these runs' D can be read at the paper's scale: each run saw its data once
     (samples seen grow with D). A law of D at a fixed number of samples seen S describes D up to S only: beyond it
     every D is the same experiment."""
@@ -194,7 +194,7 @@ def _extrapolation(ctx: Context, study: Study, section: Section, fits: dict) -> 
     rows, sentences, left_out = [], [], []
     for arm, f in fits.items():
         runs = ctx.runs.filter(pl.col("arm") == arm)
-        if not _reaches_paper_scale(runs):
+        if not reaches_paper_scale(runs):
             left_out.append(f"{arm} (at most {int(runs[SAMPLES].max()):,} samples seen)")
             continue
         measured = int(runs[D].max())
