@@ -221,7 +221,7 @@ class Checkpointer:
         self.model, self.opt, self.sched = model, opt, sched
         self.sharded = sharded(cfg, ranks)
         self.frozen = frozen_sources(cfg, digests)
-        self.pending: tuple[Future, Path, int] | None = None
+        self.pending: tuple[Future, Path, int, contextlib.ExitStack] | None = None
         # a background write's collectives need a group of their own, off the training stream's
         self.group = dist.new_group(backend="gloo") if cfg.train.checkpoint_async and dist.is_initialized() else None
 
@@ -251,10 +251,15 @@ class Checkpointer:
             (tmp / SOURCES).write_text(json.dumps({"world_size": self.ranks.world, "frozen": sources}, indent=1))
         distributed.barrier(self.ranks)  # the directory exists before any rank writes into it
         if self.cfg.train.checkpoint_async and background:
-            with _one_process_quiet():
+            quiet = contextlib.ExitStack()  # held until `wait`: DCP's writer thread warns too, later
+            quiet.enter_context(_one_process_quiet())
+            try:
                 future = dcp.async_save(state, checkpoint_id=tmp, process_group=self.group,
                                         no_dist=not dist.is_initialized())
-            self.pending = (future, tmp, step)
+            except BaseException:
+                quiet.close()
+                raise
+            self.pending = (future, tmp, step, quiet)
             return
         with _one_process_quiet():
             dcp.save(state, checkpoint_id=tmp, no_dist=not dist.is_initialized())
@@ -263,9 +268,10 @@ class Checkpointer:
     def wait(self) -> None:
         """Finish a background write in flight (rank 0 then renames it into place)."""
         if self.pending is not None:
-            future, tmp, step = self.pending
+            future, tmp, step, quiet = self.pending
             self.pending = None
-            future.result()
+            with quiet:
+                future.result()
             self._commit(tmp, step)
 
     def _commit(self, tmp: Path, step: int) -> None:

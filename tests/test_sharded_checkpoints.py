@@ -96,6 +96,7 @@ def test_a_killed_two_rank_torchrun_run_resumes_on_one_rank_to_the_same_final_ev
     assert whole["caption_loss"] < RunStore(reference).records("eval.jsonl")[0]["caption_loss"] - 0.5  # it learned
 
 
+@pytest.mark.filterwarnings("error:torch.distributed is disabled")  # one process is meant: no warning, from any thread
 def test_one_process_sharded_resume_is_exact_and_keeps_two(tmp_path):
     """One process, sharded and written in the background: a resume matches an unbroken run bit for bit; a write
     killed before its rename is cleaned away; the last two checkpoints are kept."""
