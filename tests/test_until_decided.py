@@ -77,6 +77,9 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     assert "worker-minutes for 4 unfinished trial(s)" in out and "(a look may add more)" in out
     assert "to the cap of 5 seeds per arm: at most about " in out  # the planned wave reaches the cap: no more
     assert "worker-minutes for 4 unfinished trial(s), if every comparison still open" in out
+    from sweeps.adaptive import trials_to_cap
+
+    at_most = {t.run_id for t in trials_to_cap(load_spec(str(grid), "smoke"), runs, load_protocol(protocol))}
     assert main(argv) == 0  # a relaunch trains that wave and goes on
     looks = [json.loads(line) for line in (runs / "looks" / "decide_smoke__smoke.jsonl").read_text().splitlines()]
     first, second = looks
@@ -90,6 +93,7 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
              for arm in ("text_only", "broken", "other_world")}
     assert seeds == {"text_only": [1, 2, 3, 4, 5], "broken": [1, 2, 3], "other_world": [1, 2, 3, 4, 5]}
     assert all(RunStore(runs / t["run_id"]).status()["state"] == "completed" for t in trials)
+    assert {t["run_id"] for t in trials} == at_most  # other_world stayed open to the cap: the worst case came true
 
     before = sorted(p.name for p in runs.iterdir())
     assert main(argv) == 0  # the procedure ended: a relaunch trains nothing and looks no more
