@@ -105,9 +105,7 @@ def grid_comparisons(spec: GridSpec, protocol: Protocol) -> dict[str, Comparison
 def planned_trials(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Trial]:
     """The trials `--until-decided` has run or will run now: the first wave and every wave its looks added."""
     extensions = [look["extend"] for look in read_jsonl(looks_file(runs_dir, spec)) if look.get("extend")]
-    first = first_seeds(spec)
-    seeds = sorted(set(first + [s for ext in extensions for s in ext["seeds"]]))
-    return chosen(pipeline(with_seeds(spec, seeds)), first, extensions, grid_comparisons(spec, protocol))
+    return _waves(spec, first_seeds(spec), extensions, grid_comparisons(spec, protocol))
 
 
 def trials_to_cap(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Trial]:
@@ -129,8 +127,13 @@ def trials_to_cap(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Tr
         future = [{"comparisons": [cid for cid, k in more.items() if k >= w],
                    "seeds": list(range(top + 1 + (w - 1) * protocol.wave, top + 1 + w * protocol.wave))}
                   for w in range(1, max(more.values(), default=0) + 1)]
-    seeds = sorted(set(first + [s for ext in extensions + future for s in ext["seeds"]]))
-    return chosen(pipeline(with_seeds(spec, seeds)), first, extensions + future, comparisons)
+    return _waves(spec, first, extensions + future, comparisons)
+
+
+def _waves(spec: GridSpec, first: list[int], extensions: list[dict], comparisons: dict[str, Comparison]) -> list[Trial]:
+    """The trials of the first seeds and of each extension's, out of the grid with every seed they name."""
+    seeds = sorted(set(first + [s for ext in extensions for s in ext["seeds"]]))
+    return chosen(pipeline(with_seeds(spec, seeds)), first, extensions, comparisons)
 
 
 def looks_lines(runs_dir: Path, spec: GridSpec) -> list[str]:
