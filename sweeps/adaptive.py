@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from study.files import atomic_write
 from study.runstore import read_jsonl
 from sweeps.launch import launch_trials
 from sweeps.spec import Axis, GridSpec, Trial, pipeline
-from sweeps.status import TrialState
+from sweeps.status import TrialState, format_table
 
 LOOKS = "looks"
 FINISHED = ("completed", "failed")
@@ -145,6 +146,25 @@ def looks_lines(runs_dir: Path, spec: GridSpec) -> list[str]:
         added = f"seeds {ext['seeds']} for {', '.join(ext['comparisons'])}" if ext else "none: the procedure ended"
         lines.append(f"look {look['look']} ({look['at']}): {verdicts}; next wave: {added}")
     return lines
+
+
+def decisions_table(runs_dir: Path, spec: GridSpec) -> str:
+    """Each comparison at its latest recorded look: its pairs, mean difference (arm minus baseline), seed standard
+    error, difference t against the look's boundary, TOST interval against the margin, verdict, and the pairs a
+    fixed-sample design would need at the observed difference and variance ('' before the first look)."""
+    latest = {cid: (look["look"], rec) for look in read_jsonl(looks_file(runs_dir, spec))
+              for cid, rec in look["comparisons"].items()}
+    rows = []
+    for cid, (k, rec) in latest.items():
+        n, (lo, hi) = rec["n"], rec["equivalence_interval"]
+        se = rec["sd"] / math.sqrt(n) if n > 1 else math.nan
+        rows.append([cid, str(k), str(n), f"{rec['mean']:+.4f}", f"{se:.4f}",
+                     f"{rec['t']:+.2f} vs {rec['t_bound']:.2f}",
+                     f"[{lo:+.3f}, {hi:+.3f}] vs +-{rec['margin']:g}", rec["verdict"],
+                     "-" if rec["seeds_to_decide"] is None else str(rec["seeds_to_decide"])])
+    header = ["comparison", "look", "pairs", "difference", "seed s.e.", "t vs boundary", "TOST interval", "verdict",
+              "seeds to decide"]
+    return format_table(rows, header) if rows else ""
 
 
 def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, backend_name: str, options: object,

@@ -74,6 +74,7 @@ def test_until_decided_stops_one_comparison_early_and_extends_the_other(tmp_path
     out = capsys.readouterr().out
     assert "9/13 completed, 0 running, 0 interrupted, 0 failed, 4 pending" in out
     assert "next wave: seeds [4, 5] for other_world" in out and "broken inferior (n=3)" in out
+    assert re.search(r"\nbroken +1 +3 +\+\d\.\d{4} .* inferior ", out.split("at its latest look:")[1])
     assert "worker-minutes for 4 unfinished trial(s)" in out and "(a look may add more)" in out
     assert "to the cap of 5 seeds per arm: at most about " in out  # the planned wave reaches the cap: no more
     assert "worker-minutes for 4 unfinished trial(s), if every comparison still open" in out
@@ -248,3 +249,37 @@ def test_a_look_cut_short_by_a_kill_is_taken_again_and_the_file_stays_readable(t
         (again,) = read_jsonl(looks)
     first = json.loads(whole)
     assert again["look"] == 1 and again["comparisons"] == first["comparisons"] and again["extend"] == first["extend"]
+
+
+def test_status_shows_each_comparison_at_its_latest_look(tmp_path, capsys):
+    """`sweep status --until-decided` ends with each comparison's numbers at its latest look, read from the looks
+    file as a launch writes it: a comparison decided at look 1 shows look 1, one still open shows look 2."""
+    from analysis.sequential import decide
+    from sweeps.adaptive import decision_record, decisions_table, grid_comparisons, looks_file
+
+    grid, protocol_path = write(tmp_path)
+    spec, runs, protocol = load_spec(str(grid), "smoke"), tmp_path / "runs", load_protocol(protocol_path)
+    runs.mkdir()
+    assert decisions_table(runs, spec) == ""  # before the first look: nothing to show
+    comparisons = grid_comparisons(spec, protocol)
+    broken, other = comparisons["broken"], comparisons["other_world"]
+    noisy = [0.01, -0.02, 0.03, 0.0, -0.01]
+
+    def record(c, diffs, sizes):
+        return decision_record(c, decide(diffs, sizes, protocol.plan(c), c.higher_is_better), sizes)
+
+    looks = [{"look": 1, "at": "2026-12-07 09:00 UTC", "comparisons": {"broken": record(broken, [5.0, 5.1, 4.9], [3]),
+                                         "other_world": record(other, noisy[:3], [3])},
+              "extend": {"comparisons": ["other_world"], "seeds": [4, 5]}},
+             {"look": 2, "at": "2026-12-07 10:00 UTC", "comparisons": {"other_world": record(other, noisy, [3, 5])},
+              "extend": None}]
+    looks_file(runs, spec).parent.mkdir()
+    looks_file(runs, spec).write_text("".join(json.dumps(look) + "\n" for look in looks))
+    assert main(["sweep", "status", str(grid), "--preset", "smoke", "--runs-dir", str(runs),
+                 "--until-decided", str(protocol_path)]) == 0
+    out = capsys.readouterr().out
+    table = out.split("each comparison at its latest look:\n")[1]
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[2:]}
+    assert rows["broken"][:4] == ["broken", "1", "3", "+5.0000"] and rows["broken"][-2] == "inferior"
+    assert rows["other_world"][:5] == ["other_world", "2", "5", "+0.0020", "0.0086"]  # mean 0.002, sd 0.0192/sqrt 5
+    assert rows["other_world"][-2] == looks[1]["comparisons"]["other_world"]["verdict"]

@@ -238,7 +238,7 @@ def run_status(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")
-    from sweeps.adaptive import looks_file, looks_lines, planned_trials, trials_to_cap
+    from sweeps.adaptive import decisions_table, looks_file, looks_lines, planned_trials, trials_to_cap
     from sweeps.backend_errors import with_backend_errors
     from sweeps.time_left import time_left_line, to_cap_line
 
@@ -262,4 +262,7 @@ def run_status(args: argparse.Namespace) -> int:
               "PROTOCOL to list the trials its waves added")
     for line in looks if args.until_decided else looks[-1:]:
         print(line)
+    table = decisions_table(runs_dir, spec) if args.until_decided else ""
+    if table:
+        print(f"each comparison at its latest look:\n{table}")
     return 0
