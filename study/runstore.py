@@ -30,6 +30,8 @@ from study.errors import UserError
 from study.files import atomic_write, naming
 from study.tracking import Trackers, check_installed
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same values, ~8x faster to read
+
 
 def os_error_behind(e: BaseException) -> OSError | None:
     """The OSError behind `e`: torch.save reports its file's failed write as a RuntimeError."""
@@ -94,7 +96,7 @@ class RunStore:
         """The run's config, read back from its config.yaml."""
         path = self.path / "config.yaml"
         try:
-            values = yaml.safe_load(path.read_text())
+            values = yaml.load(path.read_text(), Loader=SAFE_LOADER)
         except (OSError, yaml.YAMLError) as e:
             raise UserError(f"cannot read run config '{path}': {e.__class__.__name__}") from None
         return from_dict(values)
