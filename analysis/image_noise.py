@@ -17,6 +17,7 @@ CHANCE = {attribute: 1 / len(values) for attribute, values in ATTRIBUTES.items()
 
 
 def read_answers(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """A run's per-question zero-shot answers (image, attribute, right), or None when it wrote none."""
     path = Path(run_dir) / ANSWERS
     if not path.is_file():
         return None

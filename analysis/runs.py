@@ -301,6 +301,7 @@ def short_names(keys: list[str]) -> dict[str, str]:
 
 
 def format_value(value: Any) -> str:
+    """An axis value as tables show it (floats in their shortest form)."""
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

@@ -93,6 +93,7 @@ def decisions(runs_dir: Path, runs: pl.DataFrame, protocol: Protocol) -> pl.Data
 
 
 def decisions_section(runs_dir: Path, runs: pl.DataFrame, protocol: Protocol) -> Section:
+    """The report's lead section: the decisions table with the text that says how to read it."""
     data = decisions(runs_dir, runs, protocol)
     text = [f"Protocol {protocol.number} (`{protocol.path.name}` beside the runs directory): each comparison is the "
             "paired difference arm minus baseline over seeds, tested at its recorded looks against boundaries from "

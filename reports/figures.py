@@ -29,6 +29,7 @@ METRIC_LABELS = {"zs_acc": ACC_LABEL, "caption_loss": "held-out caption loss (na
 
 
 def metric_label(metric: str) -> str:
+    """A metric's axis label (its column name when it has none)."""
     return METRIC_LABELS.get(metric, metric)
 
 

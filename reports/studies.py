@@ -102,20 +102,24 @@ class Study:
 
 
 def verdict_frame(rows: list[dict]) -> pl.DataFrame:
+    """Verdict rows as a frame of the verdict schema (typed even when empty)."""
     return pl.DataFrame(rows, schema=VERDICT_SCHEMA)
 
 
 def verdict_row(study: Study, comparison: str, measure: str, n: int, estimate: float, lo: float, hi: float,
                 p_value: float, result: str, verdict: str) -> dict:
+    """One claim's measured comparison and verdict, as a row of a study's verdict table."""
     return {"study": study.title, "claim": study.claim_id, "comparison": comparison, "measure": measure, "n": n,
             "estimate": estimate, "lo": lo, "hi": hi, "p_value": p_value, "result": result, "verdict": verdict}
 
 
 def comparison_result(diff: float, lo: float, hi: float, p: float, n: int, p_name: str = "p") -> str:
+    """A paired comparison in words: difference [interval]; p; pairs."""
     return f"{fmt_ci(diff, lo, hi, sign=True)}; {p_name}={fmt(p, 2)}; n={n} pairs"
 
 
 def verdict_table(ctx: Context, study: Study, rows: pl.DataFrame) -> Table:
+    """The study's table of claims, measured results and verdicts."""
     shown = rows.select("claim", "comparison", "measure", "result", "verdict")
     return Table(f"{ctx.grid.key}_verdicts", f"{study.claim_id}: claim, measured result, verdict", rows, shown)
 

@@ -94,6 +94,7 @@ def commit_sharded(store: RunStore, tmp: Path, step: int) -> Path:
 
 
 def prune(store: RunStore) -> None:
+    """Delete all but the newest KEEP_CHECKPOINTS checkpoints of the run."""
     for old in store.checkpoints()[:-KEEP_CHECKPOINTS]:
         if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

@@ -70,6 +70,7 @@ def peer_lost(error: BaseException) -> bool:
 
 
 def backend() -> str:
+    """The process-group backend: gloo for CPU tensors, NCCL for CUDA ones where a GPU exists."""
     return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
 
 
@@ -143,6 +144,7 @@ def teardown(started: bool) -> None:
 
 
 def barrier(ranks: Ranks) -> None:
+    """Wait for every rank (nothing to wait for in one process)."""
     if ranks.world > 1:
         dist.barrier()
 

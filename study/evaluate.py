@@ -54,6 +54,7 @@ DECODED_IMAGES = 8
 
 
 def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
+    """The generator of an evaluation's random draws: fixed by seed and step, so every rank draws alike."""
     return torch.Generator().manual_seed(cfg.train.seed * 7919 + step * 13 + 5)
 
 

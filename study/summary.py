@@ -17,6 +17,7 @@ def _floor_key(key: str) -> str | None:
 
 
 def summarise_run(path: str) -> str:
+    """A run's config, state and latest metrics in a few lines (`unihetero summary`)."""
     store = RunStore(path)
     cfg, status = store.config(), store.status()
     evals = store.records("eval.jsonl")

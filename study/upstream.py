@@ -34,6 +34,7 @@ PINS = "upstream.json"
 
 
 def run_reference(run_id: str) -> str:
+    """How a config refers to another run of the same runs directory."""
     return f"{RUN_PREFIX}{run_id}"
 
 
@@ -61,6 +62,7 @@ class Upstream:
 
 
 def retrain_hint(run_dir: Path) -> str:
+    """What to do when an upstream run cannot be used: retrain the pipeline in a new runs directory."""
     return (f"retrain it with the pipeline that made it in a new runs directory (`unihetero sweep launch GRID "
             f"--preset PRESET --runs-dir NEW_DIR`: the same run ids, and {run_dir.parent} stays as it is)")
 

@@ -39,6 +39,7 @@ LOSS_WEIGHTS = {"caption": "understanding_weight", "semantic": "semantic_weight"
 
 
 def autocast(cfg: RunConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast on the device when the config trains in bf16, a no-op otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
 
 

@@ -29,6 +29,7 @@ LAUNCHES = "launches"
 
 
 def errors_file(runs_dir: Path, spec: GridSpec) -> Path:
+    """Where a grid's launches keep the backend's reasons for trials that did not run."""
     return Path(runs_dir).resolve() / LAUNCHES / f"{spec.name}__{spec.scale}.json"
 
 

@@ -26,6 +26,7 @@ def run_dir(runs_dir: Path, run_id: str) -> Path:
 
 
 def grid_file(runs_dir: Path, grid: str, scale: str) -> Path:
+    """The grid's trial list in the runs directory; an error for a name that is not a plain name."""
     if not NAME_RE.fullmatch(grid) or scale not in SCALES:
         raise UserError(f"grid name {grid!r} / preset {scale!r} is not a plain name")
     return runs_dir.resolve() / "grids" / f"{grid}__{scale}.json"

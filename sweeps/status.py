@@ -65,6 +65,7 @@ def trial_state(trial: Trial, runs_dir: Path) -> TrialState:
 
 
 def collect(trials: list[Trial], runs_dir: Path) -> list[TrialState]:
+    """Each trial's state in the runs directory."""
     return [trial_state(t, runs_dir) for t in trials]
 
 
@@ -108,6 +109,7 @@ def table_axes(trials: list[Trial]) -> list[str]:
 
 
 def axis_text(trial: Trial, key: str) -> str:
+    """A trial's value of one axis as the table shows it ('' when it has none)."""
     return str(trial.axes.get(key, ""))
 
 

@@ -25,6 +25,7 @@ from sweeps.status import UNFINISHED, TrialState
 
 
 def cell(trial: Trial) -> str:
+    """A trial's grid cell: its axes but the seed, as one key."""
     return json.dumps({k: v for k, v in trial.axes.items() if k != "seed"}, sort_keys=True, default=str)
 
 

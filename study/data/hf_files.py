@@ -41,6 +41,7 @@ def vision_spec(path: str) -> tuple[int, list[float], list[float]]:
 
 
 def load_tokenizer(path: str) -> Any:
+    """The Hugging Face tokenizer at a local path (config key 'llm_path'), with a one-line error."""
     from transformers import AutoTokenizer
 
     return load_local("llm_path", path, AutoTokenizer.from_pretrained)

@@ -59,6 +59,7 @@ def training_indices(cfg: RunConfig, step: int) -> np.ndarray:
 
 
 def held_out_indices(start: int, count: int) -> np.ndarray:
+    """World indices of `count` held-out samples from `start` on (they never enter training)."""
     return HELD_OUT_START + np.arange(start, start + count, dtype=np.int64)
 
 

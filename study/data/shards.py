@@ -158,6 +158,7 @@ def decode_sample(sample: dict[str, bytes], size: int, captions: Captions) -> tu
 
 
 def collate(decoded: list[tuple[torch.Tensor, list[int]]], errors: list[dict], pad_id: int, size: int) -> Batch:
+    """A batch of decoded samples (images stacked, tokens padded) with the errors of those that failed."""
     images = torch.stack([d[0] for d in decoded]) if decoded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
     tokens = pad_tokens([d[1] for d in decoded], pad_id) if decoded else torch.zeros(0, 1, dtype=torch.long)
     return Batch(images, tokens, [], errors)

@@ -17,6 +17,7 @@ def encode(words: tuple[str, ...] | list[str], eos: bool = True) -> list[int]:
 
 
 def decode(ids: list[int]) -> list[str]:
+    """Token ids back to words, padding dropped."""
     return [VOCAB[i] for i in ids if i != PAD_ID]
 
 

@@ -54,6 +54,7 @@ class Scene:
 
 
 def count_words(n: int) -> list[str]:
+    """The caption words that say how many objects a scene has."""
     return ["there", "are", NUMBERS[n - 1], "objects", "."]
 
 

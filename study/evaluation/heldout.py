@@ -38,6 +38,8 @@ NAMES = {"caption": "caption_loss", "semantic": "semantic_loss", "pixel": "pixel
 @torch.no_grad()
 def heldout_metrics(model: UnifiedModel, cfg: RunConfig, step: int, gen: torch.Generator,
                     run_dir: Path | None, rank: int = 0, world: int = 1) -> dict:
+    """Held-out loss of each active head (each rank its rows, summed over ranks), collapse diagnostics and semantic
+    metrics of the first batch, samples evaluated."""
     batches = list(held_out_batches(cfg, Captions(cfg), cfg.eval.num_images, BATCH))
     n = sum(len(b.images) for b in batches)
     if n == 0:

@@ -39,6 +39,7 @@ class Questions:
 
 
 def build_questions(scenes: list[Scene], min_objects: int, max_objects: int) -> Questions:
+    """The true and false statements about each scene's attributes that zero-shot accuracy scores."""
     image, question, correct, tokens, score_from, attribute = [], [], [], [], [], []
 
     def add(img: int, context: list[str], words: list[str], is_true: bool) -> None:
@@ -99,6 +100,7 @@ def question_images(q: Questions) -> np.ndarray:
 
 
 def chance_levels(cfg: RunConfig) -> dict[str, float]:
+    """Each attribute's chance accuracy (one over its number of values)."""
     out = {a: 1 / len(v) for a, v in ATTRIBUTES.items()}
     if cfg.data.max_objects > cfg.data.min_objects:
         out["count"] = 1 / (cfg.data.max_objects - cfg.data.min_objects + 1)

@@ -14,6 +14,7 @@ from torch import nn
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of diffusion timesteps, `dim` wide."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
     angles = t.float()[:, None] * freqs[None]

@@ -160,6 +160,7 @@ def forward_flops(cfg: RunConfig, caption_tokens: int) -> dict[str, float]:
 
 
 def train_flops_per_sample(cfg: RunConfig, caption_tokens: int) -> float:
+    """Training FLOPs of one sample: forward and backward (3x) of trained parts, forward only of frozen ones."""
     total = 0.0
     for name, f in forward_flops(cfg, caption_tokens).items():
         frozen = name == "vae" or (name == "encoder" and cfg.model.freeze_encoder)

@@ -48,6 +48,8 @@ class StepMemory:
 
 
 def caption_length(cfg: RunConfig) -> int:
+    """The caption length in tokens that memory estimates use: the config's cap for a Hugging Face backbone, else the
+    world's longest caption."""
     return cfg.data.max_caption_tokens if cfg.model.backbone == "hf" else max_caption_tokens(cfg.data.max_objects)
 
 

@@ -26,6 +26,7 @@ from study.model.vit import VisionEncoder, patchify
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    """A two-layer GELU MLP."""
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 

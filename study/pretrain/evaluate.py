@@ -15,11 +15,13 @@ from study.evaluation.probe import probe_scores
 
 
 def eval_generator(cfg: RunConfig, step: int) -> torch.Generator:
+    """The generator of a pretraining evaluation's random draws, fixed by seed and step."""
     return torch.Generator().manual_seed(cfg.train.seed * 7919 + step * 13 + 11)
 
 
 @torch.no_grad()
 def evaluate_stage(objective: nn.Module, cfg: RunConfig, world: World, step: int) -> dict[str, float]:
+    """An encoder-pretraining stage's held-out losses and attribute probe scores at `step`."""
     was_training = objective.training
     objective.eval()
     held_out = make_batch(world, held_out_indices(0, cfg.eval.num_images))

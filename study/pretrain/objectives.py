@@ -30,6 +30,7 @@ MASK_RATIO = 0.5
 
 
 def vision_encoder(cfg: RunConfig) -> VisionEncoder:
+    """The ViT the config describes."""
     m = cfg.model
     return VisionEncoder(cfg.data.image_size, m.patch_size, m.enc_width, m.enc_depth, m.heads, m.mlp_ratio,
                          m.attention)
@@ -118,4 +119,5 @@ class SelfDistillObjective(nn.Module):
 
 
 def build_objective(cfg: RunConfig) -> nn.Module:
+    """The encoder-pretraining objective the config names (contrastive or self_distill)."""
     return {"contrastive": ContrastiveObjective, "self_distill": SelfDistillObjective}[cfg.objective.task](cfg)

@@ -18,6 +18,7 @@ BACKENDS = {"local": "sweeps.backends.local", "ray": "sweeps.backends.raytune",
 
 
 def backend(name: str) -> ModuleType:
+    """The backend module of that name (imported only when used)."""
     return importlib.import_module(BACKENDS[name])
 
 

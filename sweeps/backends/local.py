@@ -46,6 +46,7 @@ def _init_worker(threads: int, launcher_pid: int) -> None:
 
 
 def launch(tasks: list[TrialTask], options: LocalOptions) -> list[dict]:
+    """Run the tasks in worker processes on this machine, the cores split among them; their result records."""
     workers = min(options.workers, len(tasks))  # a wave of one trial (a pipeline's stage) keeps every core
     if workers <= 1:
         return [execute_trial(task) for task in tasks]

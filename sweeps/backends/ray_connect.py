@@ -52,6 +52,7 @@ def _is_auth_error(error: BaseException) -> bool:
 
 
 def auth_error_message(address: str) -> str:
+    """A one-line error for a Ray cluster that refused this process's authentication."""
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
         return (f"Ray cluster at {address} refused this process's authentication token (RAY_AUTH_MODE=token is "
                 f"set): use the head's token; {token_hint()}")

@@ -55,6 +55,7 @@ class RayOptions:
 
 
 def ranks_per_trial(options: RayOptions) -> int:
+    """How many ranks (processes) train each trial."""
     return options.workers_per_trial or options.ranks_per_trial or max(1, int(options.gpus_per_trial))
 
 
@@ -158,6 +159,7 @@ def check_shared(runs_dir: Path, options: RayOptions) -> None:
 
 
 def launch(tasks: list[TrialTask], options: RayOptions) -> list[dict]:
+    """Run the tasks as Ray Tune trials on the cluster the options name; their result records."""
     from ray import tune
 
     if not tasks:

@@ -28,6 +28,7 @@ def max_new_tokens(cfg: RunConfig) -> int:
 @torch.no_grad()
 def generate_captions(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, images: torch.Tensor,
                       shard: Shard = ONE_PROCESS) -> list[str]:
+    """Greedy captions of the shard's images, gathered over the shards in image order."""
     device, rows = model_device(model), list(shard.rows(len(images)))
     mine = {}
     for lo in range(0, len(rows), IMAGE_BLOCK):
@@ -40,6 +41,8 @@ def generate_captions(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, ima
 
 def evaluate_captioning(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, task: Captioning,
                         shard: Shard = ONE_PROCESS) -> dict:
+    """COCO caption metrics of the model's captions, beside those of one constant caption (the most frequent reference
+    word)."""
     captions = generate_captions(model, cfg, prompts, task.images, shard)
     out = caption_metrics(captions, task.references) | {"n": len(captions)}
     constant = Counter(coco_tokenize([r for refs in task.references for r in refs])).most_common(1)[0][0]

@@ -44,6 +44,7 @@ def pooled_features(model: UnifiedModel, cfg: RunConfig, images: torch.Tensor, s
 
 
 def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, float]:
+    """Held-out accuracy of a linear probe on the features (stratified split), with its chance level and split sizes."""
     train = stratified_split(labels)
     if train.all():
         return {}
@@ -54,6 +55,7 @@ def probe_accuracy(features: torch.Tensor, labels: torch.Tensor, classes: int) -
 
 def evaluate_classification(model: UnifiedModel, cfg: RunConfig, prompts: Prompts, task: Classification,
                             shard: Shard = ONE_PROCESS) -> dict:
+    """Zero-shot top-1 by scoring every class prompt, beside chance and the majority class."""
     classes = len(task.class_names)
     group = prompts.classes(task.class_names, task.prompt)
     scores = score_rows(model, task.images, lambda i: [group], prompts.codec.pad_id, shard)

@@ -68,6 +68,7 @@ Task = MultipleChoice | Classification | Captioning
 
 
 def decode(path: Path, row: int | str, data: bytes, size: int) -> torch.Tensor:
+    """A benchmark image decoded to `size`, or a one-line error naming the file and row."""
     try:
         return decode_image(data, size)
     except CORRUPT as e:
@@ -84,12 +85,14 @@ def read_file(path: Path, row: int | str, image: Path, size: int) -> torch.Tenso
 
 
 def nonempty(path: Path, rows: list, limit: int) -> list:
+    """The file's rows, at most `limit` of them (0: all); an error when it has none."""
     if not rows:
         raise BenchmarkFileError(path, "holds no rows")
     return rows[:limit] if limit else rows
 
 
 def answer_index(path: Path, row: int | str, answer: object, options: list[str]) -> int:
+    """A question's answer as an option index, from an index or a letter A-E; an error naming the row otherwise."""
     if isinstance(answer, int) and not isinstance(answer, bool):
         index = answer
     elif isinstance(answer, str) and answer.strip().upper() in LETTERS:
@@ -102,6 +105,7 @@ def answer_index(path: Path, row: int | str, answer: object, options: list[str])
 
 
 def check_options(path: Path, row: int | str, options: list[str]) -> None:
+    """Reject a question with fewer than two options, naming its file and row."""
     if len(options) < 2:
         raise BenchmarkFileError(path, f"{len(options)} option(s): a question needs at least 2", row)
 

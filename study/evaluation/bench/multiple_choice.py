@@ -51,6 +51,8 @@ def _by(items: list[ChoiceItem], correct: list[list[bool]], field: str, column: 
 
 
 def evaluate_choice(model: UnifiedModel, prompts: Prompts, task: MultipleChoice, shard: Shard = ONE_PROCESS) -> dict:
+    """Multiple-choice accuracy by option likelihood, plain and circular (every option order the items ask), beside both
+    chances, by category."""
     items = task.items
 
     def groups(i: int) -> list[Group]:

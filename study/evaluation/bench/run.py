@@ -54,6 +54,8 @@ def check_benchmarks(cfg: RunConfig) -> None:
 
 def run_benchmarks(model: UnifiedModel, cfg: RunConfig, paths: list[str], limit: int = 0,
                    shard: Shard = ONE_PROCESS) -> dict[str, float]:
+    """Every benchmark file's metrics as 'bench/<task>/<metric>'; text the run's tokenizer cannot encode is an error
+    naming the file."""
     prompts = Prompts(cfg)
     out: dict[str, float] = {}
     for path, task in zip(paths, load_tasks(cfg, paths, limit), strict=True):

@@ -44,6 +44,7 @@ ONE_PROCESS = Shard()
 
 
 def model_device(model: UnifiedModel) -> torch.device:
+    """The device the model's parameters are on."""
     return next(model.parameters()).device
 
 

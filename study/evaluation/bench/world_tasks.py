@@ -54,6 +54,7 @@ def colour_questions(world: World, n: int, seed: int = 0) -> list[Question]:
 
 
 def write_tsv(path: Path, rows: list[Question], hint: str = "") -> Path:
+    """World questions as a VLMEvalKit / MMBench TSV (options A-E, base64 images)."""
     lines = ["index\tquestion\thint\tA\tB\tC\tD\tE\tanswer\timage"]
     for i, (png, question, options, answer) in enumerate(rows):
         cells = [*options, *[""] * (5 - len(options))]
@@ -63,6 +64,7 @@ def write_tsv(path: Path, rows: list[Question], hint: str = "") -> Path:
 
 
 def write_jsonl(path: Path, rows: list[Question]) -> Path:
+    """World questions as a JSONL file with one PNG per question beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     records = []
     for i, (png, question, options, answer) in enumerate(rows):
@@ -108,6 +110,7 @@ def write_count_shards(root: Path, world: World, n: int, shards: int = 2) -> Pat
 
 
 def write_captions(path: Path, world: World, n: int) -> Path:
+    """`n` world images with their captions as a COCO-style annotations file, the PNGs beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i, (png, scene) in enumerate(world_images(world, n)):
