@@ -50,6 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `unihetero` parser, each command module adding its own subcommand."""
     import importlib
 
     parser = _Parser(prog="unihetero", description=__doc__)
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a UserError is one line on stderr with its exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -15,6 +15,7 @@ from study.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `bench` command's arguments."""
     p = sub.add_parser("bench", help="evaluate a run's checkpoint on benchmark files (into its eval.jsonl)")
     p.add_argument("run_dir")
     p.add_argument("--task", action="append", required=True, metavar="FILE_OR_DIR",
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """`unihetero bench RUN --task FILE`: score a run's checkpoint on benchmark files into its eval.jsonl."""
     from study import distributed
     from study.evaluation.bench.run import run_benchmarks
     from study.evaluation.bench.scoring import Shard

@@ -10,6 +10,7 @@ from unihetero.commands.argtypes import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `data` commands' arguments."""
     p = sub.add_parser("data", help="data preparation")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p))
     s = data_sub.add_parser("shards", help="write tar shards of (image, caption) pairs and index.json")
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_shards(args: argparse.Namespace) -> int:
+    """`unihetero data shards OUT`: write tar shards of a world's (or a folder's) image-caption pairs."""
     from study.config import load_config
     from study.data.shard_writer import folder_samples, world_samples, write_shards
     from study.data.worlds import build_world

@@ -27,6 +27,7 @@ INPUT_HINT = {"power": "D", "bounded": "D", "chinchilla": "N then D", "data_cons
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `fit` command's arguments."""
     p = sub.add_parser(
         "fit",
         help="fit a scaling law (power, chinchilla, bounded, data_constrained) to a CSV of runs, or predict",
@@ -153,6 +154,7 @@ def _law_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`unihetero fit CSV`: fit a scaling law, or predict from fitted parameters."""
     if args.predict or args.params:
         return run_predict(args)
     if args.form == "data_constrained" or args.fix or args.tie or args.start_grid:

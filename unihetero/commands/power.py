@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `power` command's arguments."""
     p = sub.add_parser("power", help="seeds per arm each planned comparison needs; the power of a design",
                        description=__doc__.splitlines()[0])
     p.add_argument("--protocol", required=True, help="a protocol.yaml (see analysis/protocol.py)")
@@ -74,6 +75,7 @@ def first_pilot_sd(pilots: dict[Path, dict[str, dict[str, float]]], grids: list[
 
 
 def rows(args: argparse.Namespace) -> list[dict]:
+    """One row per planned comparison: its standard deviation, seeds needed and the power of the design."""
     from analysis.power import difference_power, equivalence_power, seeds_needed
     from analysis.protocol import load_protocol
 
@@ -109,6 +111,7 @@ def rows(args: argparse.Namespace) -> list[dict]:
 
 
 def run_power(args: argparse.Namespace) -> int:
+    """`unihetero power --protocol P`: print the power table (or its JSON)."""
     table = rows(args)
     if args.json:
         print(json.dumps(table, indent=1))

@@ -31,6 +31,7 @@ def _grid_names() -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `report` and `reproduce` commands' arguments."""
     p = sub.add_parser("report", help="write report.md, report.html, tables (CSV) and figures of a runs directory")
     p.add_argument("runs_dir", help="runs directory (run directories and grids/ membership files)")
     _report_args(p)
@@ -62,6 +63,7 @@ def _write_report(runs_dir: Path, out: str | None, args: argparse.Namespace) -> 
 
 
 def run_report(args: argparse.Namespace) -> int:
+    """`unihetero report RUNS_DIR`: write the report of a runs directory."""
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")
@@ -80,6 +82,7 @@ def _launch(spec: GridSpec, args: argparse.Namespace, runs_dir: Path) -> bool:
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
+    """`unihetero reproduce STUDY`: run a paper study's grids (resuming what exists), then write its report."""
     from reports.paper import STUDIES
     from sweeps.launch import check_trial_inputs
 

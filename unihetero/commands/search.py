@@ -13,6 +13,7 @@ from unihetero.commands.argtypes import nonnegative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `search` command's arguments."""
     p = sub.add_parser("search", help="Optuna search over continuous parameters of one arm (resumable)")
     p.add_argument("config", help="preset name or YAML file: the arm to search in")
     p.add_argument("overrides", nargs="*", help="dotted overrides fixing the arm (objective.target=pixel)")
@@ -47,6 +48,7 @@ def _study_name(args: argparse.Namespace) -> str:
 
 
 def run_search_command(args: argparse.Namespace) -> int:
+    """`unihetero search CONFIG --param ...`: run the Optuna search (resumable)."""
     from sweeps.search import SearchOptions, parse_param, run_search
 
     direction = args.direction or ("maximize" if "acc" in args.metric else "minimize")

@@ -60,6 +60,7 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `sweep` commands' arguments."""
     p = sub.add_parser("sweep", help="plan, launch and watch grids of runs")
     actions = p.add_subparsers(dest="sweep_command", required=True, parser_class=type(p))
     plan = actions.add_parser("plan", help="print the trial table (axes, run ids, FLOPs); runs nothing")
@@ -107,6 +108,7 @@ def _flops(trial: Trial) -> float:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    """`unihetero sweep plan GRID`: print the trial table, copies named; runs nothing."""
     from sweeps.dedupe import changed_keys, representatives
 
     spec = load_spec(args.grid, args.preset)
@@ -211,6 +213,7 @@ def backend_options(args: argparse.Namespace, spec: GridSpec) -> LocalOptions | 
 
 
 def run_launch(args: argparse.Namespace) -> int:
+    """`unihetero sweep launch GRID`: run the grid's unfinished trials on a backend (in waves with --until-decided)."""
     from sweeps.launch import launch_grid
 
     spec = load_spec(args.grid, args.preset)
@@ -235,6 +238,7 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    """`unihetero sweep status GRID`: each trial's state, the time left, and the looks with their decisions."""
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise UserError(f"runs directory '{runs_dir}' does not exist")

@@ -13,6 +13,7 @@ from study.tracking import check_installed, replay
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `track` command's arguments."""
     p = sub.add_parser("track", help="mirror the records of a runs directory's runs to an experiment tracker",
                        description="Send every run's config, metrics and evaluations (as the run store has them) "
                        "to TensorBoard, W&B (online or offline as WANDB_MODE says) or MLflow (RUNS_DIR/mlflow.db "
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_track(args: argparse.Namespace) -> int:
+    """`unihetero track RUNS_DIR --to T`: mirror every run's records to an experiment tracker."""
     if not args.runs_dir.is_dir():
         raise UserError(f"runs directory '{args.runs_dir}' does not exist")
     check_installed([args.to])

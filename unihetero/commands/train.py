@@ -16,6 +16,7 @@ from study.summary import summarise_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The `train`, `summary` and `eval` commands' arguments."""
     p = sub.add_parser("train", help="create or resume one training run; prints its directory")
     p.add_argument("config", nargs="?", help="preset name or YAML file (omit with --resume)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. objective.target=semantic_input")
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """`unihetero train CONFIG` (or --resume RUN): create or resume one run; print its directory."""
     from study.train import TrainingFailed, train
 
     if args.resume:
@@ -61,11 +63,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    """`unihetero summary RUN`: the run's status and final metrics against floor and chance."""
     print(summarise_run(str(open_run(args.run_dir, "summary").path)))
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    """`unihetero eval RUN`: evaluate a run (a VLM or an encoder-pretraining stage) at its last checkpoint, appended to
+    its eval.jsonl."""
     from study.evaluate import evaluate
     from study.pretrain.evaluate import evaluate_stage
     from study.rebuild import load_trained
