@@ -34,6 +34,7 @@ T975 = "t975"
 
 
 def toolkit_tables(runs_dir: Path, out: Path) -> dict[str, pl.DataFrame]:
+    """The per-arm final and curve statistics through the toolkit's own analysis, written as CSVs."""
     runs = load_runs(runs_dir)
     (grid,) = read_grids(runs_dir)
     usable = runs.usable.join(grid.members.select("run_id", "arm"), on="run_id")
@@ -96,6 +97,7 @@ def _same(toolkit: dict[str, pl.DataFrame], reference: dict[str, pd.DataFrame]) 
 
 
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """What `fn` returns and the seconds it took."""
     t = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - t

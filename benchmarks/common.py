@@ -13,6 +13,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> str:
+    """This machine's name in result files: host and architecture."""
     return f"{socket.gethostname()}-{platform.machine()}"
 
 
@@ -27,6 +28,7 @@ def best_rate(fn: Callable[[], int], repeats: int = 3) -> float:
 
 
 def write_result(name: str, result: dict) -> Path:
+    """Write a benchmark's result as `results/<name>-<machine>.json`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{machine()}.json"
     path.write_text(json.dumps(result, indent=1))

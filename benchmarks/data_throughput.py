@@ -23,6 +23,7 @@ from study.objectives import compute_losses
 
 
 def render_rate(preset: str, images: int = 2048) -> float:
+    """World images rendered per second, one batch of `images` at a time."""
     cfg = load_config(preset)
     world = build_world(cfg.data)
     indices = np.arange(images)
@@ -30,6 +31,7 @@ def render_rate(preset: str, images: int = 2048) -> float:
 
 
 def train_rate(preset: str, steps: int = 20) -> float:
+    """Samples per second of training steps on pre-rendered batches."""
     cfg = load_config(preset)
     torch.manual_seed(0)
     model = UnifiedModel(cfg)

@@ -35,6 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def noop_tasks(runs_dir: Path, n: int) -> list[TrialTask]:
+    """`n` trial tasks whose runner does nothing: what a backend spends per trial besides training."""
     configs = [load_config("tiny", [f"train.seed={i}"]) for i in range(n)]
     return [TrialTask(str(runs_dir / c.run_id()), c.to_dict(), runner="noop") for c in configs]
 
@@ -53,6 +54,7 @@ def _options(name: str) -> LocalOptions | RayOptions | SlurmOptions:
 
 
 def measure(name: str, n: int) -> dict:
+    """Launch `n` no-op trials on one backend: its wall time and overhead per trial."""
     runs_dir = Path(tempfile.mkdtemp(prefix=f"dispatch-{name}-"))
     try:
         tasks = noop_tasks(runs_dir, n)

@@ -16,12 +16,15 @@ from benchmarks.common import write_result
 
 
 def epoch_points() -> tuple[np.ndarray, np.ndarray]:
+    """The Chinchilla points as Epoch AI reconstructed them (parameters, tokens = FLOP / 6N) with their losses, the 5
+    highest losses dropped."""
     df = pl.read_csv(EPOCH_CSV).sort("loss").head(-5)  # the 5 highest-loss runs dropped
     n, c = df["Model Size"].to_numpy(), df["Training FLOP"].to_numpy()
     return np.stack([n, c / (6 * n)], axis=1), df["loss"].to_numpy()
 
 
 def timed(fn: Callable[[], object]) -> float:
+    """Seconds `fn` took."""
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t

@@ -66,6 +66,7 @@ SPEC_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tenso
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so a timer reads finished work."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -125,6 +126,7 @@ def write_data(out: Path, scale: str) -> Path:
 
 def run_config(paths: dict[str, Path], llm: str, shards: Path, scale: str, compiled: bool,
                device: torch.device) -> RunConfig:
+    """The benchmark's run config: tiny pretrained-format backbones on shards, at one scale."""
     s = SCALES[scale]
     return load_config("full-dinov2-qwen2", [
         f"model.vision_path={paths['dinov2']}", f"model.llm_path={paths[llm]}", f"data.shards={shards}",

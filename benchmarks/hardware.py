@@ -22,6 +22,7 @@ CASES = {"cpu-small": [], "cpu-small@medium": ["model.size=medium"]}  # the larg
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
+    """The best FLOP/s of an n x n matmul in `dtype` over `repeats` tries."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     best = 0.0
     for _ in range(repeats):

@@ -46,6 +46,8 @@ def _std_verdict(std: float) -> str:
 
 
 def table(candidates: dict[str, list[list[dict]]]) -> str:
+    """The calibration table: each world's attribute accuracies beside chance and random init, and whether text only is
+    halfway there."""
     lines = ["| world | seeds | at step | attribute | chance | random init | last evaluation (mean) | std over seeds "
              "| halfway? |", "|---|---|---|---|---|---|---|---|---|"]
     for world, runs in candidates.items():
@@ -70,6 +72,7 @@ def table(candidates: dict[str, list[list[dict]]]) -> str:
 
 
 def curves(candidates: dict[str, list[list[dict]]], path: Path) -> Path:
+    """Each attribute's zero-shot accuracy over training, one panel per attribute, saved to `path`."""
     names = [*ATTRIBUTES, "count"]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), sharex=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

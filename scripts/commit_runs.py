@@ -30,6 +30,7 @@ def changed(paths: list[Path]) -> list[Path]:
 
 
 def finished_runs(runs_dir: Path) -> list[Path]:
+    """The run directories under `runs_dir` whose status is finished (completed or failed)."""
     out = []
     for status in sorted(runs_dir.glob("*/status.json")):
         try:

@@ -13,6 +13,7 @@ FLOORED = ("ray", "wandb", "mlflow", "tensorboard", "transformers", "lmms-eval",
 
 
 def floors(pyproject: Path) -> dict[str, str]:
+    """The '>=' floor of each floored package that pyproject.toml names."""
     project = tomllib.loads(pyproject.read_text())["project"]
     specs = [*project["dependencies"], *(s for extra in project["optional-dependencies"].values() for s in extra)]
     out: dict[str, str] = {}

@@ -22,6 +22,8 @@ from study.rebuild import load_vlm
 
 @torch.no_grad()
 def structure(run_dir: str, images: int = 256) -> dict[str, float]:
+    """How much of a run's visual-embedding variance is shared by an image's tokens and by a position, and the neighbour
+    cosine."""
     run = load_vlm(run_dir, command="embedding_structure")
     cfg, model = run.inputs.resolved, run.model
     _, emb = model.encode(make_batch(run.inputs.world, held_out_indices(0, images)).images)

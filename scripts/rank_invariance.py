@@ -59,6 +59,8 @@ def worker(job_file: str) -> None:
 
 
 def run(out: Path, name: str, overrides: list[str], ranks: int, until_step: int | None = None) -> Path:
+    """Train one configuration on `ranks` processes (up to `until_step`, to resume later) in a worker; its run
+    directory."""
     run_dir = out / "runs" / name
     job = out / "jobs" / f"{name}-{ranks}-{until_step}.json"
     job.parent.mkdir(parents=True, exist_ok=True)
@@ -74,10 +76,12 @@ def run(out: Path, name: str, overrides: list[str], ranks: int, until_step: int 
 
 
 def records(run_dir: Path, name: str) -> list[dict]:
+    """The records of one JSONL file of a run."""
     return [json.loads(line) for line in (run_dir / name).read_text().splitlines() if line.strip()]
 
 
 def compare(run_dir: Path, reference: Path) -> dict:
+    """The largest per-step loss difference and final-evaluation difference of a run from its one-rank reference."""
     a, b = records(run_dir, "metrics.jsonl"), records(reference, "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b], (run_dir, reference)
     per_step = [max(abs(ra[k] - rb[k]) for k in rb if k.startswith("loss/")) for ra, rb in zip(a, b, strict=True)]
@@ -98,6 +102,7 @@ HF_CONFIGS = ("text", "semantic_input", "pixel_diffusion")
 
 
 def matrix(out: Path, only: list[str], steps: int, hf: bool) -> list[dict]:
+    """Every data source, configuration and layout against its one-rank run: one row each."""
     from unihetero.cli import main as cli
 
     shards = out / "shards"
@@ -139,6 +144,7 @@ def matrix(out: Path, only: list[str], steps: int, hf: bool) -> list[dict]:
 
 
 def write(out: Path, rows: list[dict], steps: int) -> None:
+    """Write the rows as `rank_invariance.md` (the table) and `rank_invariance.json` in `out`."""
     lines = [f"# Rank invariance: {steps} steps of the tiny preset, batch 16 (world v1, or shards written from it)",
              "", f"Invariant: per-step losses within {LOSS_TOL:g} of the 1-rank run, final evaluation metrics within "
              f"{EVAL_TOL:g} relative (absolute below 1e-3).", "",

@@ -16,6 +16,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def module_name(path: Path) -> str:
+    """The dotted module name of a source file."""
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
