@@ -12,7 +12,7 @@ from benchmarks.common import RESULTS, machine
 
 
 def table(results: dict) -> str:
-    """The benchmark results as the README's markdown table of ratios against their references."""
+    """The benchmark results as a markdown table of ratios against their references (`results/<machine>.md`)."""
     lines = ["| figure | measured | reference | ratio | target | met |", "|---|---|---|---|---|---|"]
     for key, world in (("train_step", ""), ("train_step_v2", " (world v2, cpu-v2)")):
         rows = results.get(key, {}).get("rows", [])
