@@ -52,8 +52,11 @@ def test_corrupt_newest_checkpoint_and_status_fall_back_with_a_warning(tmp_path)
     newest = RunStore(run).checkpoints()[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
     (run / "status.json").write_bytes(b"\x00\xff garbage")
-    with pytest.warns(UserWarning, match=newest.name):
+    with pytest.warns(UserWarning) as warned:
         train(cfg, run, quiet=True)
+    messages = [str(w.message) for w in warned]
+    assert any(newest.name in m for m in messages)  # the truncated checkpoint: the one before it is loaded
+    assert any("unreadable status file, treated as unknown" in m for m in messages)  # the garbage status file
     a, b = RunStore(reference), RunStore(run)
     wa, wb = load_latest(a)["model"], load_latest(b)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
