@@ -179,10 +179,9 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
     looks = read_jsonl(path)
     extensions = [look["extend"] for look in looks if look.get("extend")]
     all_seeds = first + [s for ext in extensions for s in ext["seeds"]]
-    full = pipeline(with_seeds(spec, sorted(set(all_seeds))))
     looked = 0
     while True:
-        trials = chosen(full, first, extensions, comparisons)
+        trials = _waves(spec, first, extensions, comparisons)
         states = launch_trials(spec, trials, runs_dir, backend_name, options, retry_failed)
         if looks and looks[-1]["extend"] is None:
             return states  # the procedure ended at its last look
@@ -222,4 +221,3 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
             return states
         extensions.append(record["extend"])
         all_seeds += new
-        full = pipeline(with_seeds(spec, sorted(set(all_seeds))))
