@@ -15,12 +15,7 @@ from sweeps.execute import TrialTask
 from sweeps.layout import run_dir, write_membership
 from sweeps.spec import GridSpec, Trial, pipeline, waves
 from sweeps.status import GridProgress, TrialState, collect, trial_run_state
-
-
-def seed_major(trials: list[Trial]) -> list[Trial]:
-    """Run order: every cell's first seed before any cell's second, so a grid stopped part way has complete
-    seeds to pair (the spec lists seeds innermost)."""
-    return sorted(trials, key=lambda t: t.axes.get("seed", 0))
+from sweeps.time_left import longest_first
 
 
 def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: object,
@@ -31,13 +26,13 @@ def launch_grid(spec: GridSpec, runs_dir: Path, backend_name: str, options: obje
 
 def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_name: str, options: object,
                   retry_failed: bool = False) -> list[TrialState]:
-    """Run `trials` of the grid (in pipeline order, upstream stages first; completed ones are skipped, partial ones
-    resume), recorded as the grid's membership; their states after. A backend with `launch_waves` (Slurm) gets
-    every wave at once and chains them by job dependencies; the others run wave after wave, each trial only once its
-    upstream runs completed. A trial that would train exactly as another run (`sweeps.dedupe`) is not trained:
-    once that run completed, it is recorded as its copy. A trial the backend could not run (its job never started,
-    its worker process died) keeps the state its run store shows, with the backend's reason beside it, which
-    `sweep status` shows too (`sweeps.backend_errors`)."""
+    """Run `trials` of the grid (upstream stages first, then seed-major with each seed's longest trial first:
+    `sweeps.time_left.longest_first`; completed ones are skipped, partial ones resume), recorded as the grid's
+    membership; their states after. A backend with `launch_waves` (Slurm) gets every wave at once and chains them by
+    job dependencies; the others run wave after wave, each trial only once its upstream runs completed. A trial that
+    would train exactly as another run (`sweeps.dedupe`) is not trained: once that run completed, it is recorded as
+    its copy. A trial the backend could not run (its job never started, its worker process died) keeps the state its
+    run store shows, with the backend's reason beside it, which `sweep status` shows too (`sweeps.backend_errors`)."""
     check_trial_inputs(spec, trials)
     check_upstream_weights(spec, trials, runs_dir)
     copies = representatives(trials, runs_dir)
@@ -50,12 +45,11 @@ def launch_trials(spec: GridSpec, trials: list[Trial], runs_dir: Path, backend_n
               + (f", {len(copies)} trained as other runs" if copies else ""), file=sys.stderr)
         records: list[dict] = []
         with GridProgress(trials, runs_dir):
-            trained = [t for t in trials if t.run_id not in copies]
+            to_train = waves(longest_first([t for t in trials if t.run_id not in copies], runs_dir))
             if hasattr(engine, "launch_waves"):
-                records += engine.launch_waves([_tasks(w, runs_dir, retry_failed)
-                                                for w in waves(seed_major(trained))], options)
+                records += engine.launch_waves([_tasks(w, runs_dir, retry_failed) for w in to_train], options)
             else:
-                for wave in waves(seed_major(trained)):
+                for wave in to_train:
                     ready = [t for t in wave if all(_completed(runs_dir, up) for up in t.upstream)]
                     records += engine.launch(_tasks(ready, runs_dir, retry_failed), options)
             for t in trials:

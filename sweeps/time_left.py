@@ -1,4 +1,5 @@
-"""A rough estimate of a grid's time left, from the runs of it that completed here in one attempt.
+"""A rough estimate of a grid's time left, from the runs of it that completed here in one attempt, and the run order
+a launch takes from the same prices (each seed's longest trial first).
 
 A completed run that trained from step 0 to its end in a single attempt (`sweep_attempts.jsonl`) gives its wall
 seconds per step, evaluations included; a resumed run is left out, since its wall time spans its downtime, and so is
@@ -7,6 +8,9 @@ trial's axes but the seed) or, with none there, of the whole grid; a trial that 
 (`sweeps.dedupe`) costs nothing, since a launch copies that run's records. The answer is worker time: on W workers in
 parallel it is about 1/W of it. A run paused part way (SIGSTOP) counts its pause: the medians keep a few such runs
 from moving the estimate much.
+
+A launch runs seed-major, and within a seed the trial with the most time to go first (`longest_first`): on a pool
+of workers, a wave that ended on its longest trial would leave the other workers idle until it finished.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from sweeps.dedupe import representatives
 from sweeps.execute import ATTEMPTS
 from sweeps.layout import run_dir
 from sweeps.spec import Trial
-from sweeps.status import UNFINISHED, TrialState
+from sweeps.status import UNFINISHED, TrialState, collect
 
 
 def cell(trial: Trial) -> str:
@@ -54,20 +58,40 @@ def estimate(states: list[TrialState], runs_dir: Path) -> Estimate | None:
     them)."""
     copies = representatives([s.trial for s in states], runs_dir)  # they train nothing: a launch copies records
     todo = [s for s in states if s.state in UNFINISHED and s.trial.run_id not in copies]
-    rates: dict[str, list[float]] = {}
-    for s in states:
-        if s.state == "completed" and (rate := seconds_per_step(run_dir(runs_dir, s.trial.run_id))) is not None:
-            rates.setdefault(cell(s.trial), []).append(rate)
+    rates = cell_rates([s.trial for s in states if s.state == "completed"], runs_dir)
     measured = [r for group in rates.values() for r in group]
     if not measured:
         return Estimate(0.0, 0, 0, 0, float("nan")) if not todo else None
     overall = statistics.median(measured)
-    seconds, steps = 0.0, 0
-    for s in todo:
-        remaining = max((s.total_steps or s.trial.config.steps) - (s.step or 0), 0)
-        steps += remaining
-        seconds += remaining * statistics.median(rates.get(cell(s.trial), [overall]))
-    return Estimate(seconds, steps, len(todo), len(measured), overall)
+    seconds = sum(_steps_to_go(s) * statistics.median(rates.get(cell(s.trial), [overall])) for s in todo)
+    return Estimate(seconds, sum(_steps_to_go(s) for s in todo), len(todo), len(measured), overall)
+
+
+def cell_rates(trials: list[Trial], runs_dir: Path) -> dict[str, list[float]]:
+    """Each cell's wall seconds per step over the runs of `trials` that completed here in one attempt."""
+    rates: dict[str, list[float]] = {}
+    for t in trials:
+        if (rate := seconds_per_step(run_dir(runs_dir, t.run_id))) is not None:
+            rates.setdefault(cell(t), []).append(rate)
+    return rates
+
+
+def longest_first(trials: list[Trial], runs_dir: Path) -> list[Trial]:
+    """Run order: seed-major (every cell's first seed before any cell's second, so that a grid stopped part way has
+    complete seeds to pair), and within a seed the trial with the most time to go first: its steps to go at its
+    cell's median wall seconds per step measured here, else at the median over the measured cells, else counted in
+    steps. A wave then ends on its shortest trials instead of a long one training alone while other workers idle
+    (list scheduling, longest first); the order changes no run's result."""
+    rates = cell_rates(trials, runs_dir)
+    measured = [r for group in rates.values() for r in group]
+    overall = statistics.median(measured) if measured else 1.0
+    to_go = {s.trial.run_id: _steps_to_go(s) * statistics.median(rates.get(cell(s.trial), [overall]))
+             for s in collect(trials, runs_dir)}
+    return sorted(trials, key=lambda t: (t.axes.get("seed", 0), -to_go[t.run_id]))
+
+
+def _steps_to_go(state: TrialState) -> int:
+    return max((state.total_steps or state.trial.config.steps) - (state.step or 0), 0)
 
 
 def time_left_line(states: list[TrialState], runs_dir: Path) -> str:

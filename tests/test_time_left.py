@@ -1,17 +1,18 @@
 """`sweep status`'s time-left estimate prices unfinished trials at the wall seconds per step of the grid's runs
 that completed in one attempt, leaves resumed runs out, and prices a trial that would be copied from another run at
-nothing."""
+nothing; a launch starts each seed's most expensive trial first by the same prices."""
 
 import statistics
 
 import pytest
 
 from study.runstore import RunStore, read_jsonl
+from sweeps import time_left
 from sweeps.execute import ATTEMPTS, FAULT_FILE
 from sweeps.spec import expand, load_spec
 from sweeps.status import collect
 from sweeps.time_left import estimate, time_left_line
-from tests.grid_specs import launch_argv, run_dirs, write_grid_spec
+from tests.grid_specs import attempts, launch_argv, run_dirs, write_grid_spec
 from unihetero.cli import main
 
 
@@ -59,3 +60,23 @@ def test_time_left_without_a_measured_run_or_a_trial_to_run(tmp_path):
     states = collect(expand(load_spec(str(grid), "smoke")), runs)
     assert time_left_line(states, runs).startswith("time left: no estimate yet")  # nothing here has completed
     assert time_left_line([], runs) == "time left: none (no trial to run)"
+
+
+def test_a_launch_starts_each_seeds_longest_trial_first(tmp_path, monkeypatch):
+    body = "zip: [{arm: [few_steps, many_steps], train.samples_seen: [64, 256]}]\nseeds: [%s]\n"
+    runs = tmp_path / "runs"
+
+    def launch_order(seeds: str) -> list[tuple[str, int]]:
+        grid = write_grid_spec(tmp_path, body % seeds)
+        assert main(launch_argv(grid, runs)) == 0
+        trials = expand(load_spec(str(grid), "smoke"))
+        started = sorted(trials, key=lambda t: attempts(runs / t.run_id)[0]["at"])
+        return [(t.axes["arm"], t.axes["seed"]) for t in started]
+
+    assert launch_order("0") == [("many_steps", 0), ("few_steps", 0)]  # nothing measured: the most steps first
+    # as if few_steps had measured 100 times many_steps' wall seconds per step (wall times on this shared machine
+    # are too noisy to order two tiny runs by): priced at its cell's rate, it goes first in each new seed
+    few, many = run_dirs(write_grid_spec(tmp_path, body % "0"), runs)
+    rates = {few: 10.0, many: 0.1}
+    monkeypatch.setattr(time_left, "seconds_per_step", lambda path: rates.get(path))
+    assert launch_order("0, 1, 2")[2:] == [("few_steps", 1), ("many_steps", 1), ("few_steps", 2), ("many_steps", 2)]
