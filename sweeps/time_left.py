@@ -79,7 +79,7 @@ def cell_rates(trials: list[Trial], runs_dir: Path) -> dict[str, list[float]]:
 def longest_first(trials: list[Trial], runs_dir: Path) -> list[Trial]:
     """Run order: seed-major (every cell's first seed before any cell's second, so that a grid stopped part way has
     complete seeds to pair), and within a seed the trial with the most time to go first: its steps to go at its
-    cell's median wall seconds per step measured here, else at the median over the measured cells, else counted in
+    cell's median wall seconds per step measured here, else at the median over all measured runs, else counted in
     steps. A wave then ends on its shortest trials instead of a long one training alone while other workers idle
     (list scheduling, longest first); the order changes no run's result."""
     rates = cell_rates(trials, runs_dir)
