@@ -124,11 +124,16 @@ def trials_to_cap(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Tr
         pairs_next = ({cid: last["comparisons"][cid]["n"] + protocol.wave for cid in last["extend"]["comparisons"]}
                       if last else {cid: len(first) for cid in comparisons})
         more = {cid: (protocol.cap - n) // protocol.wave for cid, n in pairs_next.items()}
-        top = max(first + [s for ext in extensions for s in ext["seeds"]])
+        top = _last_seed(first, extensions)
         future = [{"comparisons": [cid for cid, k in more.items() if k >= w],
                    "seeds": list(range(top + 1 + (w - 1) * protocol.wave, top + 1 + w * protocol.wave))}
                   for w in range(1, max(more.values(), default=0) + 1)]
     return _waves(spec, first, extensions + future, comparisons)
+
+
+def _last_seed(first: list[int], extensions: list[dict]) -> int:
+    """The highest seed the first wave or any extension names: the next wave's seeds follow it."""
+    return max(first + [s for ext in extensions for s in ext["seeds"]])
 
 
 def _waves(spec: GridSpec, first: list[int], extensions: list[dict], comparisons: dict[str, Comparison]) -> list[Trial]:
@@ -178,7 +183,6 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
     path = looks_file(runs_dir, spec)
     looks = read_jsonl(path)
     extensions = [look["extend"] for look in looks if look.get("extend")]
-    all_seeds = first + [s for ext in extensions for s in ext["seeds"]]
     looked = 0
     while True:
         trials = _waves(spec, first, extensions, comparisons)
@@ -205,7 +209,7 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
             record["comparisons"][cid] = decision_record(c, d, look_sizes)
             if not d.decided and d.verdict != "inconclusive":
                 open_ids.append(cid)
-        top = max(all_seeds)
+        top = _last_seed(first, extensions)
         new = list(range(top + 1, top + 1 + protocol.wave))
         growing = [cid for cid in open_ids if record["comparisons"][cid]["n"] + len(new) <= cap]
         for cid in set(open_ids) - set(growing):  # no room for another wave: open at the cap
@@ -220,4 +224,3 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
         if record["extend"] is None or looked == waves:
             return states
         extensions.append(record["extend"])
-        all_seeds += new
