@@ -22,6 +22,8 @@ NOT_ARM = ("seed", SEED, D, SAMPLES)
 
 @dataclass(frozen=True)
 class Grid:
+    """A grid as the analysis reads it: its name, preset and member runs with their trial and arm."""
+
     name: str
     preset: str
     description: str

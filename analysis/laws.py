@@ -71,6 +71,8 @@ def _data_constrained(p: Params, x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Law:
+    """A named scaling law: its formula, inputs, parameters and the function that evaluates it."""
+
     name: str
     formula: str
     inputs: tuple[str, ...]
@@ -96,6 +98,8 @@ LAWS = {
 
 @dataclass
 class LawFit:
+    """A law fitted to points: parameters, bootstrap intervals and the fit's quality."""
+
     form: str
     params: dict[str, float]  # every parameter, natural units (fixed and tied ones included)
     free: tuple[str, ...]

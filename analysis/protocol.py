@@ -45,6 +45,8 @@ COMPARISON_KEYS = ("id", "family", "grid", "arm", "baseline", "claim", "metric",
 
 @dataclass(frozen=True)
 class Comparison:
+    """One pre-registered comparison: arm against baseline within a grid, on one metric, with its margin."""
+
     id: str
     family: str
     grid: str
@@ -60,6 +62,8 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Protocol:
+    """A study protocol's machine-readable part: levels, margin, spending, waves, seed cap and comparisons."""
+
     number: int
     path: Path
     metric: str

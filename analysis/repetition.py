@@ -29,6 +29,8 @@ R_STARTS = {"R_D": (0.5, 2.0, 8.0, 32.0, 128.0)}
 
 @dataclass(frozen=True)
 class Repetition:
+    """An arm's R*_D (repetitions after which repeated data is worth 1/e of fresh) with its interval and base law."""
+
     r_star: float
     lo: float
     hi: float

@@ -54,6 +54,8 @@ INFERENCE_SCHEMA = {"run_id": pl.String, "sweep": pl.String, "setting": pl.Int64
 
 @dataclass
 class RunSet:
+    """Every run of a runs directory: one row per run, the learning curves and the inference-scaling rows."""
+
     runs: pl.DataFrame
     curves: pl.LazyFrame
     inference: pl.DataFrame

@@ -40,6 +40,8 @@ LBFGS_OPTIONS = {"ftol": 1e-10}  # fits that reach the same optimum then agree t
 
 @dataclass(frozen=True)
 class Form:
+    """A parametric scaling form (sums of power terms plus an irreducible E) and its parameter names."""
+
     name: str
     formula: str
     names: tuple[str, ...]  # natural parameters in theta order: coefficients, exponents, E
@@ -62,6 +64,8 @@ FORMS = {
 
 @dataclass
 class ScalingFit:
+    """A scaling form fitted by Huber loss on log residuals, with bootstrap intervals."""
+
     form: str
     params: dict[str, float]
     intervals: dict[str, tuple[float, float]]  # empty without bootstrap
@@ -92,6 +96,8 @@ class ScalingFit:
 
 
 class Prediction(NamedTuple):
+    """A fit's prediction at new inputs, with its bootstrap band."""
+
     point: np.ndarray
     lo: np.ndarray  # bootstrap band; NaN when the fit has no bootstrap
     hi: np.ndarray

@@ -86,6 +86,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class Decision:
+    """One look's outcome for one comparison: its verdict and the statistics behind it."""
+
     verdict: str  # superior, inferior, equivalent, open (more seeds), inconclusive (at the cap)
     n: int
     mean: float

@@ -21,6 +21,8 @@ Verdict = Literal["reproduced", "not reproduced", "inconclusive at this scale"]
 
 @dataclass(frozen=True)
 class MeanCI:
+    """A mean over seeds with its Student-t interval."""
+
     mean: float
     std: float  # sample std (ddof=1); 0 for a single value
     lo: float
@@ -30,6 +32,8 @@ class MeanCI:
 
 @dataclass(frozen=True)
 class PairedComparison:
+    """Arm minus baseline over seed pairs: the mean difference, its interval and a permutation p-value."""
+
     mean_diff: float  # mean of a - b over pairs
     lo: float  # Student-t CI of mean_diff (honest for the few pairs a seed study has)
     hi: float

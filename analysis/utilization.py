@@ -35,6 +35,8 @@ K = TypeVar("K")
 
 @dataclass(frozen=True)
 class Estimate:
+    """A point estimate with its bootstrap interval."""
+
     point: float
     lo: float
     hi: float
@@ -42,6 +44,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Crossover:
+    """Where (or whether) an arm's learning curve overtakes the baseline's."""
+
     kind: str  # overtakes | ahead throughout | not ahead at the end | too few points
     samples_seen: float | None  # where the arm overtakes, for kind "overtakes"
     text: str
@@ -54,6 +58,8 @@ def form_for(metric: str) -> str:
 
 @dataclass(frozen=True)
 class FitSettings:
+    """Bootstrap and multi-start settings of the data-utilization fits."""
+
     n_boot: int = 100  # bootstrap resamples (0: no intervals)
     boot_starts: int = 8  # random grid starts per resample
     starts: int | None = 30  # random grid starts of the full-data fit (None: the whole grid)

@@ -16,6 +16,8 @@ VERDICT_CLASSES = {"reproduced": "ok", "not reproduced": "bad", "inconclusive at
 
 @dataclass
 class Table:
+    """A report table: its numbers (written as CSV) and, optionally, a formatted view."""
+
     name: str  # CSV file stem
     caption: str
     data: pl.DataFrame  # numbers, written as CSV
@@ -28,12 +30,16 @@ class Table:
 
 @dataclass
 class Figure:
+    """A report figure: a PNG and its caption."""
+
     caption: str
     png: Path
 
 
 @dataclass
 class Section:
+    """A report section: title, claim, text, tables and figures."""
+
     key: str
     title: str
     claim: str = ""

@@ -76,12 +76,16 @@ class Context:
 
 @dataclass(frozen=True)
 class Measure:
+    """A metric a study compares, with the paper's claimed sign for each arm."""
+
     metric: str
     claim: Callable[[dict], int]  # claimed sign of arm minus baseline, from the arm's config row (0: none)
 
 
 @dataclass(frozen=True, eq=False)
 class Study:
+    """How the report reads one grid: its claim, treatment and baseline arms, measures and family."""
+
     grid: str
     title: str
     claim_id: str = "no claim"

@@ -38,6 +38,8 @@ def opt(default: Any, doc: str, *, choices: tuple | None = None, ge: float | Non
 
 @dataclass
 class ModelConfig:
+    """Architecture: vision encoder, projector and LLM sizes, attention, backbone."""
+
     size: str = opt("small", "named size preset that fills every dimension left unset",
                     choices=("tiny", "small", "medium", "base", "large"))
     patch_size: int = opt(4, "ViT patch side in pixels (must divide data.image_size)", ge=1)
@@ -71,6 +73,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Training data: the miniature world (version, seed, rendering) or shards, and its unique samples."""
+
     world_version: int = opt(1, "miniature world: 1 (the v1 study's renderer) or 2 (calibrated objects and a "
                                     "counter-based random stream rendered batch-wide)", choices=(1, 2))
     world_seed: int = opt(0, "seed of the procedural world (images are a function of seed and index)", ge=0,
@@ -101,6 +105,8 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
+    """What the run trains: the task, the generation target and the weights of its losses."""
+
     task: str = opt("vlm", "what the run trains: the VLM (vlm), or a vision encoder alone as a pretraining stage: "
                            "image-text sigmoid contrastive (contrastive) or masked-feature self-distillation without "
                            "captions (self_distill)", choices=("vlm", "contrastive", "self_distill"))
@@ -134,6 +140,8 @@ class ObjectiveConfig:
 
 @dataclass
 class MaskingConfig:
+    """Masking of visual inputs: how the probability is drawn, per batch or sample, and where losses apply."""
+
     distribution: str = opt("none", "how each masking probability is drawn",
                             choices=("none", "fixed", "uniform", "gaussian", "truncnorm"))
     p: float = opt(0.5, "fixed: the masking probability", ge=0, le=1)
@@ -151,6 +159,8 @@ class MaskingConfig:
 
 @dataclass
 class TrainConfig:
+    """Optimisation: seed, samples seen, batch, learning-rate schedule, precision, checkpoints and ranks."""
+
     seed: int = opt(0, "seed of init, masking and noise (data order uses it too)", ge=0, le=2**31 - 1)
     samples_seen: int = opt(64_000, "total training samples (steps = samples_seen / batch_size)", ge=1, le=10**13)
     batch_size: int = opt(64, "images per step", ge=1, le=65536)
@@ -193,6 +203,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Evaluation: held-out images, probes, rollouts and inference-scaling settings."""
+
     every: int = opt(0, "steps between evaluations (0 = only before and after training)", ge=0)
     num_images: int = opt(128, "held-out images for zero-shot scoring and generation metrics", ge=4)
     probe_images: int = opt(512, "held-out images for the linear probe (split train/test)", ge=20)
@@ -213,6 +225,8 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
+    """A run's whole configuration; its identity-bearing fields define the run id."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

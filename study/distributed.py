@@ -42,6 +42,8 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 @dataclass(frozen=True)
 class Ranks:
+    """This process's rank, the number of ranks and its device."""
+
     rank: int
     world: int
     device: torch.device

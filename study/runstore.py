@@ -70,6 +70,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 class RunStore:
+    """A run directory: its config, status, append-only metric records and checkpoints."""
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.checkpoint_dir = self.path / "checkpoints"

@@ -22,6 +22,8 @@ class NonFinite(Exception):
 
 
 class DeviceLog:
+    """Per-step losses and counts summed on their device, read to the host once per log step."""
+
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, torch.Tensor] = {}

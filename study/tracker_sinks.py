@@ -41,6 +41,8 @@ class Membership:
 
 
 class Sink(Protocol):
+    """An experiment tracker a run's records are mirrored to."""
+
     destination: str
     kept: dict[str, dict[str, int]] | None  # what the destination itself says it has, where it can say
 
@@ -67,6 +69,8 @@ def within(text: str, limit: int = WANDB_TEXT_LIMIT) -> str:
 
 
 class TensorBoardSink:
+    """Records mirrored to a TensorBoard event file beside the runs."""
+
     def __init__(self, cfg: RunConfig, run_dir: Path, member: Membership, wandb_id: str):
         from torch.utils.tensorboard import SummaryWriter
 
@@ -86,6 +90,8 @@ class TensorBoardSink:
 
 
 class WandbSink:
+    """Records mirrored to a W&B run, resumed under the run's stable id."""
+
     def __init__(self, cfg: RunConfig, run_dir: Path, member: Membership, wandb_id: str):
         import wandb
 
@@ -111,6 +117,8 @@ class WandbSink:
 
 
 class MlflowSink:
+    """Records mirrored to an MLflow run, resumed by the run's name."""
+
     def __init__(self, cfg: RunConfig, run_dir: Path, member: Membership, wandb_id: str):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient

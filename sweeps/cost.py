@@ -36,6 +36,8 @@ CUDA_CONTEXT = 1 * GIB
 
 @dataclasses.dataclass(frozen=True)
 class Device:
+    """A device a trial is priced on: peak bf16 FLOP/s and usable memory."""
+
     name: str
     bf16_peak: float  # dense bf16 FLOP/s
     memory: float  # bytes a rank may use
@@ -125,6 +127,8 @@ def mfu_for(kind: str, given: float | None, params: float) -> tuple[float, str]:
 
 @dataclasses.dataclass(frozen=True)
 class TrialCost:
+    """A trial's planned cost: samples, tokens, FLOPs, device hours and whether its step fits in memory."""
+
     index: int
     run_id: str
     samples: int

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Param:
+    """A searched config key and its range."""
+
     key: str
     low: float
     high: float
@@ -58,6 +60,8 @@ def parse_param(text: str) -> Param:
 
 @dataclass(frozen=True)
 class SearchOptions:
+    """A hyperparameter search: the arm, parameters, metric, trials and backend."""
+
     source: str  # preset name or config YAML: the arm
     params: tuple[Param, ...]
     metric: str = "caption_loss"

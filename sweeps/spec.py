@@ -64,6 +64,8 @@ class Axis:
 
 @dataclass
 class GridSpec:
+    """A parsed grid YAML: its base config, axes, upstream stages and protocol."""
+
     name: str
     description: str
     path: Path
@@ -78,6 +80,8 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class Trial:
+    """One run of a grid: its axis labels and resolved config."""
+
     index: int
     axes: dict[str, Any]
     config: RunConfig

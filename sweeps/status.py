@@ -24,6 +24,8 @@ UNFINISHED = ("running", "interrupted", "pending")  # the states a launch would 
 
 @dataclass(frozen=True)
 class TrialState:
+    """A trial's state in its runs directory, with its progress and why it is not running."""
+
     trial: Trial
     state: str
     step: int | None = None

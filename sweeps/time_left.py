@@ -46,6 +46,8 @@ def seconds_per_step(path: Path) -> float | None:
 
 @dataclass(frozen=True)
 class Estimate:
+    """Worker seconds the unfinished trials of a grid need, and what the prices come from."""
+
     seconds: float  # worker seconds the unfinished trials need
     steps: int  # their steps to go
     trials: int  # how many are unfinished

@@ -13,6 +13,8 @@ from study.data.world import Scene, World
 
 @dataclass
 class Batch:
+    """A training or evaluation batch: images, caption tokens and, for world batches, the ground truth."""
+
     images: torch.Tensor  # (B, 3, H, W): float in [0, 1]; uint8 in shard training batches (study.data.shards)
     tokens: torch.Tensor  # (B, L) caption ids, <bos> ... <eos>, right-padded with <pad>
     scenes: list[Scene]   # ground truth (world batches only)

@@ -9,6 +9,8 @@ from study.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKEN_ID, VOCAB
 
 
 class TextCodec:
+    """Caption text to ids and back, with the miniature vocabulary or an upstream tokenizer."""
+
     def __init__(self, cfg: RunConfig):
         self.tokenizer = None
         if cfg.model.backbone == "hf":

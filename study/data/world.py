@@ -34,6 +34,8 @@ _DRAWS = 113
 
 @dataclass(frozen=True)
 class Obj:
+    """One object of a scene: shape, colour, size and grid cell."""
+
     shape: int
     colour: int
     size: int
@@ -48,6 +50,8 @@ class Obj:
 
 @dataclass(frozen=True)
 class Scene:
+    """One image's ground truth: its objects and caption."""
+
     index: int
     objects: tuple[Obj, ...]
     caption: tuple[str, ...]

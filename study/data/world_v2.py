@@ -21,6 +21,8 @@ UNIT_VARIANCE = np.float32(12 ** 0.5)  # a uniform on [-0.5, 0.5) times this has
 
 
 class WorldV2(World):
+    """The corrected world: calibrated objects on whole pixels, rendered batch-wide from counter-based streams."""
+
     def __init__(self, cfg: DataConfig):
         super().__init__(cfg)
         self.scene_key = stream_key(cfg.world_seed, SCENE_STREAM)

@@ -12,6 +12,8 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Split:
+    """How evaluation rows are dealt to ranks and gathered back in order."""
+
     rank: int = 0
     world: int = 1
 

@@ -30,6 +30,8 @@ _FIELD = {"size": "size", "colour": "colour", "shape": "shape", "location": "cel
 
 @dataclass
 class Questions:
+    """The zero-shot candidates: which image and question each is, whether it is correct, and its tokens."""
+
     image: np.ndarray      # (C,) which image each candidate is about
     question: np.ndarray   # (C,) question id
     correct: np.ndarray    # (C,) bool

@@ -22,6 +22,8 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class AdaLNBlock(nn.Module):
+    """A residual MLP block modulated (shift, scale, gate) by the conditioning vector."""
+
     def __init__(self, width: int):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -36,6 +38,8 @@ class AdaLNBlock(nn.Module):
 
 
 class DiffusionHead(nn.Module):
+    """The per-token diffusion head (MAR): denoises each target token conditioned on a hidden state."""
+
     def __init__(self, target_dim: int, cond_dim: int, width: int, depth: int, timesteps: int,
                  clip: float | None = None):
         super().__init__()

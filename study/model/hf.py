@@ -33,6 +33,8 @@ ATTENTION = {"sdpa": "sdpa", "reference": "eager"}
 
 
 class VisionEncoder(nn.Module):
+    """A pretrained Hugging Face vision tower, read from local files, returning one layer's patch features."""
+
     def __init__(self, path: str, layer: int, weights: bool = True):
         super().__init__()
         import transformers
@@ -65,6 +67,8 @@ class VisionEncoder(nn.Module):
 
 
 class CausalLM(nn.Module):
+    """A pretrained Hugging Face causal LM, read from local files."""
+
     def __init__(self, path: str, attention: str, weights: bool = True):
         super().__init__()
         from transformers import AutoModelForCausalLM

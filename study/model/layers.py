@@ -18,6 +18,8 @@ from study.errors import UserError
 
 
 class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned scale."""
+
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
@@ -122,6 +124,8 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention with rotary positions, an optional KV cache and a choice of kernel."""
+
     def __init__(self, dim: int, heads: int, kernel: str = "sdpa"):
         super().__init__()
         self.heads, self.kernel = heads, kernel
@@ -141,6 +145,8 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """The gated SiLU feed-forward layer."""
+
     def __init__(self, dim: int, ratio: float):
         super().__init__()
         hidden = int(dim * ratio)

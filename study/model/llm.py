@@ -19,6 +19,8 @@ def attention_mask(num_visual: int, length: int, visual_attention: str,
 
 
 class DecoderLM(nn.Module):
+    """The from-scratch decoder LLM: tied embeddings, pre-norm blocks, rotary positions."""
+
     def __init__(self, vocab: int, width: int, depth: int, heads: int, mlp_ratio: float, max_len: int,
                  kernel: str = "sdpa"):
         super().__init__()

@@ -31,6 +31,8 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
 
 
 class UnifiedModel(nn.Module):
+    """Vision encoder, projector and LLM with the generation heads of the run's target."""
+
     def __init__(self, cfg: RunConfig, weights: bool = True, tokenizer: bool = True):
         """The model of `cfg` (its upstream references resolved to files), randomly initialised from torch's global
         generator; `weights=False` leaves the pretrained backbones' parameters on the meta device, to be loaded once

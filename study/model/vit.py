@@ -24,6 +24,8 @@ def unpatchify(patches: torch.Tensor, patch: int, channels: int = 3) -> torch.Te
 
 
 class VisionEncoder(nn.Module):
+    """The from-scratch ViT over image patches."""
+
     def __init__(self, image_size: int, patch: int, width: int, depth: int, heads: int, mlp_ratio: float,
                  kernel: str = "sdpa"):
         super().__init__()

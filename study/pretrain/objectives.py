@@ -64,6 +64,8 @@ def sigmoid_pair_loss(image: torch.Tensor, text: torch.Tensor, log_t: torch.Tens
 
 
 class ContrastiveObjective(nn.Module):
+    """Sigmoid image-text contrastive pretraining of a vision encoder (SigLIP's loss)."""
+
     def __init__(self, cfg: RunConfig):
         super().__init__()
         m = cfg.model
@@ -93,6 +95,8 @@ def blank_patches(images: torch.Tensor, patch: int, mask: torch.Tensor) -> torch
 
 
 class SelfDistillObjective(nn.Module):
+    """Masked-feature self-distillation of a vision encoder from its EMA teacher, without captions."""
+
     def __init__(self, cfg: RunConfig):
         super().__init__()
         m = cfg.model

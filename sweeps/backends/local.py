@@ -21,6 +21,8 @@ from sweeps.execute import TrialTask, execute_trial
 
 @dataclass(frozen=True)
 class LocalOptions:
+    """Options of the local backend: trials at once."""
+
     workers: int = 1
 
 

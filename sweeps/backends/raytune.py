@@ -39,6 +39,8 @@ POLL_S = 1.0  # how often a Tune trial looks for new evaluations of its run
 
 @dataclass(frozen=True)
 class RayOptions:
+    """Options of the Ray backend: the cluster, resources per trial and Tune's storage."""
+
     address: str | None = None  # HOST:PORT of a running cluster; None starts a local instance
     connect_timeout_s: float = 30.0  # joining `address` fails with one line after this long
     max_concurrent: int | None = None

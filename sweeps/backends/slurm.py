@@ -31,6 +31,8 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 
 @dataclass(frozen=True)
 class SlurmOptions:
+    """Options of the Slurm backend: submitit's job resources and requeue limits."""
+
     partition: str | None = None
     account: str | None = None
     qos: str | None = None

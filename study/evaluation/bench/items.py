@@ -42,6 +42,8 @@ class ChoiceItem:
 
 @dataclass
 class MultipleChoice:
+    """A multiple-choice benchmark: its items and one image per item."""
+
     name: str
     items: list[ChoiceItem]
     images: torch.Tensor  # (N, 3, S, S) uint8, one per item
@@ -49,6 +51,8 @@ class MultipleChoice:
 
 @dataclass
 class Classification:
+    """A classification benchmark: class names, labels, images and the prompt template."""
+
     name: str
     class_names: list[str]
     labels: torch.Tensor  # (N,)
@@ -58,6 +62,8 @@ class Classification:
 
 @dataclass
 class Captioning:
+    """A captioning benchmark: image ids, reference captions and images."""
+
     name: str
     ids: list[str]
     references: list[list[str]]

@@ -53,6 +53,8 @@ class Scored:
 
 
 class RunLMM:
+    """A trained run as an lmms-eval model: loglikelihood and generate_until over its checkpoint."""
+
     def __init__(self, run_dir: str, step: int | str | None = None, device: str | None = None,
                  batch_size: int | str = BATCH_SIZE):
         run = load_vlm(run_dir, None if step in (None, "", "None") else int(step), "lmms-eval")

@@ -45,6 +45,8 @@ REQUIRED = ("index", "question", "A", "B", "answer", "image")
 
 @dataclass
 class Row:
+    """One row of an MMBench TSV file, as published."""
+
     number: int  # 1-based row of the file (the header not counted)
     index: str
     question: str

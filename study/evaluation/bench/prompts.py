@@ -20,6 +20,8 @@ HF_CLASS_PROMPT, MINI_CLASS_PROMPT = "a photo of a {}.", "{}"
 
 
 class Prompts:
+    """Token ids of benchmark contexts and continuations, in the prompt form of the run's backbone."""
+
     def __init__(self, cfg: RunConfig):
         self.codec = TextCodec(cfg)
         self.lettered = cfg.model.backbone == "hf"
