@@ -22,6 +22,7 @@ from analysis.runs import SEED, D, identity_columns
 
 MIN_PAIRS = 3
 NO_CLAIM = "no claim"
+SAME_RUNS = "the same runs as its baseline: the two trials train alike (sweep plan lists them)"
 COMPARISON_SCHEMA = {"arm": pl.String, "baseline": pl.String, "metric": pl.String, "n": pl.Int64,
                      "diff": pl.Float64, "lo": pl.Float64, "hi": pl.Float64, "p_value": pl.Float64,
                      "t_p_value": pl.Float64, "direction": pl.Int64, "verdict": pl.String}
@@ -110,9 +111,16 @@ def compare(runs: pl.DataFrame, metric: str, arm: str, baseline: str, treatment:
         return None
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     c = stats.paired(a, b)
+    same = _run_ids(runs, arm) == _run_ids(runs, baseline)  # a difference of 0 by construction, not a measurement
     return {"arm": arm, "baseline": baseline, "metric": metric, "n": c.n, "diff": c.mean_diff, "lo": c.lo,
-            "hi": c.hi, "p_value": c.p_value, "t_p_value": stats.t_test_p_value(a - b), "direction": direction,
-            "verdict": judge(c.lo, c.hi, c.n, direction)}
+            "hi": c.hi, "p_value": c.p_value, "t_p_value": stats.t_test_p_value(a - b),
+            "direction": 0 if same else direction, "verdict": SAME_RUNS if same else judge(c.lo, c.hi, c.n, direction)}
+
+
+def _run_ids(runs: pl.DataFrame, arm: str) -> set[str]:
+    """The runs whose training the arm's rows are (a copy of a run that trains alike counts as that run)."""
+    column = "trained_as" if "trained_as" in runs.columns else "run_id"
+    return set(runs.filter(pl.col("arm") == arm)[column].to_list())
 
 
 def judge_adjusted(diff: float, p_adjusted: float, n: int, direction: int, alpha: float = 0.05) -> str:

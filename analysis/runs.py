@@ -1,8 +1,10 @@
 """Run tables: a runs directory read into Polars frames, never raising on a bad run.
 
     runs       one row per run directory: run_id, path, state, usable, reason, notes, step, total_steps,
-               the flattened config (`objective.target`, `data.unique_samples`, `train.seed`, ...), the final
-               evaluation's metrics (`zs_acc`, `caption_loss`, ...) and the step-0 floor (`floor/zs_acc`, ...)
+               trained_as (the run whose training it is: its own id, or for a copy of a run that trains alike
+               the representative's, `sweeps.dedupe`), the flattened config (`objective.target`,
+               `data.unique_samples`, `train.seed`, ...), the final evaluation's metrics (`zs_acc`,
+               `caption_loss`, ...) and the step-0 floor (`floor/zs_acc`, ...)
     curves     (lazy) one row per run x step x metric: run_id, source (eval | train), step, samples_seen,
                metric, value
     inference  one row per run x inference setting x metric (inference_scaling.json): run_id, sweep
@@ -45,7 +47,8 @@ PARALLEL_CONFIGS = 1000  # runs from which configs are read by several processes
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
 RUN_ID_RE = re.compile(r"[0-9a-f]{12}")
 BASE_COLUMNS = {"run_id": pl.String, "path": pl.String, "state": pl.String, "usable": pl.Boolean,
-                "reason": pl.String, "notes": pl.String, "step": pl.Int64, "total_steps": pl.Int64}
+                "reason": pl.String, "notes": pl.String, "step": pl.Int64, "total_steps": pl.Int64,
+                "trained_as": pl.String}
 CURVE_SCHEMA = {"run_id": pl.String, "source": pl.String, "step": pl.Int64, "samples_seen": pl.Int64,
                 "metric": pl.String, "value": pl.Float64}
 INFERENCE_SCHEMA = {"run_id": pl.String, "sweep": pl.String, "setting": pl.Int64, "inference_flops": pl.Float64,
@@ -197,7 +200,8 @@ def _run_row(path: Path, config: dict[str, Any] | str, notes: list[str], finals:
         usable, reason = False, config_error
     row |= {"state": state, "usable": usable, "reason": reason,
             "step": status.get("step") if isinstance(status.get("step"), int) else None,
-            "total_steps": status.get("total_steps") if isinstance(status.get("total_steps"), int) else None}
+            "total_steps": status.get("total_steps") if isinstance(status.get("total_steps"), int) else None,
+            "trained_as": status["same_as"] if isinstance(status.get("same_as"), str) else run_id}
     return row, not config_error
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from analysis.aggregate import compare_to_baselines, judge_adjusted, seed_stats
+from analysis.aggregate import SAME_RUNS, compare_to_baselines, judge_adjusted, seed_stats
 from analysis.grids import Grid
 from analysis.runs import NORMALISED, PRIMARY, D
 from analysis.utilization import FitSettings
@@ -172,7 +172,8 @@ def _decided(ctx: Context, study: Study, comps: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for c in comps.iter_rows(named=True):
         p = ctx.adjusted.get(comparison_key(c), float("nan")) if c["direction"] else float("nan")
-        rows.append(c | {"p_holm": p, "verdict": judge_adjusted(c["diff"], p, c["n"], c["direction"])})
+        verdict = c["verdict"] if c["verdict"] == SAME_RUNS else judge_adjusted(c["diff"], p, c["n"], c["direction"])
+        rows.append(c | {"p_holm": p, "verdict": verdict})
     return pl.DataFrame(rows, schema=comps.schema | {"p_holm": pl.Float64})
 
 
@@ -232,7 +233,8 @@ def build_section(ctx: Context, study: Study) -> tuple[Section, pl.DataFrame]:
     if study.baseline is not None and study.measures:
         comps = _decided(ctx, study, comparisons(ctx, study))
         if study.descriptive and not comps.is_empty():  # no rule judges them, in this table either
-            comps = comps.with_columns(pl.lit(DESCRIPTIVE).alias("verdict"))
+            comps = comps.with_columns(pl.when(pl.col("verdict") == SAME_RUNS).then(pl.col("verdict"))
+                                       .otherwise(pl.lit(DESCRIPTIVE)).alias("verdict"))
         if not comps.is_empty():
             section.tables.append(_comparison_table(ctx, comps))
             rows += _claimed_rows(study, comps)

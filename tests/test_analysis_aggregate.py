@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from analysis.aggregate import (
+    SAME_RUNS,
     compare,
     compare_to_baselines,
     curve_stats,
@@ -83,6 +84,24 @@ def test_runs_pair_only_when_they_differ_in_the_treatment():
                                  direction=lambda arm_runs: 1)
     assert table["arm"].to_list() == ["semantic_input"] and table["baseline"].to_list() == ["none"]
     assert table["verdict"].to_list() == ["reproduced"]
+
+
+def test_an_arm_holding_its_baselines_own_runs_is_no_measurement():
+    """Two trials that train alike are one run listed under both arms (a masking control without a generation
+    loss): their difference is 0 by construction, so the row says so and claims nothing, whatever the paper claims;
+    a run of either arm that is its own keeps the comparison a measurement."""
+    base = _runs(0.0, seeds=4, scales=(100,)).filter(pl.col("arm") == "none")
+    runs = pl.concat([base.with_columns(pl.lit("masked").alias("arm"), pl.lit("truncnorm").alias("mask")),
+                      base.with_columns(pl.lit("unmasked").alias("arm"), pl.lit("none").alias("mask"))])
+    row = compare(runs, "zs_acc", "masked", "unmasked", ("mask",), direction=1)
+    assert (row["verdict"], row["direction"], row["n"], row["diff"]) == (SAME_RUNS, 0, 4, 0.0)
+    own = runs.with_columns(pl.when((pl.col("arm") == "masked") & (pl.col(SEED) == 0))
+                            .then(pl.lit("own-run")).otherwise(pl.col("run_id")).alias("run_id"))
+    row = compare(own, "zs_acc", "masked", "unmasked", ("mask",), direction=1)
+    assert row["verdict"] != SAME_RUNS and row["direction"] == 1
+    copies = runs.with_columns(pl.col("run_id").alias("trained_as"),  # as sweeps.dedupe records a copy
+                               (pl.col("run_id") + "-" + pl.col("arm")).alias("run_id"))
+    assert compare(copies, "zs_acc", "masked", "unmasked", ("mask",), direction=1)["verdict"] == SAME_RUNS
 
 
 def test_keys_outside_a_runs_identity_do_not_break_pairs():
