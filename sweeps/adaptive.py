@@ -124,22 +124,21 @@ def trials_to_cap(spec: GridSpec, runs_dir: Path, protocol: Protocol) -> list[Tr
         pairs_next = ({cid: last["comparisons"][cid]["n"] + protocol.wave for cid in last["extend"]["comparisons"]}
                       if last else {cid: len(first) for cid in comparisons})
         more = {cid: (protocol.cap - n) // protocol.wave for cid, n in pairs_next.items()}
-        top = _last_seed(first, extensions)
+        top = _seeds(first, extensions)[-1]
         future = [{"comparisons": [cid for cid, k in more.items() if k >= w],
                    "seeds": list(range(top + 1 + (w - 1) * protocol.wave, top + 1 + w * protocol.wave))}
                   for w in range(1, max(more.values(), default=0) + 1)]
     return _waves(spec, first, extensions + future, comparisons)
 
 
-def _last_seed(first: list[int], extensions: list[dict]) -> int:
-    """The highest seed the first wave or any extension names: the next wave's seeds follow it."""
-    return max(first + [s for ext in extensions for s in ext["seeds"]])
+def _seeds(first: list[int], extensions: list[dict]) -> list[int]:
+    """Every seed the first wave or an extension names, in order (a next wave's seeds follow the last)."""
+    return sorted(set(first + [s for ext in extensions for s in ext["seeds"]]))
 
 
 def _waves(spec: GridSpec, first: list[int], extensions: list[dict], comparisons: dict[str, Comparison]) -> list[Trial]:
     """The trials of the first seeds and of each extension's, out of the grid with every seed they name."""
-    seeds = sorted(set(first + [s for ext in extensions for s in ext["seeds"]]))
-    return chosen(pipeline(with_seeds(spec, seeds)), first, extensions, comparisons)
+    return chosen(pipeline(with_seeds(spec, _seeds(first, extensions))), first, extensions, comparisons)
 
 
 def looks_lines(runs_dir: Path, spec: GridSpec) -> list[str]:
@@ -209,7 +208,7 @@ def launch_until_decided(spec: GridSpec, runs_dir: Path, protocol: Protocol, bac
             record["comparisons"][cid] = decision_record(c, d, look_sizes)
             if not d.decided and d.verdict != "inconclusive":
                 open_ids.append(cid)
-        top = _last_seed(first, extensions)
+        top = _seeds(first, extensions)[-1]
         new = list(range(top + 1, top + 1 + protocol.wave))
         growing = [cid for cid in open_ids if record["comparisons"][cid]["n"] + len(new) <= cap]
         for cid in set(open_ids) - set(growing):  # no room for another wave: open at the cap
