@@ -109,7 +109,7 @@ def launch(tasks: list[TrialTask], options: LocalOptions) -> list[dict]:
     workers = [_Worker(threads) for _ in range(count)]
     waiting, records = list(tasks), []
     try:
-        while waiting or any(w.task for w in workers):
+        while waiting or any(w.task is not None for w in workers):
             for slot, worker in enumerate(workers):
                 if waiting and worker.task is None:
                     if not worker.alive:  # it died with its last trial: a new one takes its place
