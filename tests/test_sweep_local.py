@@ -1,14 +1,17 @@
 """The local backend through the CLI: a grid completes, relaunch skips, a killed sweep resumes, a trial process
-that dies ends its trial alone, and two launches at once run every trial exactly once."""
+that dies ends its trial alone (its exit code or signal named), and two launches at once run every trial exactly
+once."""
 
 import json
 import os
 import signal
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from study.runstore import RunStore
+from sweeps.backends.local import _Worker
 from sweeps.execute import FAULT_EXIT_CODE, FAULT_FILE
 from sweeps.lock import pid_alive, read_lock
 from tests.grid_specs import attempts, cli_process, launch_argv, run_dirs, write_grid_spec
@@ -123,3 +126,14 @@ def test_a_trial_process_that_dies_ends_that_trial_alone_and_a_relaunch_resumes_
     assert json.loads((runs / "launches" / "g__smoke.json").read_text()) == {}  # the clean relaunch cleared it
     assert attempts(dying)[-1]["from_step"] == 10
     assert RunStore(dying).status()["state"] == "completed"
+
+
+def test_a_worker_killed_by_a_signal_is_reported_with_that_signal(tmp_path):
+    worker = _Worker(threads=1)
+    worker.task = SimpleNamespace(run_dir=str(tmp_path / "run"))  # the trial it was training, as the launcher holds it
+    os.kill(worker.process.pid, signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    record = worker.result()
+    assert record == {"run_dir": str(tmp_path / "run"), "outcome": "error",
+                      "reason": "its trial process died (killed by signal 9) before returning a result"}
+    assert worker.task is None and not worker.alive
+    worker.stop()
