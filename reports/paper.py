@@ -195,7 +195,8 @@ V3_STUDIES = (
           extras=(data_use.data_utilization,)),
     Study("v3_masking", "Masking, regime " + V3_REGIMES["contrastive"] + " (protocol 3)", "Masking",
           "[paper names the technique; the rest is ours] semantic_input with MAR's truncated-normal masking against "
-          "unmasked; text only under both (trained once: masking without a generation head changes nothing).",
+          "unmasked; text only under both (trained once: masking without a generation head changes nothing). Its "
+          "planned comparison (masking_b) is decided in the lead table.",
           treatment=("masking.",), baseline=pl.col("masking.distribution") == "none",
           measures=(Measure(NORMALISED, _gaussian_masking),), metrics=V3_METRICS[:7], primary=NORMALISED,
           regime=V3_REGIMES["contrastive"], descriptive=True, extras=(extras.masking_histograms,)),
