@@ -313,10 +313,27 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def seed_keys(runs: pl.DataFrame, keys: list[str]) -> list[str]:
+    """The keys among `keys` that belong to the seed, not to an arm: a function of the seed over `runs` while a seed
+    ran several combinations of the other keys (e.g. the encoder instance that a grid cycles by seed)."""
+    if SEED not in runs.columns or len(keys) < 2:  # one varying key: no other key for a seed to run several of
+        return []
+    out = []
+    for k in keys:
+        others = [o for o in keys if o != k]
+        per_seed = runs.group_by(SEED).agg(pl.col(k).n_unique().alias("values"),
+                                            pl.struct(others).n_unique().alias("arms"))
+        if (per_seed["values"] == 1).all() and (per_seed["arms"] > 1).any():
+            out.append(k)
+    return out
+
+
 def describe_arms(runs: pl.DataFrame, exclude: tuple[str, ...] = (SEED, D)) -> pl.Series:
-    """A readable arm label per run, from the config keys that vary among `runs` (seed and D left out):
-    e.g. "target=semantic_input, lr=0.001"; "all runs" when nothing varies."""
+    """A readable arm label per run, from the config keys that vary among `runs` (seed, D and the keys that belong to
+    the seed left out): e.g. "target=semantic_input, lr=0.001"; "all runs" when nothing varies."""
     keys = [k for k in identity_columns(runs) if k not in exclude and runs[k].n_unique() > 1]
+    seeds_own = seed_keys(runs, keys)
+    keys = [k for k in keys if k not in seeds_own]
     names = short_names(keys)
     labels = [", ".join(f"{names[k]}={format_value(r[k])}" for k in keys) or "all runs"
               for r in runs.select(keys).iter_rows(named=True)] if keys else ["all runs"] * len(runs)
