@@ -144,5 +144,5 @@ def test_a_key_that_a_grid_cycles_by_seed_belongs_to_the_seed_not_to_an_arm():
     runs = pl.DataFrame({SEED: seeds, D: [1000] * 12, "objective.target": ["none"] * 6 + ["semantic_input"] * 6,
                          "model.encoder_checkpoint": [f"run:encoder{s % 5}" for s in seeds]})
     assert describe_arms(runs).to_list() == ["target=none"] * 6 + ["target=semantic_input"] * 6
-    confounded = pl.DataFrame({SEED: [0, 1], "objective.target": ["none", "semantic_input"]})
-    assert describe_arms(confounded).to_list() == ["target=none", "target=semantic_input"]
+    confounded = pl.DataFrame({SEED: [0, 1], "objective.target": ["none", "semantic_input"], "train.lr": [1e-3, 3e-3]})
+    assert describe_arms(confounded).to_list() == ["target=none, lr=0.001", "target=semantic_input, lr=0.003"]
